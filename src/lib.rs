@@ -1,0 +1,41 @@
+//! vecguard: authorized vector search for PostgreSQL.
+//!
+//! Module map (see docs/DESIGN.md): `vector` (the type), `distance` (kernels and operators),
+//! `fmgr` (shared V1-function glue). Pure modules never import pgrx; glue files are named
+//! `sql.rs`.
+
+pub mod distance;
+mod fmgr;
+pub mod vector;
+
+::pgrx::pg_module_magic!(name, version);
+
+pgrx::extension_sql_file!("../sql/vector.sql", name = "vector_type", bootstrap);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn vector_text_round_trip() {
+        let out = Spi::get_one::<String>("SELECT '[1, 2.5 ,3]'::vector::text").unwrap();
+        assert_eq!(out.as_deref(), Some("[1,2.5,3]"));
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    /// postgresql.conf lines for the test cluster, kept in the repository's pg_test_config.
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        include_str!("../pg_test_config")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect()
+    }
+}

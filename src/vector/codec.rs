@@ -1,0 +1,828 @@
+//! The `vector` value without Postgres: parsing, printing and the binary wire format.
+//!
+//! Everything here mirrors pgvector 0.8 byte for byte and message for message, because
+//! clients (psycopg, asyncpg, node-postgres, sqlx) were written against pgvector and must
+//! not notice that vecguard sits behind the type name `vector`:
+//! - text: `[1,2,3]`, whitespace allowed around elements, `strtof` number syntax, output in
+//!   Postgres's shortest round-trip float4 form (`1e+20`, `1.5`, `-0`);
+//! - binary: int16 dim, int16 unused (must be 0), then float4 values, all big-endian;
+//! - the same error texts and SQLSTATEs, so applications that match on them keep working.
+//!
+//! Errors are values (`VectorError`) carrying the SQLSTATE; the glue turns them into
+//! `ereport(ERROR)`. Nothing here panics on any input.
+
+use std::fmt::Write as _;
+
+/// Largest dimension count of a `vector` (pgvector's VECTOR_MAX_DIM).
+pub const VECTOR_MAX_DIM: usize = 16000;
+
+/// SQLSTATE classes used by vector errors (five-character codes as in the Postgres docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlState {
+    /// 22P02 invalid_text_representation
+    InvalidTextRepresentation,
+    /// 22000 data_exception
+    DataException,
+    /// 22003 numeric_value_out_of_range
+    NumericValueOutOfRange,
+    /// 54000 program_limit_exceeded
+    ProgramLimitExceeded,
+    /// 22023 invalid_parameter_value
+    InvalidParameterValue,
+    /// 22004 null_value_not_allowed
+    NullValueNotAllowed,
+    /// 08P01 protocol_violation (short binary message)
+    ProtocolViolation,
+    /// 0A000 feature_not_supported
+    FeatureNotSupported,
+}
+
+impl SqlState {
+    /// The five-character code, e.g. "22P02".
+    pub fn code(self) -> &'static str {
+        match self {
+            SqlState::InvalidTextRepresentation => "22P02",
+            SqlState::DataException => "22000",
+            SqlState::NumericValueOutOfRange => "22003",
+            SqlState::ProgramLimitExceeded => "54000",
+            SqlState::InvalidParameterValue => "22023",
+            SqlState::NullValueNotAllowed => "22004",
+            SqlState::ProtocolViolation => "08P01",
+            SqlState::FeatureNotSupported => "0A000",
+        }
+    }
+}
+
+/// A user-facing error: SQLSTATE, primary message and optional detail, as pgvector words them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VectorError {
+    pub state: SqlState,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+impl VectorError {
+    pub fn new(state: SqlState, message: impl Into<String>) -> Self {
+        VectorError { state, message: message.into(), detail: None }
+    }
+    fn with_detail(mut self, detail: &str) -> Self {
+        self.detail = Some(detail.to_string());
+        self
+    }
+}
+
+impl std::fmt::Display for VectorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)
+    }
+}
+
+/// `different vector dimensions 3 and 4`
+pub fn dimension_mismatch(a: usize, b: usize) -> VectorError {
+    VectorError::new(SqlState::DataException, format!("different vector dimensions {a} and {b}"))
+}
+
+/// Rejects NaN and infinities, which pgvector never stores.
+pub fn check_element(v: f32) -> Result<(), VectorError> {
+    if v.is_nan() {
+        Err(VectorError::new(SqlState::DataException, "NaN not allowed in vector"))
+    } else if v.is_infinite() {
+        Err(VectorError::new(SqlState::DataException, "infinite value not allowed in vector"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a dimension count against pgvector's limits.
+pub fn check_dim(dim: i64) -> Result<(), VectorError> {
+    if dim < 1 {
+        return Err(VectorError::new(SqlState::DataException, "vector must have at least 1 dimension"));
+    }
+    if dim > VECTOR_MAX_DIM as i64 {
+        return Err(VectorError::new(
+            SqlState::DataException,
+            format!("vector cannot have more than {VECTOR_MAX_DIM} dimensions"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a value's dimension count against a column's typmod (-1 = unconstrained).
+pub fn check_expected_dim(typmod: i32, dim: usize) -> Result<(), VectorError> {
+    if typmod != -1 && typmod as i64 != dim as i64 {
+        return Err(VectorError::new(
+            SqlState::DataException,
+            format!("expected {typmod} dimensions, not {dim}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates `vector(n)`: exactly one modifier within 1..=16000.
+pub fn typmod_in(mods: &[i32]) -> Result<i32, VectorError> {
+    if mods.len() != 1 {
+        return Err(VectorError::new(SqlState::InvalidParameterValue, "invalid type modifier"));
+    }
+    let n = mods[0];
+    if n < 1 {
+        return Err(VectorError::new(
+            SqlState::InvalidParameterValue,
+            "dimensions for type vector must be at least 1",
+        ));
+    }
+    if n > VECTOR_MAX_DIM as i32 {
+        return Err(VectorError::new(
+            SqlState::InvalidParameterValue,
+            format!("dimensions for type vector cannot exceed {VECTOR_MAX_DIM}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn is_vector_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+fn invalid_syntax(lit: &str) -> VectorError {
+    VectorError::new(
+        SqlState::InvalidTextRepresentation,
+        format!("invalid input syntax for type vector: \"{lit}\""),
+    )
+}
+
+/// Length of the longest prefix of `s` that C's `strtof` would consume (0 = none).
+/// Accepts an optional sign, then `inf`/`infinity`/`nan` (any case), a hex float, or a
+/// decimal with optional fraction and exponent, exactly the forms `strtof` takes.
+fn strtof_prefix_len(s: &[u8]) -> usize {
+    let mut i = 0;
+    if i < s.len() && (s[i] == b'+' || s[i] == b'-') {
+        i += 1;
+    }
+    let rest = &s[i..];
+    let starts_ci = |word: &str| {
+        rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+    };
+    if starts_ci("infinity") {
+        return i + 8;
+    }
+    if starts_ci("inf") || starts_ci("nan") {
+        return i + 3;
+    }
+    if rest.len() >= 2 && rest[0] == b'0' && (rest[1] == b'x' || rest[1] == b'X') {
+        let mut j = 2;
+        let mut digits = 0;
+        while j < rest.len() && rest[j].is_ascii_hexdigit() {
+            j += 1;
+            digits += 1;
+        }
+        if j < rest.len() && rest[j] == b'.' {
+            j += 1;
+            while j < rest.len() && rest[j].is_ascii_hexdigit() {
+                j += 1;
+                digits += 1;
+            }
+        }
+        if digits == 0 {
+            // "0x" without digits: strtof takes just the "0".
+            return i + 1;
+        }
+        if j < rest.len() && (rest[j] == b'p' || rest[j] == b'P') {
+            let mut k = j + 1;
+            if k < rest.len() && (rest[k] == b'+' || rest[k] == b'-') {
+                k += 1;
+            }
+            if k < rest.len() && rest[k].is_ascii_digit() {
+                while k < rest.len() && rest[k].is_ascii_digit() {
+                    k += 1;
+                }
+                j = k;
+            }
+        }
+        return i + j;
+    }
+    let mut j = 0;
+    let mut digits = 0;
+    while j < rest.len() && rest[j].is_ascii_digit() {
+        j += 1;
+        digits += 1;
+    }
+    if j < rest.len() && rest[j] == b'.' {
+        j += 1;
+        while j < rest.len() && rest[j].is_ascii_digit() {
+            j += 1;
+            digits += 1;
+        }
+    }
+    if digits == 0 {
+        return 0;
+    }
+    if j < rest.len() && (rest[j] == b'e' || rest[j] == b'E') {
+        let mut k = j + 1;
+        if k < rest.len() && (rest[k] == b'+' || rest[k] == b'-') {
+            k += 1;
+        }
+        if k < rest.len() && rest[k].is_ascii_digit() {
+            while k < rest.len() && rest[k].is_ascii_digit() {
+                k += 1;
+            }
+            j = k;
+        }
+    }
+    i + j
+}
+
+/// Converts one `strtof`-syntax token to f32 with correct rounding.
+/// Returns (value, overflowed) where overflowed means a finite literal rounded to infinity.
+fn parse_float_token(tok: &str) -> Option<(f32, bool)> {
+    let body = tok.trim_start_matches(['+', '-']);
+    let negative = tok.starts_with('-');
+    let lower = body.to_ascii_lowercase();
+    if lower.starts_with("0x") {
+        let v = parse_hex_float(&lower[2..])?;
+        let v = if negative { -v } else { v };
+        let f = v as f32;
+        return Some((f, f.is_infinite()));
+    }
+    let v: f32 = tok.parse().ok()?;
+    let literal_inf = lower.starts_with("inf");
+    Some((v, v.is_infinite() && !literal_inf))
+}
+
+/// Parses the digits of a hex float after "0x" (e.g. "1.8p3") into f64.
+fn parse_hex_float(s: &str) -> Option<f64> {
+    let (mantissa, exp) = match s.find('p') {
+        Some(p) => (&s[..p], s[p + 1..].parse::<i32>().ok()?),
+        None => (s, 0),
+    };
+    let (int_part, frac_part) = match mantissa.find('.') {
+        Some(d) => (&mantissa[..d], &mantissa[d + 1..]),
+        None => (mantissa, ""),
+    };
+    let mut v = 0f64;
+    for c in int_part.chars() {
+        v = v * 16.0 + c.to_digit(16)? as f64;
+    }
+    let mut scale = 1.0 / 16.0;
+    for c in frac_part.chars() {
+        v += c.to_digit(16)? as f64 * scale;
+        scale /= 16.0;
+    }
+    Some(v * 2f64.powi(exp))
+}
+
+/// Parses pgvector's text form, checking elements and the column's typmod.
+pub fn parse_text(lit: &str, typmod: i32) -> Result<Vec<f32>, VectorError> {
+    let b = lit.as_bytes();
+    let mut pt = 0;
+    while pt < b.len() && is_vector_space(b[pt]) {
+        pt += 1;
+    }
+    if pt >= b.len() || b[pt] != b'[' {
+        return Err(invalid_syntax(lit).with_detail("Vector contents must start with \"[\"."));
+    }
+    pt += 1;
+    while pt < b.len() && is_vector_space(b[pt]) {
+        pt += 1;
+    }
+    if pt < b.len() && b[pt] == b']' {
+        return Err(VectorError::new(SqlState::DataException, "vector must have at least 1 dimension"));
+    }
+    let mut out = Vec::new();
+    loop {
+        if out.len() == VECTOR_MAX_DIM {
+            return Err(VectorError::new(
+                SqlState::ProgramLimitExceeded,
+                format!("vector cannot have more than {VECTOR_MAX_DIM} dimensions"),
+            ));
+        }
+        while pt < b.len() && is_vector_space(b[pt]) {
+            pt += 1;
+        }
+        if pt >= b.len() {
+            return Err(invalid_syntax(lit));
+        }
+        let len = strtof_prefix_len(&b[pt..]);
+        if len == 0 {
+            return Err(invalid_syntax(lit));
+        }
+        // The prefix is ASCII by construction, so slicing at byte offsets is on char boundaries.
+        let tok = &lit[pt..pt + len];
+        let (val, overflowed) = parse_float_token(tok).ok_or_else(|| invalid_syntax(lit))?;
+        if overflowed {
+            return Err(VectorError::new(
+                SqlState::NumericValueOutOfRange,
+                format!("\"{tok}\" is out of range for type vector"),
+            ));
+        }
+        check_element(val)?;
+        out.push(val);
+        pt += len;
+        while pt < b.len() && is_vector_space(b[pt]) {
+            pt += 1;
+        }
+        if pt < b.len() && b[pt] == b',' {
+            pt += 1;
+        } else if pt < b.len() && b[pt] == b']' {
+            pt += 1;
+            break;
+        } else {
+            return Err(invalid_syntax(lit));
+        }
+    }
+    while pt < b.len() && is_vector_space(b[pt]) {
+        pt += 1;
+    }
+    if pt != b.len() {
+        return Err(invalid_syntax(lit).with_detail("Junk after closing right brace."));
+    }
+    check_dim(out.len() as i64)?;
+    check_expected_dim(typmod, out.len())?;
+    Ok(out)
+}
+
+/// Appends one float4 in Postgres's shortest round-trip form (what float4out prints with
+/// extra_float_digits > 0 and what pgvector's vector_out prints): fixed notation when the
+/// decimal exponent is in -4..6 (float4's FLT_DIG), else `d.ddde+XX` with at least two exponent digits.
+pub fn write_float4(out: &mut String, v: f32) {
+    if v == 0.0 {
+        out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
+        return;
+    }
+    if !v.is_finite() {
+        out.push_str(if v.is_nan() { "NaN" } else if v > 0.0 { "Infinity" } else { "-Infinity" });
+        return;
+    }
+    // Rust's `{:e}` yields the shortest digits that round-trip: "d.ddde±x".
+    let sci = format!("{:e}", v);
+    let (mant, exp) = match sci.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (sci.as_str(), 0),
+    };
+    let negative = mant.starts_with('-');
+    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    if negative {
+        out.push('-');
+    }
+    if (-4..6).contains(&exp) {
+        if exp < 0 {
+            out.push_str("0.");
+            for _ in 0..(-exp - 1) {
+                out.push('0');
+            }
+            out.push_str(&digits);
+        } else {
+            let int_len = exp as usize + 1;
+            if digits.len() <= int_len {
+                out.push_str(&digits);
+                for _ in digits.len()..int_len {
+                    out.push('0');
+                }
+            } else {
+                out.push_str(&digits[..int_len]);
+                out.push('.');
+                out.push_str(&digits[int_len..]);
+            }
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+}
+
+/// Formats a vector as `[1,2,3]`.
+pub fn format_text(x: &[f32]) -> String {
+    let mut out = String::with_capacity(2 + x.len() * 12);
+    out.push('[');
+    for (i, &v) in x.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_float4(&mut out, v);
+    }
+    out.push(']');
+    out
+}
+
+/// Encodes the binary send format: int16 dim, int16 unused = 0, float4 values, big-endian.
+pub fn encode_binary(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + 4 * x.len());
+    out.extend_from_slice(&(x.len() as i16).to_be_bytes());
+    out.extend_from_slice(&0i16.to_be_bytes());
+    for v in x {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out
+}
+
+fn insufficient_data() -> VectorError {
+    VectorError::new(SqlState::ProtocolViolation, "insufficient data left in message")
+}
+
+/// Decodes the binary format from `buf`; returns the values and the number of bytes used.
+pub fn decode_binary(buf: &[u8], typmod: i32) -> Result<(Vec<f32>, usize), VectorError> {
+    if buf.len() < 4 {
+        return Err(insufficient_data());
+    }
+    let dim = i16::from_be_bytes([buf[0], buf[1]]);
+    let unused = i16::from_be_bytes([buf[2], buf[3]]);
+    check_dim(dim as i64)?;
+    check_expected_dim(typmod, dim as usize)?;
+    if unused != 0 {
+        return Err(VectorError::new(
+            SqlState::DataException,
+            format!("expected unused to be 0, not {unused}"),
+        ));
+    }
+    let dim = dim as usize;
+    let need = 4 + 4 * dim;
+    if buf.len() < need {
+        return Err(insufficient_data());
+    }
+    let mut out = Vec::with_capacity(dim);
+    for c in buf[4..need].chunks_exact(4) {
+        let v = f32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+        check_element(v)?;
+        out.push(v);
+    }
+    Ok((out, need))
+}
+
+/// Builds a vector from array elements converted to f32, as `array_to_vector` does.
+/// `None` elements are NULLs, which pgvector rejects.
+pub fn from_array_elements(
+    elems: impl ExactSizeIterator<Item = Option<f64>>,
+    ndim: i32,
+    typmod: i32,
+) -> Result<Vec<f32>, VectorError> {
+    if ndim > 1 {
+        return Err(VectorError::new(SqlState::DataException, "array must be 1-D"));
+    }
+    let n = elems.len();
+    check_dim(n as i64)?;
+    let mut out = Vec::with_capacity(n);
+    for e in elems {
+        let v = e.ok_or_else(|| {
+            VectorError::new(SqlState::NullValueNotAllowed, "array must not contain nulls")
+        })?;
+        let f = v as f32;
+        // A finite double that overflows float4 is an infinity here: pgvector rejects it too.
+        check_element(f)?;
+        out.push(f);
+    }
+    check_expected_dim(typmod, out.len())?;
+    Ok(out)
+}
+
+/// pgvector's ordering: element-wise on the common prefix, then shorter first.
+pub fn compare(a: &[f32], b: &[f32]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for (x, y) in a.iter().zip(b.iter()) {
+        if x < y {
+            return Ordering::Less;
+        }
+        if x > y {
+            return Ordering::Greater;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Checks an arithmetic result: pgvector reports overflow to infinity as 22003.
+pub fn check_overflow(x: &[f32]) -> Result<(), VectorError> {
+    if x.iter().any(|v| v.is_infinite()) {
+        return Err(VectorError::new(SqlState::NumericValueOutOfRange, "value out of range: overflow"));
+    }
+    Ok(())
+}
+
+/// Element-wise a + b.
+pub fn add(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
+    if a.len() != b.len() {
+        return Err(dimension_mismatch(a.len(), b.len()));
+    }
+    let r: Vec<f32> = a.iter().zip(b).map(|(x, y)| x + y).collect();
+    check_overflow(&r)?;
+    Ok(r)
+}
+
+/// Element-wise a - b.
+pub fn sub(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
+    if a.len() != b.len() {
+        return Err(dimension_mismatch(a.len(), b.len()));
+    }
+    let r: Vec<f32> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    check_overflow(&r)?;
+    Ok(r)
+}
+
+/// Element-wise a * b; a product of non-zero values that rounds to zero is an underflow.
+pub fn mul(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
+    if a.len() != b.len() {
+        return Err(dimension_mismatch(a.len(), b.len()));
+    }
+    let mut r = Vec::with_capacity(a.len());
+    for (x, y) in a.iter().zip(b) {
+        let p = x * y;
+        if p == 0.0 && *x != 0.0 && *y != 0.0 {
+            return Err(VectorError::new(SqlState::NumericValueOutOfRange, "value out of range: underflow"));
+        }
+        r.push(p);
+    }
+    check_overflow(&r)?;
+    Ok(r)
+}
+
+/// a || b, bounded by the dimension limit.
+pub fn concat(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
+    check_dim((a.len() + b.len()) as i64)?;
+    let mut r = Vec::with_capacity(a.len() + b.len());
+    r.extend_from_slice(a);
+    r.extend_from_slice(b);
+    Ok(r)
+}
+
+/// subvector(v, start, count) with 1-based start, clamped like pgvector.
+pub fn subvector(a: &[f32], start: i32, count: i32) -> Result<Vec<f32>, VectorError> {
+    if count < 1 {
+        return Err(VectorError::new(SqlState::DataException, "vector must have at least 1 dimension"));
+    }
+    // Compute the end in i64 so start + count cannot overflow.
+    let mut begin = start as i64;
+    let end = if start as i64 > i64::from(i32::MAX) - count as i64 {
+        i64::from(i32::MAX)
+    } else {
+        start as i64 + count as i64
+    };
+    if begin < 1 {
+        begin = 1;
+    }
+    let end = end.min(a.len() as i64 + 1);
+    let dim = end - begin;
+    check_dim(dim)?;
+    Ok(a[(begin - 1) as usize..(end - 1) as usize].to_vec())
+}
+
+/// Euclidean norm in double precision, as pgvector's vector_norm.
+pub fn norm(a: &[f32]) -> f64 {
+    a.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt()
+}
+
+/// Unit-length copy; a zero vector stays zero (pgvector's l2_normalize).
+pub fn l2_normalize(a: &[f32]) -> Result<Vec<f32>, VectorError> {
+    let n = norm(a);
+    if n > 0.0 {
+        let r: Vec<f32> = a.iter().map(|&v| (v as f64 / n) as f32).collect();
+        check_overflow(&r)?;
+        Ok(r)
+    } else {
+        Ok(a.to_vec())
+    }
+}
+
+/// State of avg(vector)/sum(vector): count and per-dimension sums in double precision,
+/// laid out as pgvector's float8[] state `{n, s1, ..., sd}` so combine functions agree.
+pub fn accum(state: &mut Vec<f64>, v: &[f32]) -> Result<(), VectorError> {
+    if state.is_empty() {
+        state.push(0.0);
+    }
+    if state.len() == 1 {
+        state.extend(std::iter::repeat(0.0).take(v.len()));
+    } else if state.len() - 1 != v.len() {
+        return Err(dimension_mismatch(state.len() - 1, v.len()));
+    }
+    state[0] += 1.0;
+    for (s, &x) in state[1..].iter_mut().zip(v) {
+        *s += x as f64;
+    }
+    if state[1..].iter().any(|s| s.is_infinite()) {
+        return Err(VectorError::new(SqlState::NumericValueOutOfRange, "value out of range: overflow"));
+    }
+    Ok(())
+}
+
+/// Merges two aggregate states (the combine function that makes avg parallel).
+pub fn combine(a: &[f64], b: &[f64]) -> Result<Vec<f64>, VectorError> {
+    let a_n = a.first().copied().unwrap_or(0.0);
+    let b_n = b.first().copied().unwrap_or(0.0);
+    if a_n == 0.0 || a.len() <= 1 {
+        return Ok(b.to_vec());
+    }
+    if b_n == 0.0 || b.len() <= 1 {
+        return Ok(a.to_vec());
+    }
+    if a.len() != b.len() {
+        return Err(dimension_mismatch(a.len() - 1, b.len() - 1));
+    }
+    Ok(a.iter().zip(b).map(|(x, y)| x + y).collect())
+}
+
+/// Final avg from a state; None when no rows were aggregated (SQL NULL).
+pub fn avg_final(state: &[f64]) -> Result<Option<Vec<f32>>, VectorError> {
+    let n = state.first().copied().unwrap_or(0.0);
+    if n == 0.0 || state.len() <= 1 {
+        return Ok(None);
+    }
+    let r: Vec<f32> = state[1..].iter().map(|s| (s / n) as f32).collect();
+    check_overflow(&r)?;
+    Ok(Some(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(lit: &str) -> VectorError {
+        parse_text(lit, -1).unwrap_err()
+    }
+
+    #[test]
+    fn parses_pgvector_text_forms() {
+        assert_eq!(parse_text("[1,2,3]", -1).unwrap(), vec![1.0, 2.0, 3.0]);
+        assert_eq!(parse_text("  [ 1 , -2.5e1 ,3 ]  ", -1).unwrap(), vec![1.0, -25.0, 3.0]);
+        assert_eq!(parse_text("[1.5]", 1).unwrap(), vec![1.5]);
+        assert_eq!(parse_text("[+.5,5.,1E2]", -1).unwrap(), vec![0.5, 5.0, 100.0]);
+        assert_eq!(parse_text("[0x10]", -1).unwrap(), vec![16.0]);
+    }
+
+    #[test]
+    fn rejects_bad_text_with_pgvector_messages() {
+        let e = err("[1,2");
+        assert_eq!(e.state, SqlState::InvalidTextRepresentation);
+        assert_eq!(e.message, "invalid input syntax for type vector: \"[1,2\"");
+        let e = err("[]");
+        assert_eq!((e.state, e.message.as_str()), (SqlState::DataException, "vector must have at least 1 dimension"));
+        assert_eq!(err("[a]").state, SqlState::InvalidTextRepresentation);
+        assert_eq!(err("[1,,2]").state, SqlState::InvalidTextRepresentation);
+        assert_eq!(err("1,2").detail.as_deref(), Some("Vector contents must start with \"[\"."));
+        assert_eq!(err("[1] x").detail.as_deref(), Some("Junk after closing right brace."));
+        assert_eq!(err("").state, SqlState::InvalidTextRepresentation);
+        assert_eq!(err("[1,]").state, SqlState::InvalidTextRepresentation);
+        assert_eq!(err("[NaN]").message, "NaN not allowed in vector");
+        assert_eq!(err("[Infinity]").message, "infinite value not allowed in vector");
+        assert_eq!(err("[-inf]").message, "infinite value not allowed in vector");
+        let e = err("[1e39]");
+        assert_eq!((e.state, e.message.as_str()), (SqlState::NumericValueOutOfRange, "\"1e39\" is out of range for type vector"));
+        let e = parse_text("[1,2]", 3).unwrap_err();
+        assert_eq!(e.message, "expected 3 dimensions, not 2");
+    }
+
+    #[test]
+    fn rejects_too_many_dimensions() {
+        let lit = format!("[{}]", vec!["1"; VECTOR_MAX_DIM + 1].join(","));
+        let e = err(&lit);
+        assert_eq!(e.state, SqlState::ProgramLimitExceeded);
+        assert_eq!(e.message, "vector cannot have more than 16000 dimensions");
+        let ok = format!("[{}]", vec!["1"; VECTOR_MAX_DIM].join(","));
+        assert_eq!(parse_text(&ok, -1).unwrap().len(), VECTOR_MAX_DIM);
+    }
+
+    #[test]
+    fn non_ascii_input_is_an_error_not_a_panic() {
+        assert_eq!(err("[1,é]").state, SqlState::InvalidTextRepresentation);
+        assert_eq!(err("[1]é").state, SqlState::InvalidTextRepresentation);
+        assert_eq!(err("é").state, SqlState::InvalidTextRepresentation);
+    }
+
+    #[test]
+    fn prints_shortest_round_trip_like_float4out() {
+        let cases: &[(f32, &str)] = &[
+            (1.0, "1"),
+            (-2.5, "-2.5"),
+            (0.1, "0.1"),
+            (1e20, "1e+20"),
+            (1e-7, "1e-07"),
+            (1.5e-5, "1.5e-05"),
+            (0.0001, "0.0001"),
+            (123456.79, "123456.79"),
+            (1e14, "1e+14"),
+            (1e5, "100000"),
+            (1e6, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (0.00012, "0.00012"),
+            (16777216.0, "1.6777216e+07"),
+            (3.4028235e38, "3.4028235e+38"),
+            (-0.0, "-0"),
+            (0.0, "0"),
+            (1.17549435e-38, "1.1754944e-38"),
+        ];
+        for (v, s) in cases {
+            let mut out = String::new();
+            write_float4(&mut out, *v);
+            assert_eq!(&out, s, "formatting {v:e}");
+        }
+        assert_eq!(format_text(&[1.0, 2.0, 3.5]), "[1,2,3.5]");
+    }
+
+    #[test]
+    fn text_round_trips_exactly() {
+        let mut x = 0.123_456_79f32;
+        let mut vals = Vec::new();
+        for i in 0..2000 {
+            x = (x * 7.31 + i as f32 * 1e-3).fract() * 10f32.powi((i % 30) - 15);
+            vals.push(if i % 3 == 0 { -x } else { x });
+        }
+        let text = format_text(&vals);
+        let back = parse_text(&text, -1).unwrap();
+        assert_eq!(back.len(), vals.len());
+        for (a, b) in vals.iter().zip(&back) {
+            assert_eq!(a.to_bits(), b.to_bits());
+        }
+    }
+
+    #[test]
+    fn binary_round_trip_and_errors() {
+        let v = vec![1.0, -2.0, 3.25];
+        let b = encode_binary(&v);
+        assert_eq!(&b[..4], &[0, 3, 0, 0]);
+        assert_eq!(&b[4..8], &1.0f32.to_be_bytes());
+        let (back, used) = decode_binary(&b, -1).unwrap();
+        assert_eq!((back, used), (v.clone(), 16));
+        assert_eq!(decode_binary(&b, 2).unwrap_err().message, "expected 2 dimensions, not 3");
+        let mut bad = b.clone();
+        bad[3] = 1;
+        assert_eq!(decode_binary(&bad, -1).unwrap_err().message, "expected unused to be 0, not 1");
+        let mut zero = b.clone();
+        zero[1] = 0;
+        assert_eq!(decode_binary(&zero, -1).unwrap_err().message, "vector must have at least 1 dimension");
+        assert_eq!(decode_binary(&b[..10], -1).unwrap_err().state, SqlState::ProtocolViolation);
+        let neg = [0xff, 0xff, 0, 0];
+        assert_eq!(decode_binary(&neg, -1).unwrap_err().message, "vector must have at least 1 dimension");
+        let mut nan = encode_binary(&[1.0]);
+        nan[4..8].copy_from_slice(&f32::NAN.to_be_bytes());
+        assert_eq!(decode_binary(&nan, -1).unwrap_err().message, "NaN not allowed in vector");
+    }
+
+    #[test]
+    fn typmods() {
+        assert_eq!(typmod_in(&[3]).unwrap(), 3);
+        assert_eq!(typmod_in(&[0]).unwrap_err().message, "dimensions for type vector must be at least 1");
+        assert_eq!(typmod_in(&[16001]).unwrap_err().message, "dimensions for type vector cannot exceed 16000");
+        assert_eq!(typmod_in(&[1, 2]).unwrap_err().message, "invalid type modifier");
+    }
+
+    #[test]
+    fn arrays() {
+        let ok = from_array_elements(vec![Some(1.0), Some(2.0)].into_iter(), 1, -1).unwrap();
+        assert_eq!(ok, vec![1.0, 2.0]);
+        let e = from_array_elements(vec![Some(1.0), None].into_iter(), 1, -1).unwrap_err();
+        assert_eq!((e.state, e.message.as_str()), (SqlState::NullValueNotAllowed, "array must not contain nulls"));
+        assert_eq!(from_array_elements(vec![Some(1.0)].into_iter(), 2, -1).unwrap_err().message, "array must be 1-D");
+        assert_eq!(from_array_elements(vec![Some(1e300)].into_iter(), 1, -1).unwrap_err().message, "infinite value not allowed in vector");
+        assert_eq!(from_array_elements(vec![Some(1.0)].into_iter(), 1, 2).unwrap_err().message, "expected 2 dimensions, not 1");
+        assert_eq!(from_array_elements(Vec::<Option<f64>>::new().into_iter(), 1, -1).unwrap_err().message, "vector must have at least 1 dimension");
+    }
+
+    #[test]
+    fn arithmetic_and_ordering() {
+        assert_eq!(add(&[1.0, 2.0], &[3.0, 4.0]).unwrap(), vec![4.0, 6.0]);
+        assert_eq!(sub(&[1.0], &[3.0]).unwrap(), vec![-2.0]);
+        assert_eq!(add(&[1.0], &[1.0, 2.0]).unwrap_err().message, "different vector dimensions 1 and 2");
+        assert_eq!(add(&[3e38], &[3e38]).unwrap_err().message, "value out of range: overflow");
+        assert_eq!(mul(&[1e-30], &[1e-30]).unwrap_err().message, "value out of range: underflow");
+        assert_eq!(concat(&[1.0], &[2.0]).unwrap(), vec![1.0, 2.0]);
+        use std::cmp::Ordering::*;
+        assert_eq!(compare(&[1.0, 2.0], &[1.0, 3.0]), Less);
+        assert_eq!(compare(&[1.0, 2.0], &[1.0]), Greater);
+        assert_eq!(compare(&[1.0], &[1.0]), Equal);
+    }
+
+    #[test]
+    fn subvector_clamps_like_pgvector() {
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(subvector(&a, 1, 3).unwrap(), vec![1.0, 2.0, 3.0]);
+        assert_eq!(subvector(&a, 3, 2).unwrap(), vec![3.0, 4.0]);
+        assert_eq!(subvector(&a, -1, 3).unwrap(), vec![1.0]);
+        assert_eq!(subvector(&a, 3, 9).unwrap(), vec![3.0, 4.0, 5.0]);
+        assert!(subvector(&a, 6, 1).is_err());
+        assert!(subvector(&a, 1, 0).is_err());
+        assert_eq!(subvector(&a, i32::MAX, i32::MAX).unwrap_err().message, "vector must have at least 1 dimension");
+    }
+
+    #[test]
+    fn aggregates_combine_in_any_split() {
+        let rows: Vec<Vec<f32>> = (0..10).map(|i| vec![i as f32, 1.0]).collect();
+        let mut whole = Vec::new();
+        for r in &rows {
+            accum(&mut whole, r).unwrap();
+        }
+        let (mut left, mut right) = (Vec::new(), Vec::new());
+        for r in &rows[..3] {
+            accum(&mut left, r).unwrap();
+        }
+        for r in &rows[3..] {
+            accum(&mut right, r).unwrap();
+        }
+        assert_eq!(combine(&left, &right).unwrap(), whole);
+        assert_eq!(avg_final(&whole).unwrap().unwrap(), vec![4.5, 1.0]);
+        assert_eq!(avg_final(&[0.0]).unwrap(), None);
+        let mut s = Vec::new();
+        accum(&mut s, &[1.0]).unwrap();
+        assert_eq!(accum(&mut s, &[1.0, 2.0]).unwrap_err().message, "different vector dimensions 1 and 2");
+        assert_eq!(l2_normalize(&[3.0, 4.0]).unwrap(), vec![0.6, 0.8]);
+        assert_eq!(l2_normalize(&[0.0, 0.0]).unwrap(), vec![0.0, 0.0]);
+    }
+}
