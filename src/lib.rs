@@ -4,6 +4,7 @@
 //! `fmgr` (shared V1-function glue). Pure modules never import pgrx; glue files are named
 //! `sql.rs`.
 
+pub mod authz;
 pub mod distance;
 mod fmgr;
 pub mod vector;
