@@ -16,13 +16,7 @@ pgrx::extension_sql_file!("../sql/vector.sql", name = "vector_type", bootstrap);
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
-    use pgrx::prelude::*;
-
-    #[pg_test]
-    fn vector_text_round_trip() {
-        let out = Spi::get_one::<String>("SELECT '[1, 2.5 ,3]'::vector::text").unwrap();
-        assert_eq!(out.as_deref(), Some("[1,2.5,3]"));
-    }
+    include!("tests.rs");
 }
 
 /// Required by `cargo pgrx test`.

@@ -190,11 +190,20 @@ pg_v1_fn!(array_to_vector, pg_finfo_array_to_vector, |fcinfo| {
     slice_to_datum(&x)
 });
 
-/// Builds a 1-D array of a pass-by-value builtin element type.
+/// Builds a 1-D array of float4 (len 4, 'i' aligned) or float8 (len 8, 'd' aligned) datums,
+/// both pass-by-value on 64-bit builds.
 fn build_array(mut datums: Vec<pg_sys::Datum>, elemtype: pg_sys::Oid) -> pg_sys::Datum {
-    // SAFETY: construct_array_builtin copies `n` datums of a builtin by-value type.
+    let (typlen, align) = if elemtype == pg_sys::FLOAT8OID { (8, b'd') } else { (4, b'i') };
+    // SAFETY: construct_array copies `n` by-value datums described by typlen/byval/align.
     unsafe {
-        let arr = pg_sys::construct_array_builtin(datums.as_mut_ptr(), datums.len() as i32, elemtype);
+        let arr = pg_sys::construct_array(
+            datums.as_mut_ptr(),
+            datums.len() as i32,
+            elemtype,
+            typlen,
+            true,
+            align as std::ffi::c_char,
+        );
         pg_sys::Datum::from(arr as usize)
     }
 }

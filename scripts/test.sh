@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of vecguard: Rust unit tests and #[pg_test]s (cargo pgrx test), then the
+# cluster-level SQL, authorization and client tests (pytest) against the release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if [ "$(id -u)" -eq 0 ]; then
+  # Postgres refuses to run as root: run the pgrx test cluster as `postgres`.
+  pgdata="${TMPDIR:-/tmp}/vecguard-pgrx-test"
+  cargo pgrx test pg15 --runas postgres --pgdata "$pgdata"
+  cargo pgrx install --release --pg-config /usr/bin/pg_config
+else
+  cargo pgrx test pg15
+  cargo pgrx install --release --pg-config /usr/bin/pg_config
+fi
+
+.venv/bin/python -m pytest -q tests/ "$@"
