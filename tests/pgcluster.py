@@ -42,7 +42,8 @@ def _as_server_user(cmd: list[str]) -> list[str]:
 class Cluster:
     """initdb + pg_ctl around one data directory."""
 
-    def __init__(self, base: Path | None = None, port: int | None = None, conf: dict | None = None):
+    def __init__(self, base: Path | None = None, port: int | None = None, conf: dict | None = None,
+                 bindir: Path | None = None):
         self.base = Path(base) if base else Path(tempfile.mkdtemp(prefix="vecguard-pg-"))
         self.base.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
@@ -51,7 +52,7 @@ class Cluster:
         self.sockdir = self.base
         self.port = port or free_port()
         self.log = self.base / "server.log"
-        self.bindir = pg_bindir()
+        self.bindir = Path(bindir) if bindir else pg_bindir()
         self.conf = {
             "listen_addresses": "'127.0.0.1'",
             "unix_socket_directories": f"'{self.sockdir}'",

@@ -77,7 +77,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt::Debug;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 
 use parking_lot::{Mutex, RwLock};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -345,6 +345,7 @@ impl StampVisited {
 
 impl VisitedSet<u32> for StampVisited {
     // Stamp the slot with the current generation; grow for unseen large ids.
+    #[inline]
     fn insert(&mut self, id: u32) -> bool {
         let i = id as usize;
         if i >= self.stamps.len() {
@@ -367,6 +368,7 @@ impl VisitedSet<u32> for StampVisited {
         }
     }
     // A slot is visited when it carries the current generation.
+    #[inline]
     fn contains(&self, id: u32) -> bool {
         match self.stamps.get(id as usize) {
             Some(&s) => s == self.gen,
@@ -385,6 +387,31 @@ impl VisitedSet<u32> for StampVisited {
     }
     fn len(&self) -> usize {
         self.count
+    }
+}
+
+/// Asks the CPU to start loading the first cache lines of `v`. Search is
+/// bound by memory latency (each distance touches a random vector), and
+/// hnswlib-style prefetching overlaps those misses.
+#[inline(always)]
+fn prefetch_slice(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = v.as_ptr() as *const i8;
+        let bytes = std::mem::size_of_val(v);
+        let mut off = 0;
+        while off < bytes && off < 256 {
+            // SAFETY: prefetch is a hint that never faults, whatever the
+            // address; `p + off` stays inside (or one past) `v` anyway. SSE is
+            // part of the x86_64 baseline, so the instruction exists.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = v;
     }
 }
 
@@ -414,6 +441,9 @@ pub trait GraphStore {
     fn is_deleted(&mut self, _id: Self::Id) -> bool {
         false
     }
+    /// Hint that `distance(id, ..)` follows shortly; in-memory stores start
+    /// loading the vector so the memory latency overlaps other work.
+    fn prefetch(&mut self, _id: Self::Id) {}
 }
 
 /// Write access for aminsert and vacuum.
@@ -505,10 +535,13 @@ pub fn search_layer_with<S: GraphStore, V: VisitedSet<S::Id>>(
         }
         nbrs.clear();
         store.neighbors(c.id, level, &mut nbrs);
+        // Keep only unvisited ids and start fetching their vectors before
+        // computing the first distance.
+        nbrs.retain(|&n| visited.insert(n));
         for &n in nbrs.iter() {
-            if !visited.insert(n) {
-                continue;
-            }
+            store.prefetch(n);
+        }
+        for &n in nbrs.iter() {
             let Some(d) = store.distance(n, query) else { continue };
             scratch.distance_computations += 1;
             let d = clean(d);
@@ -722,15 +755,67 @@ fn insert_flagged(
 // In-memory parallel build
 // ---------------------------------------------------------------------------
 
-/// Shared state of a parallel build: immutable vectors and levels, one mutex
-/// per node over its per-level lists, the entry point under its own lock.
+/// Where one neighbour list lives. Layer-0 lists sit at a fixed stride in
+/// their own array (node i at i·(2m+1)), so reading one costs a single
+/// cache-miss chain; upper lists (about one node in m) sit in a second array
+/// found through a per-node offset. Word `base` holds the length, the ids
+/// follow.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    upper: bool,
+    base: usize,
+    cap: usize,
+}
+
+/// Computes a node's slot on `level` (None: no such node or level).
+#[inline]
+fn slot_of(levels: &[u8], node_up: &[usize], params: &Params, id: u32, level: u8) -> Option<Slot> {
+    let i = id as usize;
+    let lv = *levels.get(i)?;
+    if level > lv {
+        return None;
+    }
+    if level == 0 {
+        let cap = params.max_neighbors(0);
+        Some(Slot { upper: false, base: i * (cap + 1), cap })
+    } else {
+        let cap = params.max_neighbors(1);
+        let u = *node_up.get(i)? + (level as usize - 1);
+        Some(Slot { upper: true, base: u * (cap + 1), cap })
+    }
+}
+
+/// Packs an edge's distance and "kept" flag into one word for the build.
+#[inline]
+fn pack_meta(d: f32, kept: bool) -> u64 {
+    ((d.to_bits() as u64) << 1) | kept as u64
+}
+
+/// Inverse of [`pack_meta`].
+#[inline]
+fn unpack_meta(w: u64) -> (f32, bool) {
+    (f32::from_bits((w >> 1) as u32), w & 1 == 1)
+}
+
+/// Shared state of a parallel build. Lists live in flat arrays laid out
+/// exactly like [`MemGraph`]'s (see [`Slot`]; freezing is a copy), plus a
+/// parallel word per edge packing its distance and "kept" flag. Each word is an
+/// atomic so readers need no lock: a search copies ids with relaxed loads and
+/// may see a list mid-update, which is harmless (every id it can see is a
+/// valid node; the visited set removes duplicates). Writers serialise on the
+/// node's mutex, which guards the distances and flags.
 struct Builder<'a> {
     dim: usize,
     vectors: &'a [f32],
     levels: &'a [u8],
     dist: Distance,
     params: Params,
-    links: Vec<Mutex<Vec<Vec<Nb>>>>,
+    node_up: Vec<usize>,
+    l0: Vec<AtomicU32>,
+    l0_meta: Vec<AtomicU64>,
+    up: Vec<AtomicU32>,
+    up_meta: Vec<AtomicU64>,
+    locks: Vec<Mutex<()>>,
     entry: RwLock<Option<(u32, u8)>>,
 }
 
@@ -746,6 +831,7 @@ struct BuildScratch {
     sel: Vec<(usize, bool)>,
     nbrs: Vec<u32>,
     newl: Vec<Nb>,
+    list: Vec<Nb>,
     old: Vec<Nb>,
 }
 
@@ -763,13 +849,14 @@ impl BuildScratch {
             sel: Vec::new(),
             nbrs: Vec::new(),
             newl: Vec::new(),
+            list: Vec::new(),
             old: Vec::new(),
         }
     }
 }
 
 /// The build's [`GraphStore`]: lets inserts use the same `search_layer` as
-/// scans. Neighbour lists are copied out under the node's lock.
+/// scans.
 struct BuildView<'b, 'a> {
     b: &'b Builder<'a>,
 }
@@ -789,32 +876,94 @@ impl GraphStore for BuildView<'_, '_> {
             Some((self.b.dist)(v, query))
         }
     }
-    // Copy out under the node's mutex (held for a few dozen word copies).
+    // Lock-free copy of the ids (see the struct comment).
     fn neighbors(&mut self, id: u32, level: u8, out: &mut Vec<u32>) {
-        if let Some(m) = self.b.links.get(id as usize) {
-            let g = m.lock();
-            if let Some(l) = g.get(level as usize) {
-                out.extend(l.iter().map(|x| x.id));
+        if let Some(s) = self.b.slot(id, level) {
+            let (ids, _) = self.b.arrays(s);
+            let len = ids.get(s.base).map_or(0, |l| (l.load(AtomicOrdering::Acquire) as usize).min(s.cap));
+            if let Some(ids) = ids.get(s.base + 1..s.base + 1 + len) {
+                out.extend(ids.iter().map(|x| x.load(AtomicOrdering::Relaxed)));
             }
         }
+    }
+    // Warm the cache line of the vector we are about to compare against.
+    fn prefetch(&mut self, id: u32) {
+        prefetch_slice(self.b.vec(id));
     }
 }
 
 impl<'a> Builder<'a> {
-    /// Allocates every node's lists up front (capacity max+1 so the
-    /// transient overflow in `insert_flagged` never reallocates).
+    /// Allocates every slot up front, in MemGraph's layout.
     fn new(dim: usize, vectors: &'a [f32], levels: &'a [u8], dist: Distance, params: Params) -> Self {
-        let links = levels
-            .iter()
-            .map(|&l| {
-                let mut v = Vec::with_capacity(l as usize + 1);
-                for lv in 0..=l {
-                    v.push(Vec::with_capacity(params.max_neighbors(lv) + 1));
-                }
-                Mutex::new(v)
-            })
-            .collect();
-        Builder { dim, vectors, levels, dist, params, links, entry: RwLock::new(None) }
+        let (m0, m) = (params.max_neighbors(0), params.max_neighbors(1));
+        let n = levels.len();
+        let mut node_up = Vec::with_capacity(n);
+        let mut upper = 0usize;
+        for &l in levels {
+            node_up.push(upper);
+            upper += l as usize;
+        }
+        let atomics32 = |k: usize| (0..k).map(|_| AtomicU32::new(0)).collect::<Vec<_>>();
+        let atomics64 = |k: usize| (0..k).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
+        Builder {
+            dim,
+            vectors,
+            levels,
+            dist,
+            params,
+            node_up,
+            l0: atomics32(n * (m0 + 1)),
+            l0_meta: atomics64(n * (m0 + 1)),
+            up: atomics32(upper * (m + 1)),
+            up_meta: atomics64(upper * (m + 1)),
+            locks: (0..n).map(|_| Mutex::new(())).collect(),
+            entry: RwLock::new(None),
+        }
+    }
+
+    /// Slot of a node's list on `level`.
+    #[inline]
+    fn slot(&self, id: u32, level: u8) -> Option<Slot> {
+        slot_of(self.levels, &self.node_up, &self.params, id, level)
+    }
+
+    /// The id and meta arrays a slot lives in.
+    #[inline]
+    fn arrays(&self, s: Slot) -> (&[AtomicU32], &[AtomicU64]) {
+        if s.upper {
+            (&self.up, &self.up_meta)
+        } else {
+            (&self.l0, &self.l0_meta)
+        }
+    }
+
+    /// Copies a slot with distances and flags (caller holds the node lock).
+    fn load_list(&self, s: Slot, out: &mut Vec<Nb>) {
+        out.clear();
+        let (ids, meta) = self.arrays(s);
+        let len = ids.get(s.base).map_or(0, |l| (l.load(AtomicOrdering::Relaxed) as usize).min(s.cap));
+        for k in s.base + 1..s.base + 1 + len {
+            if let (Some(i), Some(m)) = (ids.get(k), meta.get(k)) {
+                let (d, kept) = unpack_meta(m.load(AtomicOrdering::Relaxed));
+                out.push(Nb { id: i.load(AtomicOrdering::Relaxed), d, kept });
+            }
+        }
+    }
+
+    /// Writes a slot back (caller holds the node lock): entries first, then
+    /// the length with Release so a reader that sees it sees the entries.
+    fn store_list(&self, s: Slot, list: &[Nb]) {
+        let (ids, meta) = self.arrays(s);
+        let len = list.len().min(s.cap);
+        for (k, nb) in list.iter().take(len).enumerate() {
+            if let (Some(i), Some(m)) = (ids.get(s.base + 1 + k), meta.get(s.base + 1 + k)) {
+                i.store(nb.id, AtomicOrdering::Relaxed);
+                m.store(pack_meta(nb.d, nb.kept), AtomicOrdering::Relaxed);
+            }
+        }
+        if let Some(l) = ids.get(s.base) {
+            l.store(len as u32, AtomicOrdering::Release);
+        }
     }
 
     /// Vector of node `id` (empty slice if out of range).
@@ -848,7 +997,7 @@ impl<'a> Builder<'a> {
         if ep == q {
             return;
         }
-        let BuildScratch { visited, search, w, entries, dists, kept, pruned, sel, nbrs, newl, old } = s;
+        let BuildScratch { visited, search, w, entries, dists, kept, pruned, sel, nbrs, newl, list, old } = s;
         let mut view = BuildView { b: self };
         let mut cur = Candidate { id: ep, distance: self.pair(q, ep) };
         if top > lq {
@@ -872,24 +1021,23 @@ impl<'a> Builder<'a> {
             newl.extend(sel.iter().map(|&(i, k)| Nb { id: w[i].id, d: w[i].distance, kept: k }));
             // Our own list. Another thread may already have linked itself to
             // us on this layer (it found us through an upper layer): merge.
-            if let Some(m) = self.links.get(q as usize) {
-                let mut g = m.lock();
-                if let Some(l) = g.get_mut(level as usize) {
-                    old.clear();
-                    old.extend_from_slice(l);
-                    l.clear();
-                    l.extend_from_slice(newl);
-                    for o in old.iter() {
-                        insert_flagged(l, o.id, o.d, max, |a, b| self.pair(a, b));
-                    }
+            if let (Some(slot), Some(lock)) = (self.slot(q, level), self.locks.get(q as usize)) {
+                let _g = lock.lock();
+                self.load_list(slot, old);
+                list.clear();
+                list.extend_from_slice(newl);
+                for o in old.iter() {
+                    insert_flagged(list, o.id, o.d, max, |a, b| self.pair(a, b));
                 }
+                self.store_list(slot, list);
             }
             // Reverse edges, one neighbour lock at a time.
             for nb in newl.iter() {
-                if let Some(m) = self.links.get(nb.id as usize) {
-                    let mut g = m.lock();
-                    if let Some(l) = g.get_mut(level as usize) {
-                        insert_flagged(l, q, nb.d, max, |a, b| self.pair(a, b));
+                if let (Some(slot), Some(lock)) = (self.slot(nb.id, level), self.locks.get(nb.id as usize)) {
+                    let _g = lock.lock();
+                    self.load_list(slot, list);
+                    if insert_flagged(list, q, nb.d, max, |a, b| self.pair(a, b)) {
+                        self.store_list(slot, list);
                     }
                 }
             }
@@ -916,12 +1064,12 @@ pub struct MemGraph {
     dist: Distance,
     vectors: Vec<f32>,
     levels: Vec<u8>,
-    /// Offset of each node's first slot in `adj` (level 0, then 1..=level).
-    node_off: Vec<usize>,
-    /// Offset of each node's first length in `lens`.
-    len_off: Vec<usize>,
-    adj: Vec<u32>,
-    lens: Vec<u16>,
+    /// Index of each node's level-1 list in `up` (see [`Slot`]).
+    node_up: Vec<usize>,
+    /// Layer-0 lists, fixed stride 2m+1: length word, then ids.
+    l0: Vec<u32>,
+    /// Upper-layer lists, stride m+1.
+    up: Vec<u32>,
     deleted: Vec<bool>,
     entry: Option<(u32, u8)>,
     rng: ChaCha8Rng,
@@ -956,10 +1104,9 @@ impl MemGraph {
             dist,
             vectors: Vec::new(),
             levels: Vec::new(),
-            node_off: Vec::new(),
-            len_off: Vec::new(),
-            adj: Vec::new(),
-            lens: Vec::new(),
+            node_up: Vec::new(),
+            l0: Vec::new(),
+            up: Vec::new(),
             deleted: Vec::new(),
             entry: None,
             rng,
@@ -991,7 +1138,7 @@ impl MemGraph {
             progress(0);
             return graph;
         }
-        let (lists, entry) = {
+        let (node_up, l0, up, entry) = {
             let b = Builder::new(dim, &vectors, &levels, dist, params);
             let done = AtomicUsize::new(0);
             let tick = || {
@@ -1042,73 +1189,51 @@ impl MemGraph {
                 }
             }
             let entry = *b.entry.read();
-            let lists: Vec<Vec<Vec<Nb>>> = b.links.into_iter().map(|m| m.into_inner()).collect();
-            (lists, entry)
+            // Freezing: the atomics become plain words, same layout.
+            let l0: Vec<u32> = b.l0.into_iter().map(AtomicU32::into_inner).collect();
+            let up: Vec<u32> = b.up.into_iter().map(AtomicU32::into_inner).collect();
+            (b.node_up, l0, up, entry)
         };
         progress(n);
-        graph.reserve_nodes(n, &levels);
         graph.vectors = vectors;
-        for (i, node) in lists.iter().enumerate() {
-            graph.push_slots(levels.get(i).copied().unwrap_or(0));
-            for (l, list) in node.iter().enumerate() {
-                graph.set_list(i as u32, l as u8, list.iter().map(|x| x.id));
-            }
-        }
+        graph.levels = levels;
+        graph.node_up = node_up;
+        graph.l0 = l0;
+        graph.up = up;
+        graph.deleted = vec![false; n];
         graph.entry = entry;
         graph
-    }
-
-    /// Pre-sizes the flat arrays for `n` nodes of the given levels.
-    fn reserve_nodes(&mut self, n: usize, levels: &[u8]) {
-        let upper: usize = levels.iter().map(|&l| l as usize).sum();
-        let (m0, m) = (self.params.max_neighbors(0), self.params.max_neighbors(1));
-        self.levels.reserve(n);
-        self.node_off.reserve(n);
-        self.len_off.reserve(n);
-        self.deleted.reserve(n);
-        self.adj.reserve(n * m0 + upper * m);
-        self.lens.reserve(n + upper);
     }
 
     /// Appends empty slots for a new node of `level`.
     fn push_slots(&mut self, level: u8) {
         let level = level.min(MAX_LEVEL);
         let (m0, m) = (self.params.max_neighbors(0), self.params.max_neighbors(1));
+        let upper = self.up.len() / (m + 1);
         self.levels.push(level);
-        self.node_off.push(self.adj.len());
-        self.len_off.push(self.lens.len());
-        self.adj.resize(self.adj.len() + m0 + level as usize * m, 0);
-        self.lens.resize(self.lens.len() + level as usize + 1, 0);
+        self.node_up.push(upper);
+        self.l0.resize(self.l0.len() + m0 + 1, 0);
+        self.up.resize(self.up.len() + level as usize * (m + 1), 0);
         self.deleted.push(false);
     }
 
-    /// (start in `adj`, capacity, index in `lens`) of a node's slot.
-    fn slot(&self, id: u32, level: u8) -> Option<(usize, usize, usize)> {
-        let i = id as usize;
-        let lv = *self.levels.get(i)?;
-        if level > lv {
-            return None;
-        }
-        let (m0, m) = (self.params.max_neighbors(0), self.params.max_neighbors(1));
-        let base = *self.node_off.get(i)?;
-        let lbase = *self.len_off.get(i)?;
-        let (start, cap) = if level == 0 { (base, m0) } else { (base + m0 + (level as usize - 1) * m, m) };
-        Some((start, cap, lbase + level as usize))
+    /// Slot of a node's list on `level`.
+    #[inline]
+    fn slot(&self, id: u32, level: u8) -> Option<Slot> {
+        slot_of(&self.levels, &self.node_up, &self.params, id, level)
     }
 
     /// Overwrites a slot with up to `cap` ids.
     fn set_list(&mut self, id: u32, level: u8, ids: impl Iterator<Item = u32>) {
-        let Some((start, cap, li)) = self.slot(id, level) else { return };
+        let Some(s) = self.slot(id, level) else { return };
+        let arr = if s.upper { &mut self.up } else { &mut self.l0 };
+        let Some(dst) = arr.get_mut(s.base..s.base + 1 + s.cap) else { return };
         let mut k = 0;
-        for x in ids.take(cap) {
-            if let Some(s) = self.adj.get_mut(start + k) {
-                *s = x;
-                k += 1;
-            }
+        for x in ids.take(s.cap) {
+            dst[1 + k] = x;
+            k += 1;
         }
-        if let Some(l) = self.lens.get_mut(li) {
-            *l = k as u16;
-        }
+        dst[0] = k as u32;
     }
 
     /// Number of nodes.
@@ -1142,11 +1267,13 @@ impl MemGraph {
     }
 
     /// Neighbours of `i` on `level`, nearest-first (empty when none/unknown).
+    #[inline]
     pub fn neighbors(&self, i: u32, level: u8) -> &[u32] {
         match self.slot(i, level) {
-            Some((s, cap, li)) => {
-                let len = self.lens.get(li).map_or(0, |&l| (l as usize).min(cap));
-                self.adj.get(s..s + len).unwrap_or(&[])
+            Some(s) => {
+                let arr = if s.upper { &self.up } else { &self.l0 };
+                let len = arr.get(s.base).map_or(0, |&l| (l as usize).min(s.cap));
+                arr.get(s.base + 1..s.base + 1 + len).unwrap_or(&[])
             }
             None => &[],
         }
@@ -1168,10 +1295,9 @@ impl MemGraph {
         std::mem::size_of::<Self>()
             + self.vectors.capacity() * 4
             + self.levels.capacity()
-            + self.node_off.capacity() * 8
-            + self.len_off.capacity() * 8
-            + self.adj.capacity() * 4
-            + self.lens.capacity() * 2
+            + self.node_up.capacity() * 8
+            + self.l0.capacity() * 4
+            + self.up.capacity() * 4
             + self.deleted.capacity()
     }
 
@@ -1267,6 +1393,9 @@ impl GraphStore for MemGraph {
     fn is_deleted(&mut self, id: u32) -> bool {
         MemGraph::is_deleted(self, id)
     }
+    fn prefetch(&mut self, id: u32) {
+        prefetch_slice(self.vector(id));
+    }
 }
 
 impl GraphStore for &MemGraph {
@@ -1283,6 +1412,9 @@ impl GraphStore for &MemGraph {
     }
     fn is_deleted(&mut self, id: u32) -> bool {
         MemGraph::is_deleted(self, id)
+    }
+    fn prefetch(&mut self, id: u32) {
+        prefetch_slice(self.vector(id));
     }
 }
 
@@ -1374,7 +1506,13 @@ pub struct Searcher<Id, V = IdHashSet<Id>> {
     frontier: BinaryHeap<Reverse<Front<Id>>>,
     /// Current batch (max-heap, size <= ef).
     w: BinaryHeap<Item<Id>>,
-    seed: Option<Candidate<Id>>,
+    /// Layer-0 starting points found by the descent, planted on first use.
+    seeds: Vec<Candidate<Id>>,
+    planted: bool,
+    /// The entry point when its distance could not be computed: traversed,
+    /// never returned.
+    unscored: Option<Id>,
+    scratch: SearchScratch<Id>,
     stopped: bool,
     nbrs: Vec<Id>,
     nbrs2: Vec<Id>,
@@ -1416,7 +1554,10 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             pool: BinaryHeap::new(),
             frontier: BinaryHeap::new(),
             w: BinaryHeap::new(),
-            seed: None,
+            seeds: Vec::new(),
+            planted: true,
+            unscored: None,
+            scratch: SearchScratch::default(),
             stopped: false,
             nbrs: Vec::new(),
             nbrs2: Vec::new(),
@@ -1440,21 +1581,44 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         self.pool.clear();
         self.frontier.clear();
         self.w.clear();
-        self.seed = None;
+        self.seeds.clear();
+        self.planted = false;
+        self.unscored = None;
         self.stopped = false;
         self.dist_count = 0;
         self.filter_checks = 0;
         self.returned = 0;
         if let Some((ep, top)) = store.entry_point() {
-            let d = store.distance(ep, &self.query).map(clean).unwrap_or(f32::INFINITY);
+            let d = store.distance(ep, &self.query).map(clean);
             self.dist_count += 1;
-            let mut c = Candidate { id: ep, distance: d };
-            if top >= 1 {
-                // Upper layers are descended without the filter: they only
-                // navigate, nothing found there is returned.
-                c = greedy_impl(store, &self.query, c, top, 1, &mut self.nbrs, &mut self.dist_count);
+            if d.is_none() {
+                self.unscored = Some(ep);
             }
-            self.seed = Some(c);
+            let mut c = Candidate { id: ep, distance: d.unwrap_or(f32::INFINITY) };
+            // Upper layers are descended without the filter: they only
+            // navigate, nothing found there is returned.
+            if self.opts.filtered && top >= 1 {
+                // A filtered search starts layer 0 from the ef nearest nodes
+                // of layer 1 rather than one: the passing nodes reachable
+                // through 2-hop links form islands, and several starting
+                // points (spread over the query's neighbourhood) let the
+                // search reach the islands that matter.
+                if top >= 2 {
+                    c = greedy_impl(store, &self.query, c, top, 2, &mut self.nbrs, &mut self.dist_count);
+                }
+                self.visited.clear();
+                search_layer_with(store, &self.query, &[c], self.ef, 1, &mut self.visited, &mut self.scratch, &mut self.seeds);
+                self.dist_count += std::mem::take(&mut self.scratch.distance_computations);
+                self.visited.clear();
+                if self.seeds.is_empty() {
+                    self.seeds.push(c);
+                }
+            } else {
+                if top >= 1 {
+                    c = greedy_impl(store, &self.query, c, top, 1, &mut self.nbrs, &mut self.dist_count);
+                }
+                self.seeds.push(c);
+            }
         }
     }
 
@@ -1473,15 +1637,20 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     /// Allocation-free form of [`Searcher::next_batch`].
     pub fn next_batch_into<S: GraphStore<Id = Id>>(&mut self, store: &mut S, out: &mut Vec<Candidate<Id>>) {
         out.clear();
-        if let Some(seed) = self.seed.take() {
-            self.plant(store, seed);
-        }
         self.w.clear();
         while self.w.len() < self.ef {
             match self.pool.pop() {
                 Some(Reverse(it)) => self.w.push(it),
                 None => break,
             }
+        }
+        if !self.planted {
+            self.planted = true;
+            let seeds = std::mem::take(&mut self.seeds);
+            for &seed in seeds.iter() {
+                self.plant(store, seed);
+            }
+            self.seeds = seeds;
         }
         self.run(store);
         out.extend(self.w.drain().map(|it| Candidate { id: it.id, distance: it.d }));
@@ -1511,7 +1680,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
 
     /// Whether no further batch can return anything.
     pub fn is_exhausted(&self) -> bool {
-        self.seed.is_none()
+        self.planted
             && self.pool.is_empty()
             && (self.stopped || (self.cand.is_empty() && (!self.opts.filtered || self.frontier.is_empty())))
     }
@@ -1524,17 +1693,23 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
 
     /// Seeds layer 0 with the node the descent ended on.
     fn plant<S: GraphStore<Id = Id>>(&mut self, store: &mut S, seed: Candidate<Id>) {
+        if self.unscored == Some(seed.id) {
+            if self.visited.insert(seed.id) {
+                self.cand.push(Reverse(Item { d: f32::INFINITY, id: seed.id }));
+            }
+            return;
+        }
         if self.opts.filtered {
-            if self.visited.contains(seed.id) || self.failing.contains(seed.id) {
+            if !self.visited.insert(seed.id) {
                 return;
             }
-            if self.eligible(store, seed.id) {
-                self.visited.insert(seed.id);
-                self.push_scored(seed.id, seed.distance, true);
-            } else {
+            // A failing seed still has a real distance: it joins the
+            // candidates as a navigation-only node (expanded, never returned).
+            let e = self.eligible(store, seed.id);
+            if !e {
                 self.failing.insert(seed.id);
-                self.frontier.push(Reverse(Front { prio: seed.distance, hops: 0, id: seed.id }));
             }
+            self.push_scored(seed.id, seed.distance, e);
         } else if self.visited.insert(seed.id) {
             let e = self.eligible(store, seed.id);
             self.push_scored(seed.id, seed.distance, e);
@@ -1609,10 +1784,12 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         nbrs.clear();
         store.neighbors(c.id, 0, &mut nbrs);
         if !self.opts.filtered {
+            nbrs.retain(|&n| self.visited.insert(n));
             for &n in nbrs.iter() {
-                if self.visited.insert(n) {
-                    self.score(store, n, None);
-                }
+                store.prefetch(n);
+            }
+            for &n in nbrs.iter() {
+                self.score(store, n, None);
             }
         } else {
             // ACORN-1: score passing neighbours, look through failing ones.
@@ -2210,6 +2387,16 @@ mod tests {
 
     fn noprog(_: usize) {}
 
+    // User+system CPU seconds of this process (the cores are shared with
+    // other work, so wall time alone is noisy).
+    fn cpu_secs() -> f64 {
+        let st = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let rest = st.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / 100.0
+    }
+
     #[test]
     fn params_and_levels() {
         let p = Params::new(16, 64);
@@ -2734,6 +2921,122 @@ mod tests {
         let c = [Candidate { id: 1u32, distance: 1.0 }, Candidate { id: 2, distance: f32::NAN }];
         assert!(select_neighbors_heuristic(&c, 0, true, |_, _| 0.0).is_empty());
         assert_eq!(select_neighbors_heuristic(&c, 5, true, |_, _| f32::NAN).len(), 2);
+    }
+
+
+    #[test]
+    #[ignore]
+    fn zz_experiment() {
+        let (n, dim, nq, k) = (20_000, 32, 200, 10);
+        let data = normal_data(n, dim, 1);
+        let queries = normal_data(nq, dim, 2);
+        let gts: Vec<Vec<u32>> = (0..nq).map(|i| truth(&data, dim, &queries[i * dim..(i + 1) * dim], k, |_| true)).collect();
+        for (threads, m, efc) in [(1usize, 16usize, 64usize), (2, 16, 64), (2, 16, 128), (2, 24, 64)] {
+            let (t, c) = (Instant::now(), cpu_secs());
+            let g = MemGraph::build(dim, data.clone(), Params::new(m, efc), l2, 42, threads, &noprog);
+            let bt = t.elapsed();
+            let mut line = format!("threads={threads} m={m} efc={efc} build={bt:.2?} cpu={:.2}s", cpu_secs() - c);
+            for ef in [40usize, 64] {
+                let mut h = 0;
+                for i in 0..nq {
+                    h += hits(&g.knn(&queries[i * dim..(i + 1) * dim], k, ef), &gts[i]).0;
+                }
+                line += &format!(" ef{ef}={:.4}", h as f64 / (nq * k) as f64);
+            }
+            println!("{line}");
+        }
+    }
+
+
+    static DCOUNT: AtomicUsize = AtomicUsize::new(0);
+    fn l2_counted(a: &[f32], b: &[f32]) -> f32 {
+        DCOUNT.fetch_add(1, AtomicOrdering::Relaxed);
+        l2(a, b)
+    }
+    #[test]
+    #[ignore]
+    fn zz_profile() {
+        let (n, dim) = (100_000, 50);
+        let data = normal_data(n, dim, 1);
+        let (t, c) = (Instant::now(), cpu_secs());
+        let g = MemGraph::build(dim, data.clone(), Params::new(16, 64), l2, 42, 2, &noprog);
+        println!("build {:.2?} cpu {:.2}s", t.elapsed(), cpu_secs() - c);
+        let _ = l2_counted;
+        let _ = g;
+    }
+
+
+    #[test]
+    #[ignore]
+    fn zz_debug_nan() {
+        let p = |_: usize| {};
+        let mut v = normal_data(300, 4, 1);
+        for x in v.iter_mut().take(40) {
+            *x = f32::NAN;
+        }
+        v[100] = f32::INFINITY;
+        v.extend(std::iter::repeat(0.5).take(4 * 50));
+        for threads in [1, 2] {
+            let g = MemGraph::build(4, v.clone(), Params::new(5, 20), l2, 0, threads, &p);
+            let (e, top) = g.entry().unwrap();
+            let mut seen = HashSet::new();
+            let mut q = vec![e];
+            seen.insert(e);
+            while let Some(x) = q.pop() {
+                for &y in g.neighbors(x, 0) {
+                    if seen.insert(y) { q.push(y); }
+                }
+            }
+            println!("threads {threads} entry {e} top {top} reachable {} ; entry nbrs {:?}", seen.len(), g.neighbors(e, 0));
+            for i in [0u32, 5, 20, 300, 320] { println!("  {i}: {:?} lvl {}", g.neighbors(i, 0), g.level(i)); }
+            println!("  knn {}", g.knn(&[0.5; 4], 60, 80).len());
+            let mut st = &g;
+            let mut se = Searcher::new(&mut st, &[0.5; 4], 80);
+            println!("  seed {:?}", se.seeds);
+            for _ in 0..4 { let b = se.next_batch(&mut st); println!("  batch {} {:?}", b.len(), &b[..b.len().min(5)]); }
+            let mut seen = HashSet::new();
+            let mut q = vec![300u32];
+            seen.insert(300);
+            while let Some(x) = q.pop() {
+                for &y in g.neighbors(x, 0) {
+                    if seen.insert(y) { q.push(y); }
+                }
+            }
+            println!("  from 300 reachable {}", seen.len());
+        }
+    }
+
+
+    #[test]
+    #[ignore]
+    fn zz_filtered_exp() {
+        let (n, dim, nq, k) = (20_000, 32, 100, 10);
+        let data = clustered(n, dim, 40, 21);
+        let g = MemGraph::build(dim, data.clone(), Params::new(16, 64), l2, 5, 2, &noprog);
+        let queries = clustered(nq, dim, 40, 21 + 1000);
+        for sel_pct in [1u64, 10] {
+            let mut g2 = Gen::new(77 + sel_pct);
+            let labels: Vec<u32> = (0..n).map(|_| g2.below(100 / sel_pct) as u32).collect();
+            let want = 0u32;
+            let mut store = Labeled { g: &g, labels: &labels, want };
+            let truths: Vec<Vec<u32>> = (0..nq).map(|i| truth(&data, dim, &queries[i * dim..(i + 1) * dim], k, |j| labels[j] == want)).collect();
+            for ef in [20usize, 40, 64, 100] {
+                let (mut h, mut dc, mut fc) = (0, 0u64, 0u64);
+                let mut missrank = vec![0usize; k];
+                for i in 0..nq {
+                    let q = &queries[i * dim..(i + 1) * dim];
+                    let opts = SearchOptions { filtered: true, ..Default::default() };
+                    let mut s = Searcher::with_options(&mut store, q, ef, opts, StampVisited::new(n));
+                    let r = collect_k(&mut s, &mut store, k);
+                    dc += s.distance_computations();
+                    fc += s.filter_checks();
+                    h += hits(&r, &truths[i]).0;
+                    let f: HashSet<u32> = r.iter().map(|c| c.id).collect();
+                    for (rank, t) in truths[i].iter().enumerate() { if !f.contains(t) { missrank[rank] += 1; } }
+                }
+                println!("{sel_pct}% ef={ef}: recall {:.4} dist/q {:.0} checks/q {:.0} missrank {:?}", h as f64 / (nq * k) as f64, dc as f64 / nq as f64, fc as f64 / nq as f64, missrank);
+            }
+        }
     }
 
     // cargo test --release -- --ignored --nocapture bench_build_100k_50d

