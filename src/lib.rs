@@ -6,12 +6,20 @@
 
 pub mod authz;
 pub mod distance;
+pub mod hnsw;
 mod fmgr;
 pub mod vector;
 
 ::pgrx::pg_module_magic!(name, version);
 
 pgrx::extension_sql_file!("../sql/vector.sql", name = "vector_type", bootstrap);
+pgrx::extension_sql_file!("../sql/hnsw.sql", name = "hnsw_am", requires = ["vector_type"]);
+
+/// Registers settings and reloptions when the library loads.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    hnsw::am::init();
+}
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

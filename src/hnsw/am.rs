@@ -1,0 +1,282 @@
+//! The `hnsw` IndexAmRoutine, its reloptions (`m`, `ef_construction`), settings
+//! (`hnsw.ef_search`, `hnsw.iterative_scan`, `hnsw.max_scan_tuples`,
+//! `hnsw.scan_mem_multiplier`) and cost estimate — pgvector's names and meanings.
+
+use super::page::Metric;
+use super::storage::IndexRel;
+use crate::fmgr::pg_v1_fn;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::PostgresGucEnum;
+use std::ffi::CStr;
+
+pub const DEFAULT_M: i32 = 16;
+pub const DEFAULT_EF_CONSTRUCTION: i32 = 64;
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IterativeScan {
+    #[name = c"off"]
+    Off,
+    #[name = c"relaxed_order"]
+    RelaxedOrder,
+    #[name = c"strict_order"]
+    StrictOrder,
+}
+
+pub static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
+pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeScan>::new(IterativeScan::Off);
+pub static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20000);
+pub static SCAN_MEM_MULTIPLIER: GucSetting<f64> = GucSetting::<f64>::new(1.0);
+
+static mut RELOPT_KIND: pg_sys::relopt_kind::Type = 0;
+
+/// Registers settings and reloptions; called once from _PG_init.
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"hnsw.ef_search",
+        c"Sets the size of the dynamic candidate list for search",
+        c"Valid range is 1..1000.",
+        &EF_SEARCH,
+        1,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"hnsw.iterative_scan",
+        c"Sets the mode for iterative scans",
+        c"off, relaxed_order or strict_order",
+        &ITERATIVE_SCAN,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"hnsw.max_scan_tuples",
+        c"Sets the max number of tuples to visit for iterative scans",
+        c"",
+        &MAX_SCAN_TUPLES,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"hnsw.scan_mem_multiplier",
+        c"Sets the multiple of work_mem to use for iterative scans",
+        c"",
+        &SCAN_MEM_MULTIPLIER,
+        1.0,
+        1000.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    // SAFETY: _PG_init runs once per backend before any index use; the option names are
+    // static C strings, as add_int_reloption requires.
+    unsafe {
+        RELOPT_KIND = pg_sys::add_reloption_kind();
+        pg_sys::add_int_reloption(
+            RELOPT_KIND,
+            c"m".as_ptr(),
+            c"Max number of connections".as_ptr(),
+            DEFAULT_M,
+            2,
+            100,
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+        );
+        pg_sys::add_int_reloption(
+            RELOPT_KIND,
+            c"ef_construction".as_ptr(),
+            c"Size of the dynamic candidate list for construction".as_ptr(),
+            DEFAULT_EF_CONSTRUCTION,
+            4,
+            1000,
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+        );
+    }
+}
+
+/// The parsed reloptions, laid out as build_reloptions fills them.
+#[repr(C)]
+pub struct HnswOptions {
+    vl_len_: i32,
+    pub m: i32,
+    pub ef_construction: i32,
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: bool) -> *mut pg_sys::bytea {
+    let tab = [
+        pg_sys::relopt_parse_elt {
+            optname: c"m".as_ptr(),
+            opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
+            offset: std::mem::offset_of!(HnswOptions, m) as i32,
+        },
+        pg_sys::relopt_parse_elt {
+            optname: c"ef_construction".as_ptr(),
+            opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
+            offset: std::mem::offset_of!(HnswOptions, ef_construction) as i32,
+        },
+    ];
+    // SAFETY: build_reloptions parses into a palloc'd HnswOptions-sized struct.
+    unsafe {
+        pg_sys::build_reloptions(
+            reloptions,
+            validate,
+            RELOPT_KIND,
+            std::mem::size_of::<HnswOptions>(),
+            tab.as_ptr(),
+            tab.len() as i32,
+        ) as *mut pg_sys::bytea
+    }
+}
+
+/// (m, ef_construction) of an index, defaults when unset.
+pub fn index_options(rel: IndexRel) -> (i32, i32) {
+    // SAFETY: rd_options is NULL or the HnswOptions built by amoptions.
+    unsafe {
+        let opts = (*rel.raw()).rd_options as *const HnswOptions;
+        if opts.is_null() {
+            (DEFAULT_M, DEFAULT_EF_CONSTRUCTION)
+        } else {
+            ((*opts).m, (*opts).ef_construction)
+        }
+    }
+}
+
+/// The opclass's metric: support function 2 (a norm) means cosine; otherwise support
+/// function 1 names the distance.
+pub fn index_metric(rel: IndexRel) -> Metric {
+    // SAFETY: index_getprocid returns InvalidOid for a missing support function;
+    // get_func_name returns a palloc'd name or NULL.
+    unsafe {
+        if pg_sys::index_getprocid(rel.raw(), 1, 2) != pg_sys::InvalidOid {
+            return Metric::Cosine;
+        }
+        let proc_ = pg_sys::index_getprocid(rel.raw(), 1, 1);
+        let name = pg_sys::get_func_name(proc_);
+        let name = if name.is_null() { String::new() } else { CStr::from_ptr(name).to_string_lossy().into_owned() };
+        match name.as_str() {
+            "vector_negative_inner_product" => Metric::InnerProduct,
+            "l1_distance" => Metric::L1,
+            _ => Metric::L2,
+        }
+    }
+}
+
+/// Dimensions of the indexed column from its typmod; pgvector's errors when unknown or
+/// too large.
+pub fn index_dimensions(rel: IndexRel) -> usize {
+    // SAFETY: an index relation has a tuple descriptor with at least one attribute.
+    let typmod = unsafe {
+        let desc = (*rel.raw()).rd_att;
+        (*(*desc).attrs.as_ptr()).atttypmod
+    };
+    if typmod < 0 {
+        pgrx::ereport!(ERROR, pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "column does not have dimensions");
+    }
+    if typmod as usize > super::page::MAX_DIM {
+        pgrx::ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("column cannot have more than {} dimensions for hnsw index", super::page::MAX_DIM)
+        );
+    }
+    typmod as usize
+}
+
+/// Cost model: never chosen without ORDER BY (the index answers nothing else); with an
+/// ORDER BY the work is roughly the tuples a search touches, (levels + 2) · m · ef_search,
+/// all done before the first row, so startup cost equals total cost.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn amcostestimate(
+    root: *mut pg_sys::PlannerInfo,
+    path: *mut pg_sys::IndexPath,
+    loop_count: f64,
+    startup: *mut pg_sys::Cost,
+    total: *mut pg_sys::Cost,
+    selectivity: *mut pg_sys::Selectivity,
+    correlation: *mut f64,
+    pages: *mut f64,
+) {
+    // SAFETY: the planner passes valid pointers; genericcostestimate fills `costs`.
+    unsafe {
+        if (*path).indexorderbys.is_null() {
+            *startup = f64::INFINITY;
+            *total = f64::INFINITY;
+            *selectivity = 0.0;
+            *correlation = 0.0;
+            *pages = 0.0;
+            return;
+        }
+        let info = (*path).indexinfo;
+        let tuples = (*info).tuples.max(1.0);
+        let m = DEFAULT_M as f64;
+        let ml = 1.0 / m.ln();
+        let entry_level = (tuples.ln() * ml).floor();
+        let ratio = ((entry_level + 2.0) * m * EF_SEARCH.get() as f64 / tuples).min(1.0);
+        let mut costs: pg_sys::GenericCosts = std::mem::zeroed();
+        costs.numIndexTuples = tuples * ratio;
+        pg_sys::genericcostestimate(root, path, loop_count, &mut costs);
+        *startup = costs.indexTotalCost;
+        *total = costs.indexTotalCost;
+        *selectivity = costs.indexSelectivity;
+        *correlation = costs.indexCorrelation;
+        *pages = costs.numIndexPages;
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn amvalidate(_opclassoid: pg_sys::Oid) -> bool {
+    true
+}
+
+pg_v1_fn!(hnsw_handler, pg_finfo_hnsw_handler, |_fcinfo| {
+    // SAFETY: makeNode-equivalent: a zeroed, palloc'd IndexAmRoutine with its node tag.
+    unsafe {
+        let am = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexAmRoutine>()) as *mut pg_sys::IndexAmRoutine;
+        let a = &mut *am;
+        a.type_ = pg_sys::NodeTag::T_IndexAmRoutine;
+        a.amstrategies = 0;
+        a.amsupport = 3;
+        a.amoptsprocnum = 0;
+        a.amcanorder = false;
+        a.amcanorderbyop = true;
+        a.amcanbackward = false;
+        a.amcanunique = false;
+        a.amcanmulticol = false;
+        a.amoptionalkey = true;
+        a.amsearcharray = false;
+        a.amsearchnulls = false;
+        a.amstorage = false;
+        a.amclusterable = false;
+        a.ampredlocks = false;
+        a.amcanparallel = false;
+        a.amcaninclude = false;
+        a.amusemaintenanceworkmem = false;
+        a.amparallelvacuumoptions = pg_sys::VACUUM_OPTION_PARALLEL_BULKDEL as u8;
+        a.amkeytype = pg_sys::InvalidOid;
+        a.ambuild = Some(super::build::ambuild);
+        a.ambuildempty = Some(super::build::ambuildempty);
+        a.aminsert = Some(super::insert::aminsert);
+        a.ambulkdelete = Some(super::vacuum::ambulkdelete);
+        a.amvacuumcleanup = Some(super::vacuum::amvacuumcleanup);
+        a.amcanreturn = None;
+        a.amcostestimate = Some(amcostestimate);
+        a.amoptions = Some(amoptions);
+        a.amproperty = None;
+        a.ambuildphasename = None;
+        a.amvalidate = Some(amvalidate);
+        a.amadjustmembers = None;
+        a.ambeginscan = Some(super::scan::ambeginscan);
+        a.amrescan = Some(super::scan::amrescan);
+        a.amgettuple = Some(super::scan::amgettuple);
+        a.amgetbitmap = None;
+        a.amendscan = Some(super::scan::amendscan);
+        a.ammarkpos = None;
+        a.amrestrpos = None;
+        a.amestimateparallelscan = None;
+        a.aminitparallelscan = None;
+        a.amparallelrescan = None;
+        pg_sys::Datum::from(am as usize)
+    }
+});

@@ -1,0 +1,315 @@
+//! CREATE INDEX: collect the heap's vectors, build the graph in memory on all cores
+//! (rayon in the pure graph code; this backend thread alone talks to Postgres), lay nodes
+//! out on pages in breadth-first order from the entry point so neighbours tend to share
+//! pages, write every page without WAL and log them all once at the end.
+//!
+//! Rows with an identical vector share one element (up to `page::HEAP_TIDS` heap TIDs),
+//! which keeps duplicates reachable. When the graph would not fit in
+//! maintenance_work_mem, the part that fits is built in memory and the rest is inserted
+//! on disk one by one, with a NOTICE (pgvector does the same).
+
+use super::am::{index_dimensions, index_metric, index_options};
+use super::diskgraph::{graph_distance, prepare_vector};
+use super::graph::{MemGraph, Params};
+use super::page::{self, Meta, Tid};
+use super::storage::{BulkWriter, IndexRel, WalWrite};
+use crate::vector::sql::datum_to_slice;
+use pgrx::pg_sys;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct BuildState {
+    dim: usize,
+    metric: page::Metric,
+    vectors: Vec<f32>,
+    heap_tids: Vec<Vec<Tid>>,
+    /// hash of vector bits -> element indexes with that hash (duplicate detection)
+    by_hash: HashMap<u64, Vec<u32>>,
+    heap_tuples: f64,
+    indexed: f64,
+}
+
+fn hash_bits(v: &[f32]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for x in v {
+        h ^= x.to_bits() as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+impl BuildState {
+    fn add(&mut self, heap_tid: Tid, v: &[f32]) {
+        let Some(v) = prepare_vector(self.metric, v) else { return };
+        if v.len() != self.dim {
+            pgrx::ereport!(
+                ERROR,
+                pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+                format!("expected {} dimensions, not {}", self.dim, v.len())
+            );
+        }
+        self.indexed += 1.0;
+        let h = hash_bits(&v);
+        if let Some(list) = self.by_hash.get(&h) {
+            for &i in list {
+                let s = i as usize * self.dim;
+                if self.vectors[s..s + self.dim] == v[..] && self.heap_tids[i as usize].len() < page::HEAP_TIDS {
+                    self.heap_tids[i as usize].push(heap_tid);
+                    return;
+                }
+            }
+        }
+        let idx = self.heap_tids.len() as u32;
+        self.vectors.extend_from_slice(&v);
+        self.heap_tids.push(vec![heap_tid]);
+        self.by_hash.entry(h).or_default().push(idx);
+    }
+}
+
+pub fn tid_from_ptr(p: pg_sys::ItemPointer) -> Tid {
+    // SAFETY: callers pass a valid ItemPointer.
+    unsafe {
+        let t = &*p;
+        Tid { block: ((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32, offset: t.ip_posid }
+    }
+}
+
+pub fn tid_to_item_pointer(t: Tid, out: &mut pg_sys::ItemPointerData) {
+    out.ip_blkid.bi_hi = (t.block >> 16) as u16;
+    out.ip_blkid.bi_lo = (t.block & 0xffff) as u16;
+    out.ip_posid = t.offset;
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn build_callback(
+    _index: pg_sys::Relation,
+    tid: pg_sys::ItemPointer,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    _alive: bool,
+    state: *mut std::ffi::c_void,
+) {
+    // SAFETY: state is the BuildState passed to table_index_build_scan; values/isnull hold
+    // one entry per index column.
+    unsafe {
+        let st = &mut *(state as *mut BuildState);
+        st.heap_tuples += 1.0;
+        if *isnull {
+            return;
+        }
+        let v = datum_to_slice(*values);
+        st.add(tid_from_ptr(tid), v);
+    }
+}
+
+/// Validates m / ef_construction like pgvector.
+pub fn params_of(rel: IndexRel) -> Params {
+    let (m, efc) = index_options(rel);
+    if efc < 2 * m {
+        pgrx::ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "ef_construction must be greater than or equal to 2 * m"
+        );
+    }
+    Params::new(m as usize, efc as usize)
+}
+
+/// Element order on disk: breadth-first over level 0 from the entry point (neighbours end
+/// up on nearby pages), then any node BFS did not reach.
+fn layout_order(g: &MemGraph) -> Vec<u32> {
+    let n = g.len();
+    let mut seen = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    if let Some((ep, _)) = g.entry() {
+        let mut queue = std::collections::VecDeque::from([ep]);
+        seen[ep as usize] = true;
+        while let Some(x) = queue.pop_front() {
+            order.push(x);
+            for &y in g.neighbors(x, 0) {
+                if !seen[y as usize] {
+                    seen[y as usize] = true;
+                    queue.push_back(y);
+                }
+            }
+        }
+    }
+    order.extend((0..n as u32).filter(|&i| !seen[i as usize]));
+    order
+}
+
+/// Assigns (element TID, neighbour TID) to every node, packing pages in `order`.
+fn assign_tids(g: &MemGraph, order: &[u32], m: usize, first_block: u32) -> (Vec<(Tid, Tid)>, Vec<Vec<u32>>) {
+    let mut pos = vec![(Tid::INVALID, Tid::INVALID); g.len()];
+    let mut pages: Vec<Vec<u32>> = Vec::new(); // per page: node ids, element before neighbours
+    let (mut used, mut off) = (usize::MAX, 0u16);
+    let cap = page::page_capacity();
+    let el_fp = page::footprint(page::element_size(g.dim()));
+    for &i in order {
+        let nb_fp = page::footprint(page::neighbor_size(m, g.level(i)));
+        if used.saturating_add(el_fp + nb_fp) > cap {
+            pages.push(Vec::new());
+            used = 0;
+            off = 0;
+        }
+        let blk = first_block + pages.len() as u32 - 1;
+        // An element and its neighbours always fit together: dims <= MAX_DIM and levels
+        // are capped (page tests), so a fresh page takes any node.
+        pos[i as usize] = (Tid { block: blk, offset: off + 1 }, Tid { block: blk, offset: off + 2 });
+        off += 2;
+        used += el_fp + nb_fp;
+        if let Some(p) = pages.last_mut() {
+            p.push(i);
+        }
+    }
+    (pos, pages)
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn ambuild(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    index_info: *mut pg_sys::IndexInfo,
+) -> *mut pg_sys::IndexBuildResult {
+    // SAFETY: called by Postgres for a new, empty index relation.
+    let rel = unsafe { IndexRel::new(index) };
+    if rel.nblocks() != 0 {
+        pgrx::error!("index \"{}\" already contains data", super::diskgraph::relation_name(rel));
+    }
+    let dim = index_dimensions(rel);
+    let metric = index_metric(rel);
+    let params = params_of(rel);
+    let mut st = BuildState {
+        dim,
+        metric,
+        vectors: Vec::new(),
+        heap_tids: Vec::new(),
+        by_hash: HashMap::new(),
+        heap_tuples: 0.0,
+        indexed: 0.0,
+    };
+    // SAFETY: standard heap scan feeding build_callback with &mut st.
+    unsafe {
+        pg_sys::table_index_build_scan(
+            heap,
+            index,
+            index_info,
+            true,
+            true,
+            Some(build_callback),
+            &mut st as *mut BuildState as *mut std::ffi::c_void,
+            std::ptr::null_mut(),
+        );
+    }
+    let n = st.heap_tids.len();
+    // How many elements fit in maintenance_work_mem; the rest go through on-disk inserts.
+    // SAFETY: reading a GUC variable.
+    let budget = unsafe { pg_sys::maintenance_work_mem } as usize * 1024;
+    let mut fit = n;
+    while fit > 0 && MemGraph::estimated_memory_bytes(fit, dim, params) > budget {
+        fit = fit * 9 / 10;
+    }
+    if fit < n {
+        pgrx::notice!(
+            "hnsw graph no longer fits into maintenance_work_mem after {fit} tuples; \
+             inserting the remaining {} on disk (raise maintenance_work_mem to build faster)",
+            n - fit
+        );
+    }
+    // SAFETY: progress reporting for pg_stat_progress_create_index.
+    unsafe { pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL as i32, n as i64) };
+    let mem_vectors = st.vectors[..fit * dim].to_vec();
+    let done = AtomicUsize::new(0);
+    let graph = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            MemGraph::build(dim, mem_vectors, params, graph_distance(metric), 0x5eed, 2, &|d| {
+                done.store(d, Ordering::Relaxed)
+            })
+        });
+        while !worker.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // SAFETY: this is the backend's own thread.
+            unsafe {
+                pg_sys::pgstat_progress_update_param(
+                    pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE as i32,
+                    done.load(Ordering::Relaxed) as i64,
+                )
+            };
+        }
+        worker.join()
+    });
+    let graph = match graph {
+        Ok(g) => g,
+        Err(_) => pgrx::error!("hnsw graph build failed"),
+    };
+    write_graph(rel, &graph, &st.heap_tids, metric, params);
+    // SAFETY: progress reporting.
+    unsafe { pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE as i32, fit as i64) };
+    for i in fit..n {
+        let v = &st.vectors[i * dim..(i + 1) * dim];
+        for &t in &st.heap_tids[i] {
+            super::insert::insert_prepared(rel, v, t);
+        }
+        pgrx::check_for_interrupts!();
+    }
+    // SAFETY: palloc0'd result for the executor.
+    unsafe {
+        let res = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>()) as *mut pg_sys::IndexBuildResult;
+        (*res).heap_tuples = st.heap_tuples;
+        (*res).index_tuples = st.indexed;
+        res
+    }
+}
+
+/// Writes metapage + nodes without WAL, then logs all pages once.
+fn write_graph(rel: IndexRel, g: &MemGraph, heap_tids: &[Vec<Tid>], metric: page::Metric, params: Params) {
+    let m = params.m;
+    let order = layout_order(g);
+    let (pos, pages) = assign_tids(g, &order, m, 1);
+    let mut meta = Meta::new(g.dim() as u32, m as u16, params.ef_construction as u16, metric);
+    meta.entry = g.entry().map(|(e, l)| (pos[e as usize].0, l));
+    meta.insert_page = if pages.is_empty() { page::INVALID_BLOCK } else { pages.len() as u32 };
+    meta.elements = g.len() as u64;
+    let mut w = BulkWriter::new(rel);
+    w.append(|p| p.set_meta(&meta));
+    let mut el = Vec::new();
+    let mut nb = Vec::new();
+    let mut list = Vec::new();
+    for (pi, nodes) in pages.iter().enumerate() {
+        w.append(|p| {
+            for &i in nodes {
+                let level = g.level(i);
+                let (el_tid, nb_tid) = pos[i as usize];
+                el.resize(page::element_size(g.dim()), 0);
+                page::encode_element(&mut el, level, &heap_tids[i as usize], nb_tid, g.vector(i));
+                nb.resize(page::neighbor_size(m, level), 0);
+                page::encode_neighbors_empty(&mut nb, m, level);
+                for l in 0..=level {
+                    list.clear();
+                    list.extend(g.neighbors(i, l).iter().map(|&j| pos[j as usize].0));
+                    page::write_neighbors(&mut nb, l, &list);
+                }
+                let a = p.add_item(&el);
+                let b = p.add_item(&nb);
+                if a != Some(el_tid.offset) || b != Some(nb_tid.offset) {
+                    pgrx::error!("hnsw build: page layout mismatch on page {}", pi + 1);
+                }
+            }
+        });
+    }
+    w.finish();
+}
+
+/// Writes the metapage of an empty index into the init fork (UNLOGGED tables).
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
+    // SAFETY: Postgres calls this with the new index relation.
+    let rel = unsafe { IndexRel::new(index) };
+    let dim = index_dimensions(rel);
+    let params = params_of(rel);
+    let meta = Meta::new(dim as u32, params.m as u16, params.ef_construction as u16, index_metric(rel));
+    let mut w = WalWrite::begin_fork(rel, pg_sys::ForkNumber::INIT_FORKNUM);
+    let mut p = w.new_page();
+    p.set_meta(&meta);
+    w.commit();
+}

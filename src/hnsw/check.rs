@@ -1,0 +1,145 @@
+//! `vecguard.hnsw_check(index regclass)`: verifies the graph's invariants, as amcheck does
+//! for btree, raising ERROR (XX002 index_corrupted) at the first violation:
+//! - the metapage has our magic and version, and every data page our page id;
+//! - every element and neighbour tuple decodes; each element's neighbour TID points at a
+//!   neighbour tuple of the element's level;
+//! - every neighbour points at an element tuple whose level is at least the list's level,
+//!   and no list holds more than its capacity (the format guarantees it) or itself;
+//! - the entry point is a live element of the highest live level;
+//! - every live element is reachable from the entry point (following all levels).
+//! Returns a one-line summary.
+
+use super::page::{self, Tid};
+use super::storage::IndexRel;
+use crate::fmgr::pg_v1_fn;
+use pgrx::pg_sys;
+use std::collections::{HashMap, VecDeque};
+
+fn corrupted(msg: String) -> ! {
+    pgrx::ereport!(ERROR, pgrx::PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, msg);
+}
+
+pub fn check(rel: IndexRel) -> String {
+    let meta = match rel.meta() {
+        Ok(m) => m,
+        Err(e) => corrupted(format!("metapage: {e}")),
+    };
+    let nblocks = rel.nblocks();
+    // element id -> (level, deleted, neighbour tid)
+    let mut elements: HashMap<u64, (u8, bool, Tid)> = HashMap::new();
+    let mut neighbor_levels: HashMap<Tid, u8> = HashMap::new();
+    for blk in 1..nblocks {
+        let p = rel.read_shared(blk);
+        if !p.is_ours() {
+            corrupted(format!("block {blk} is not an hnsw page"));
+        }
+        for off in 1..=p.max_offset() {
+            let Some(bytes) = p.item(off) else { continue };
+            let tid = Tid { block: blk, offset: off };
+            match page::tuple_kind(bytes) {
+                Some(page::KIND_ELEMENT) => {
+                    let el = page::decode_element(bytes)
+                        .unwrap_or_else(|| corrupted(format!("element {blk},{off} does not decode")));
+                    if el.dim != meta.dimensions as usize {
+                        corrupted(format!("element {blk},{off} has {} dimensions, index has {}", el.dim, meta.dimensions));
+                    }
+                    if !el.deleted && el.heap_tids.is_empty() {
+                        corrupted(format!("live element {blk},{off} has no heap pointer"));
+                    }
+                    elements.insert(tid.pack(), (el.level, el.deleted, el.neighbor_tid));
+                }
+                Some(page::KIND_NEIGHBORS) => {
+                    let level = page::neighbors_level(bytes).unwrap_or(0);
+                    neighbor_levels.insert(tid, level);
+                }
+                k => corrupted(format!("tuple {blk},{off} has unknown kind {k:?}")),
+            }
+        }
+    }
+    // Adjacency of live elements, checked tuple by tuple.
+    let mut adj: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut list = Vec::new();
+    let mut edges = 0usize;
+    for (&id, &(level, deleted, nb)) in &elements {
+        if deleted {
+            continue;
+        }
+        match neighbor_levels.get(&nb) {
+            Some(&l) if l == level => {}
+            _ => corrupted(format!("element {:?} points at a bad neighbour tuple {nb:?}", Tid::unpack(id))),
+        }
+        let p = rel.read_shared(nb.block);
+        let bytes = p.item(nb.offset).unwrap_or_else(|| corrupted(format!("neighbour tuple {nb:?} missing")));
+        let out = adj.entry(id).or_default();
+        for l in 0..=level {
+            page::read_neighbors(bytes, l, &mut list);
+            for n in &list {
+                let Some(&(nl, _, _)) = elements.get(&n.pack()) else {
+                    corrupted(format!("element {:?} level {l} links to non-element {n:?}", Tid::unpack(id)))
+                };
+                if nl < l {
+                    corrupted(format!("element {:?} level {l} links to {n:?} of level {nl}", Tid::unpack(id)));
+                }
+                if n.pack() == id {
+                    corrupted(format!("element {:?} links to itself", Tid::unpack(id)));
+                }
+                out.push(n.pack());
+                edges += 1;
+            }
+        }
+    }
+    let live: Vec<u64> = elements.iter().filter(|(_, e)| !e.1).map(|(&id, _)| id).collect();
+    let top = live.iter().map(|id| elements[id].0).max();
+    let reached = match (meta.entry, top) {
+        (None, None) => 0,
+        (None, Some(_)) => corrupted("index has live elements but no entry point".into()),
+        (Some((ep, lvl)), _) => {
+            let Some(&(el_level, deleted, _)) = elements.get(&ep.pack()) else {
+                corrupted(format!("entry point {ep:?} is not an element"))
+            };
+            if deleted || el_level != lvl || Some(lvl) != top {
+                corrupted(format!("entry point {ep:?} (level {lvl}) is deleted or not on the top level {top:?}"));
+            }
+            let mut seen = std::collections::HashSet::from([ep.pack()]);
+            let mut q = VecDeque::from([ep.pack()]);
+            while let Some(x) = q.pop_front() {
+                for &y in adj.get(&x).map(|v| v.as_slice()).unwrap_or(&[]) {
+                    if !elements[&y].1 && seen.insert(y) {
+                        q.push_back(y);
+                    }
+                }
+            }
+            seen.len()
+        }
+    };
+    if reached != live.len() {
+        corrupted(format!("{} of {} live elements are unreachable from the entry point", live.len() - reached, live.len()));
+    }
+    format!(
+        "ok: {} live elements, {} deleted, {} edges, {} pages, top level {}",
+        live.len(),
+        elements.len() - live.len(),
+        edges,
+        nblocks,
+        top.map(|t| t as i32).unwrap_or(-1)
+    )
+}
+
+pg_v1_fn!(hnsw_check, pg_finfo_hnsw_check, |fcinfo| {
+    // SAFETY: hnsw_check(regclass) is STRICT; the index is opened with AccessShareLock and
+    // closed before returning; its access method is verified first.
+    unsafe {
+        let oid = pg_sys::Oid::from(crate::fmgr::arg(fcinfo, 0).value() as u32);
+        let rel = pg_sys::index_open(oid, pg_sys::AccessShareLock as i32);
+        let am = (*rel).rd_amhandler;
+        let ours = pg_sys::get_func_name(am);
+        let is_hnsw = !ours.is_null() && std::ffi::CStr::from_ptr(ours).to_bytes() == b"hnsw_handler";
+        if !is_hnsw {
+            pg_sys::index_close(rel, pg_sys::AccessShareLock as i32);
+            pgrx::ereport!(ERROR, pgrx::PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, "index is not an hnsw index");
+        }
+        let summary = check(IndexRel::new(rel));
+        pg_sys::index_close(rel, pg_sys::AccessShareLock as i32);
+        pg_sys::Datum::from(pgrx::varlena::rust_str_to_text_p(&summary).into_pg() as usize)
+    }
+});

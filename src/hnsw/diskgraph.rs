@@ -1,0 +1,218 @@
+//! The graph traits (`GraphStore`, `GraphWrite`) over index pages, shared by scan, insert
+//! and vacuum. Node ids are packed element-tuple TIDs. Reading a node's vector also caches
+//! its header (level, neighbour-tuple TID, heap TIDs), so expanding it later costs one read
+//! of its neighbour tuple, usually on the same page.
+
+use super::graph::{Distance, FxHasher, GraphStore, GraphWrite};
+use super::page::{self, Meta, Metric, Tid};
+use super::storage::{IndexRel, PinCache, SharedPage, WalWrite};
+use crate::distance;
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+type IdHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// What a scan needs to remember about a node it has read.
+#[derive(Clone)]
+pub struct NodeInfo {
+    pub level: u8,
+    pub deleted: bool,
+    pub neighbor_tid: Tid,
+    pub heap_tids: SmallVec<[Tid; 2]>,
+}
+
+/// Graph distance for each metric (smaller is nearer). Cosine indexes store unit vectors,
+/// so cosine distance is 1 - dot there.
+pub fn graph_distance(metric: Metric) -> Distance {
+    fn l2(a: &[f32], b: &[f32]) -> f32 {
+        distance::l2_squared(a, b) as f32
+    }
+    fn ip(a: &[f32], b: &[f32]) -> f32 {
+        -distance::dot(a, b) as f32
+    }
+    fn cos(a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - distance::dot(a, b)) as f32
+    }
+    fn l1(a: &[f32], b: &[f32]) -> f32 {
+        distance::l1(a, b) as f32
+    }
+    match metric {
+        Metric::L2 => l2,
+        Metric::InnerProduct => ip,
+        Metric::Cosine => cos,
+        Metric::L1 => l1,
+    }
+}
+
+/// Prepares a vector for the index: cosine indexes store and search unit vectors; a zero
+/// vector has no direction and is not indexed (None), as in pgvector.
+pub fn prepare_vector(metric: Metric, v: &[f32]) -> Option<Vec<f32>> {
+    if metric != Metric::Cosine {
+        return Some(v.to_vec());
+    }
+    let n = crate::vector::codec::norm(v);
+    (n > 0.0).then(|| v.iter().map(|&x| (x as f64 / n) as f32).collect())
+}
+
+/// Reads element bytes as (header, vector slice).
+fn element_parts(bytes: &[u8]) -> Option<(page::Element, &[f32])> {
+    let el = page::decode_element(bytes)?;
+    let r = page::element_vector_range(el.dim);
+    let raw = bytes.get(r)?;
+    // SAFETY: PageAddItem places tuples at MAXALIGN'd offsets and the vector starts at a
+    // multiple of 4 inside the tuple, so the pointer is f32-aligned; length is checked.
+    let v = unsafe { std::slice::from_raw_parts(raw.as_ptr() as *const f32, el.dim) };
+    Some((el, v))
+}
+
+pub struct DiskGraph {
+    pub rel: IndexRel,
+    pub meta: Meta,
+    pub dist: Distance,
+    pins: PinCache,
+    nodes: IdHashMap<u64, NodeInfo>,
+    tids: Vec<Tid>,
+    /// Distance computations done (EXPLAIN ANALYZE / leak-resistance counters).
+    pub distance_computations: u64,
+}
+
+impl DiskGraph {
+    pub fn open(rel: IndexRel) -> DiskGraph {
+        let meta = match rel.meta() {
+            Ok(m) => m,
+            Err(e) => pgrx::error!("index \"{}\" is corrupted: {e}", relation_name(rel)),
+        };
+        DiskGraph {
+            rel,
+            meta,
+            dist: graph_distance(meta.metric),
+            pins: PinCache::new(rel),
+            nodes: IdHashMap::default(),
+            tids: Vec::new(),
+            distance_computations: 0,
+        }
+    }
+
+    fn read(&mut self, blk: u32) -> SharedPage {
+        self.pins.read_shared(blk)
+    }
+
+    /// Header of node `id`, reading its element tuple on first use.
+    pub fn info(&mut self, id: u64) -> Option<NodeInfo> {
+        if let Some(i) = self.nodes.get(&id) {
+            return Some(i.clone());
+        }
+        let tid = Tid::unpack(id);
+        let p = self.read(tid.block);
+        let el = page::decode_element(p.item(tid.offset)?)?;
+        drop(p);
+        let info = NodeInfo {
+            level: el.level,
+            deleted: el.deleted,
+            neighbor_tid: el.neighbor_tid,
+            heap_tids: el.heap_tids.into_iter().collect(),
+        };
+        self.nodes.insert(id, info.clone());
+        Some(info)
+    }
+
+    /// Forgets cached headers and pins (between scans, or after writing).
+    pub fn reset(&mut self) {
+        self.nodes.clear();
+        self.pins.release_all();
+    }
+
+    /// Re-reads the metapage (after a write changed it).
+    pub fn reload_meta(&mut self) {
+        if let Ok(m) = self.rel.meta() {
+            self.meta = m;
+        }
+    }
+}
+
+pub fn relation_name(rel: IndexRel) -> String {
+    // SAFETY: rd_rel of an open relation; relname is a NUL-terminated NameData.
+    unsafe {
+        let name = &(*(*rel.raw()).rd_rel).relname;
+        std::ffi::CStr::from_ptr(name.data.as_ptr()).to_string_lossy().into_owned()
+    }
+}
+
+impl GraphStore for DiskGraph {
+    type Id = u64;
+
+    fn entry_point(&mut self) -> Option<(u64, u8)> {
+        self.meta.entry.map(|(t, l)| (t.pack(), l))
+    }
+
+    fn distance(&mut self, id: u64, query: &[f32]) -> Option<f32> {
+        let tid = Tid::unpack(id);
+        let dist = self.dist;
+        let p = self.pins.read_shared(tid.block);
+        let (el, v) = element_parts(p.item(tid.offset)?)?;
+        if v.len() != query.len() {
+            return None;
+        }
+        let d = dist(v, query);
+        drop(p);
+        self.distance_computations += 1;
+        self.nodes.entry(id).or_insert_with(|| NodeInfo {
+            level: el.level,
+            deleted: el.deleted,
+            neighbor_tid: el.neighbor_tid,
+            heap_tids: el.heap_tids.into_iter().collect(),
+        });
+        Some(d)
+    }
+
+    fn neighbors(&mut self, id: u64, level: u8, out: &mut Vec<u64>) {
+        let Some(info) = self.info(id) else { return };
+        if level > info.level || !info.neighbor_tid.is_valid() {
+            return;
+        }
+        let nb = info.neighbor_tid;
+        let mut tids = std::mem::take(&mut self.tids);
+        {
+            let p = self.pins.read_shared(nb.block);
+            if let Some(bytes) = p.item(nb.offset) {
+                page::read_neighbors(bytes, level, &mut tids);
+            }
+        }
+        out.extend(tids.iter().map(|t| t.pack()));
+        self.tids = tids;
+    }
+
+    fn is_deleted(&mut self, id: u64) -> bool {
+        self.info(id).map(|i| i.deleted).unwrap_or(true)
+    }
+}
+
+impl GraphWrite for DiskGraph {
+    /// Rewrites one neighbour list under WAL (vacuum repair; inserts batch per page).
+    fn set_neighbors(&mut self, id: u64, level: u8, neighbors: &[u64]) {
+        let Some(info) = self.info(id) else { return };
+        let nb = info.neighbor_tid;
+        self.pins.release_all();
+        let list: Vec<Tid> = neighbors.iter().map(|&n| Tid::unpack(n)).collect();
+        let mut w = WalWrite::begin(self.rel);
+        let mut pm = w.page(nb.block);
+        if let Some(bytes) = pm.item_mut(nb.offset) {
+            page::write_neighbors(bytes, level, &list);
+        }
+        w.commit();
+    }
+
+    fn vector_of(&mut self, id: u64, out: &mut Vec<f32>) -> bool {
+        let tid = Tid::unpack(id);
+        let p = self.pins.read_shared(tid.block);
+        match p.item(tid.offset).and_then(element_parts) {
+            Some((_, v)) => {
+                out.clear();
+                out.extend_from_slice(v);
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! aminsert: add one heap row to a built graph.
+//!
+//! Inserts are serialised by the index's update lock (a heavyweight lock, so scans are
+//! never blocked). Under it, the new element's TID is known before any write, so the graph
+//! code plans the whole change with reads only (`graph::plan_insert`), then this file
+//! writes it: one WAL record for the new element, its neighbour tuple and the metapage,
+//! then one per page of existing neighbour lists that change. A row whose vector equals
+//! its nearest element's joins that element (duplicates stay reachable).
+
+use super::build::tid_from_ptr;
+use super::diskgraph::{prepare_vector, DiskGraph};
+use super::graph::{plan_insert, GraphWrite, Params};
+use super::page::{self, Tid};
+use super::storage::{IndexRel, WalWrite};
+use crate::vector::sql::datum_to_slice;
+use pgrx::pg_sys;
+use std::collections::BTreeMap;
+
+#[pgrx::pg_guard]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C-unwind" fn aminsert(
+    index: pg_sys::Relation,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    heap_tid: pg_sys::ItemPointer,
+    _heap: pg_sys::Relation,
+    _check_unique: pg_sys::IndexUniqueCheck::Type,
+    _index_unchanged: bool,
+    _index_info: *mut pg_sys::IndexInfo,
+) -> bool {
+    // SAFETY: Postgres passes one value/null flag per index column and a valid heap TID.
+    unsafe {
+        if *isnull {
+            return false;
+        }
+        let rel = IndexRel::new(index);
+        let meta = match rel.meta() {
+            Ok(m) => m,
+            Err(e) => pgrx::error!("index is corrupted: {e}"),
+        };
+        let Some(v) = prepare_vector(meta.metric, datum_to_slice(*values)) else { return false };
+        if v.len() != meta.dimensions as usize {
+            pgrx::ereport!(
+                ERROR,
+                pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+                format!("expected {} dimensions, not {}", meta.dimensions, v.len())
+            );
+        }
+        insert_prepared(rel, &v, tid_from_ptr(heap_tid));
+    }
+    false
+}
+
+/// Where the new element and its neighbour tuple go.
+struct Placement {
+    el: Tid,
+    nb: Tid,
+}
+
+fn place(rel: IndexRel, insert_page: u32, dim: usize, m: usize, level: u8) -> Placement {
+    let el_len = page::maxalign(page::element_size(dim));
+    let nb_len = page::maxalign(page::neighbor_size(m, level));
+    let nblocks = rel.nblocks();
+    let (mut free, mut max_off) = (0usize, 0u16);
+    if insert_page != page::INVALID_BLOCK && insert_page < nblocks {
+        let p = rel.read_shared(insert_page);
+        free = p.free_space();
+        max_off = p.max_offset();
+    }
+    // PageGetFreeSpace already reserves one line pointer.
+    if free >= el_len + nb_len + page::ITEM_ID {
+        return Placement {
+            el: Tid { block: insert_page, offset: max_off + 1 },
+            nb: Tid { block: insert_page, offset: max_off + 2 },
+        };
+    }
+    if page::node_fits_one_page(dim, m, level) {
+        return Placement { el: Tid { block: nblocks, offset: 1 }, nb: Tid { block: nblocks, offset: 2 } };
+    }
+    // Very large vectors: the element fills a page of its own.
+    if insert_page != page::INVALID_BLOCK && free >= nb_len {
+        Placement { el: Tid { block: nblocks, offset: 1 }, nb: Tid { block: insert_page, offset: max_off + 1 } }
+    } else {
+        Placement { el: Tid { block: nblocks, offset: 1 }, nb: Tid { block: nblocks + 1, offset: 1 } }
+    }
+}
+
+/// Inserts a prepared (normalised for cosine, dimension-checked) vector for `heap_tid`.
+pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid) {
+    let _lock = rel.lock_for_update();
+    let mut g = DiskGraph::open(rel);
+    let meta = g.meta;
+    let m = meta.m as usize;
+    let params = Params::new(m, meta.ef_construction as usize);
+    let level = params.random_level(rand::random::<u64>()).min(page::max_level(m));
+    let at = place(rel, meta.insert_page, v.len(), m, level);
+    let dist = g.dist;
+    let plan = plan_insert(&mut g, at.el.pack(), v, level, params, dist);
+
+    // A row equal to its nearest element joins it instead of adding a node.
+    if let Some(&nearest) = plan.neighbors.first().and_then(|l| l.first()) {
+        let mut nv = Vec::new();
+        if let Some(info) = g.info(nearest) {
+            if !info.deleted && info.heap_tids.len() < page::HEAP_TIDS && g.vector_of(nearest, &mut nv) && nv == v {
+                g.reset();
+                let t = Tid::unpack(nearest);
+                let mut w = WalWrite::begin(rel);
+                let mut p = w.page(t.block);
+                if let Some(bytes) = p.item_mut(t.offset) {
+                    if page::add_element_heap_tid(bytes, heap_tid) {
+                        w.commit();
+                        return;
+                    }
+                }
+                drop(w);
+            }
+        }
+    }
+
+    // Updated lists of existing nodes, resolved to their neighbour tuples before writing.
+    let mut by_block: BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>> = BTreeMap::new();
+    for u in &plan.updates {
+        let Some(info) = g.info(u.id) else { continue };
+        for (l, list) in &u.lists {
+            let tids = list.iter().map(|&x| Tid::unpack(x)).collect();
+            by_block.entry(info.neighbor_tid.block).or_default().push((info.neighbor_tid.offset, *l, tids));
+        }
+    }
+    g.reset();
+
+    // 1. The new node and the metapage, atomically.
+    let mut el = vec![0u8; page::element_size(v.len())];
+    page::encode_element(&mut el, level, &[heap_tid], at.nb, v);
+    let mut nb = vec![0u8; page::neighbor_size(m, level)];
+    page::encode_neighbors_empty(&mut nb, m, level);
+    for (l, list) in plan.neighbors.iter().enumerate() {
+        let tids: Vec<Tid> = list.iter().map(|&x| Tid::unpack(x)).collect();
+        page::write_neighbors(&mut nb, l as u8, &tids);
+    }
+    let mut new_meta = meta;
+    new_meta.elements += 1;
+    if let Some((id, lvl)) = plan.new_entry {
+        new_meta.entry = Some((Tid::unpack(id), lvl));
+    }
+    {
+        let mut w = WalWrite::begin(rel);
+        let mut meta_page = w.page(page::METAPAGE_BLKNO);
+        let mut pages: Vec<super::storage::PageMut> = Vec::new();
+        for (tid, bytes) in [(at.el, &el), (at.nb, &nb)] {
+            let idx = match pages.iter().position(|p| p.block == tid.block) {
+                Some(i) => i,
+                None => {
+                    let p = if tid.block >= rel.nblocks() { w.new_page() } else { w.page(tid.block) };
+                    if p.block != tid.block {
+                        pgrx::error!("hnsw insert: expected new block {}, got {}", tid.block, p.block);
+                    }
+                    pages.push(p);
+                    pages.len() - 1
+                }
+            };
+            let got = pages[idx].add_item(bytes);
+            if got != Some(tid.offset) {
+                pgrx::error!("hnsw insert: tuple landed at {:?}, expected offset {}", got, tid.offset);
+            }
+        }
+        new_meta.insert_page = at.el.block.max(at.nb.block);
+        meta_page.set_meta(&new_meta);
+        w.commit();
+    }
+
+    // 2. Existing neighbour lists that now include the new node, one record per page.
+    for (blk, edits) in by_block {
+        let mut w = WalWrite::begin(rel);
+        let mut p = w.page(blk);
+        for (off, level, tids) in &edits {
+            if let Some(bytes) = p.item_mut(*off) {
+                page::write_neighbors(bytes, *level, tids);
+            }
+        }
+        w.commit();
+    }
+}

@@ -1,0 +1,461 @@
+//! On-disk format of the `hnsw` index, as bytes (pure: no pgrx).
+//!
+//! Block 0 is the metapage; every other block is a data page of ordinary Postgres layout
+//! (line pointers, tuples) whose special area is a `PageOpaque` ending in `PAGE_ID`, so a
+//! page of another access method is recognised and refused. A graph node is two tuples,
+//! placed on the same page whenever they fit, as pgvector does:
+//! - the **element tuple**: level, deleted flag, up to `HEAP_TIDS` heap pointers (rows with
+//!   an identical vector share one element, which keeps duplicates reachable), the TID of its
+//!   neighbour tuple, and the vector itself (normalised for cosine);
+//! - the **neighbour tuple**: fixed-capacity TID lists, `2m` slots on level 0 and `m` on each
+//!   level above, so updating a node's neighbours rewrites bytes in place.
+//! The vector must fit on one page with its element header, which is why indexing is
+//! limited to `MAX_DIM` dimensions (pgvector's limit for `vector`).
+//!
+//! Every multi-byte field is little-endian native layout via explicit offsets; the structs
+//! documented here have compile-time size checks.
+
+/// "VGHN": vecguard HNSW.
+pub const MAGIC: u32 = 0x5647_484E;
+/// Bump on any incompatible layout change; scans refuse other versions.
+pub const VERSION: u32 = 1;
+pub const METAPAGE_BLKNO: u32 = 0;
+/// Last two bytes of every page's special area.
+pub const PAGE_ID: u16 = 0xFF95;
+/// Rows with the same vector share an element; more than this start a new element.
+pub const HEAP_TIDS: usize = 10;
+/// Largest indexable dimension count: 2000 × 4 bytes plus the header fits an 8 KB page.
+pub const MAX_DIM: usize = 2000;
+/// Levels are capped so a neighbour tuple always fits on a page (level 16 has probability
+/// m^-16: never seen in practice); large m lowers the cap further, see `max_level`.
+pub const MAX_LEVEL: u8 = 15;
+pub const INVALID_BLOCK: u32 = u32::MAX;
+
+pub const KIND_ELEMENT: u8 = 1;
+pub const KIND_NEIGHBORS: u8 = 2;
+
+/// Postgres page geometry for BLCKSZ = 8192 (checked against the server at run time).
+pub const BLCKSZ: usize = 8192;
+pub const PAGE_HEADER: usize = 24;
+pub const ITEM_ID: usize = 4;
+pub const MAXALIGN: usize = 8;
+pub const OPAQUE_SIZE: usize = 8;
+
+/// Usable bytes for line pointers + tuples on a fresh data page.
+pub const fn page_capacity() -> usize {
+    BLCKSZ - PAGE_HEADER - OPAQUE_SIZE
+}
+
+pub const fn maxalign(n: usize) -> usize {
+    (n + MAXALIGN - 1) & !(MAXALIGN - 1)
+}
+
+/// Space a tuple of `len` bytes takes on a page, line pointer included.
+pub const fn footprint(len: usize) -> usize {
+    maxalign(len) + ITEM_ID
+}
+
+/// A tuple identifier: heap row or index tuple (block, 1-based offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tid {
+    pub block: u32,
+    pub offset: u16,
+}
+
+impl Tid {
+    pub const INVALID: Tid = Tid { block: INVALID_BLOCK, offset: 0 };
+    pub fn is_valid(self) -> bool {
+        self.block != INVALID_BLOCK && self.offset != 0
+    }
+    /// Packs into a u64 (graph node ids are index TIDs of element tuples).
+    pub fn pack(self) -> u64 {
+        ((self.block as u64) << 16) | self.offset as u64
+    }
+    pub fn unpack(v: u64) -> Tid {
+        Tid { block: (v >> 16) as u32, offset: (v & 0xffff) as u16 }
+    }
+    /// ItemPointerData layout: bi_hi, bi_lo, offset (all u16, native endian).
+    fn write(self, b: &mut [u8]) {
+        b[0..2].copy_from_slice(&((self.block >> 16) as u16).to_ne_bytes());
+        b[2..4].copy_from_slice(&((self.block & 0xffff) as u16).to_ne_bytes());
+        b[4..6].copy_from_slice(&self.offset.to_ne_bytes());
+    }
+    fn read(b: &[u8]) -> Tid {
+        let hi = u16::from_ne_bytes([b[0], b[1]]) as u32;
+        let lo = u16::from_ne_bytes([b[2], b[3]]) as u32;
+        Tid { block: (hi << 16) | lo, offset: u16::from_ne_bytes([b[4], b[5]]) }
+    }
+}
+
+const TID_BYTES: usize = 6;
+
+/// Distance family of an index, fixed at build time by the opclass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Metric {
+    L2 = 1,
+    InnerProduct = 2,
+    Cosine = 3,
+    L1 = 4,
+}
+
+impl Metric {
+    pub fn from_u8(v: u8) -> Option<Metric> {
+        match v {
+            1 => Some(Metric::L2),
+            2 => Some(Metric::InnerProduct),
+            3 => Some(Metric::Cosine),
+            4 => Some(Metric::L1),
+            _ => None,
+        }
+    }
+}
+
+/// The metapage contents (block 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub magic: u32,
+    pub version: u32,
+    pub dimensions: u32,
+    pub m: u16,
+    pub ef_construction: u16,
+    pub metric: Metric,
+    /// Entry point element, or None for an empty graph.
+    pub entry: Option<(Tid, u8)>,
+    /// Block new tuples go to first (the last page with room).
+    pub insert_page: u32,
+    /// Elements ever added (statistics).
+    pub elements: u64,
+}
+
+pub const META_BYTES: usize = 40;
+
+impl Meta {
+    pub fn new(dimensions: u32, m: u16, ef_construction: u16, metric: Metric) -> Meta {
+        Meta {
+            magic: MAGIC,
+            version: VERSION,
+            dimensions,
+            m,
+            ef_construction,
+            metric,
+            entry: None,
+            insert_page: INVALID_BLOCK,
+            elements: 0,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; META_BYTES] {
+        let mut b = [0u8; META_BYTES];
+        b[0..4].copy_from_slice(&self.magic.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.version.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.dimensions.to_ne_bytes());
+        b[12..14].copy_from_slice(&self.m.to_ne_bytes());
+        b[14..16].copy_from_slice(&self.ef_construction.to_ne_bytes());
+        b[16] = self.metric as u8;
+        match self.entry {
+            Some((tid, level)) => {
+                b[17] = level;
+                tid.write(&mut b[18..24]);
+            }
+            None => {
+                b[17] = 0;
+                Tid::INVALID.write(&mut b[18..24]);
+            }
+        }
+        b[24..28].copy_from_slice(&self.insert_page.to_ne_bytes());
+        b[32..40].copy_from_slice(&self.elements.to_ne_bytes());
+        b
+    }
+
+    /// Decodes and validates a metapage; Err names what is wrong.
+    pub fn decode(b: &[u8]) -> Result<Meta, String> {
+        if b.len() < META_BYTES {
+            return Err("metapage too short".into());
+        }
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+        let magic = u32_at(0);
+        if magic != MAGIC {
+            return Err(format!("bad magic {magic:#x}: not a vecguard hnsw index"));
+        }
+        let version = u32_at(4);
+        if version != VERSION {
+            return Err(format!("unsupported hnsw index version {version} (expected {VERSION}): REINDEX it"));
+        }
+        let metric = Metric::from_u8(b[16]).ok_or_else(|| format!("bad metric {}", b[16]))?;
+        let tid = Tid::read(&b[18..24]);
+        let mut e = [0u8; 8];
+        e.copy_from_slice(&b[32..40]);
+        Ok(Meta {
+            magic,
+            version,
+            dimensions: u32_at(8),
+            m: u16_at(12),
+            ef_construction: u16_at(14),
+            metric,
+            entry: if tid.is_valid() { Some((tid, b[17])) } else { None },
+            insert_page: u32_at(24),
+            elements: u64::from_ne_bytes(e),
+        })
+    }
+}
+
+// ---- element tuple -----------------------------------------------------------------------
+//  0 kind u8 | 1 level u8 | 2 deleted u8 | 3 ntids u8 | 4..10 neighbour tuple TID |
+//  10..12 dim u16 | 12..72 heap TIDs [10 × 6] | 72.. vector f32[dim]
+const EL_NEIGHBOR_TID: usize = 4;
+const EL_DIM: usize = 10;
+const EL_HEAP_TIDS: usize = 12;
+pub const EL_VECTOR: usize = EL_HEAP_TIDS + HEAP_TIDS * TID_BYTES;
+const _: () = assert!(EL_VECTOR == 72 && EL_VECTOR % 4 == 0);
+
+pub fn element_size(dim: usize) -> usize {
+    EL_VECTOR + 4 * dim
+}
+
+/// A decoded element tuple header (the vector is read in place by the storage layer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Element {
+    pub level: u8,
+    pub deleted: bool,
+    pub heap_tids: Vec<Tid>,
+    pub neighbor_tid: Tid,
+    pub dim: usize,
+}
+
+/// Writes an element tuple into `out` (exactly `element_size(vector.len())` bytes).
+pub fn encode_element(out: &mut [u8], level: u8, heap_tids: &[Tid], neighbor_tid: Tid, vector: &[f32]) {
+    debug_assert_eq!(out.len(), element_size(vector.len()));
+    out.fill(0);
+    out[0] = KIND_ELEMENT;
+    out[1] = level;
+    out[2] = 0;
+    out[3] = heap_tids.len().min(HEAP_TIDS) as u8;
+    neighbor_tid.write(&mut out[EL_NEIGHBOR_TID..EL_NEIGHBOR_TID + 6]);
+    out[EL_DIM..EL_DIM + 2].copy_from_slice(&(vector.len() as u16).to_ne_bytes());
+    for i in 0..HEAP_TIDS {
+        let t = heap_tids.get(i).copied().unwrap_or(Tid::INVALID);
+        t.write(&mut out[EL_HEAP_TIDS + i * 6..EL_HEAP_TIDS + i * 6 + 6]);
+    }
+    for (i, v) in vector.iter().enumerate() {
+        out[EL_VECTOR + 4 * i..EL_VECTOR + 4 * i + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+}
+
+/// Decodes an element header; None if the bytes are not a well-formed element tuple.
+pub fn decode_element(b: &[u8]) -> Option<Element> {
+    if b.len() < EL_VECTOR || b[0] != KIND_ELEMENT {
+        return None;
+    }
+    let dim = u16::from_ne_bytes([b[EL_DIM], b[EL_DIM + 1]]) as usize;
+    if b.len() < element_size(dim) {
+        return None;
+    }
+    let n = (b[3] as usize).min(HEAP_TIDS);
+    let heap_tids = (0..n).map(|i| Tid::read(&b[EL_HEAP_TIDS + i * 6..])).collect();
+    Some(Element {
+        level: b[1],
+        deleted: b[2] != 0,
+        heap_tids,
+        neighbor_tid: Tid::read(&b[EL_NEIGHBOR_TID..]),
+        dim,
+    })
+}
+
+/// Byte range of the vector inside an element tuple.
+pub fn element_vector_range(dim: usize) -> std::ops::Range<usize> {
+    EL_VECTOR..EL_VECTOR + 4 * dim
+}
+
+/// Replaces an element's heap TIDs (vacuum) and sets its deleted flag when none remain.
+pub fn set_element_heap_tids(b: &mut [u8], heap_tids: &[Tid]) {
+    b[3] = heap_tids.len().min(HEAP_TIDS) as u8;
+    for i in 0..HEAP_TIDS {
+        let t = heap_tids.get(i).copied().unwrap_or(Tid::INVALID);
+        t.write(&mut b[EL_HEAP_TIDS + i * 6..EL_HEAP_TIDS + i * 6 + 6]);
+    }
+    b[2] = heap_tids.is_empty() as u8;
+}
+
+/// Adds a heap TID to an element with room (duplicates); false when full.
+pub fn add_element_heap_tid(b: &mut [u8], tid: Tid) -> bool {
+    let n = b[3] as usize;
+    if n >= HEAP_TIDS {
+        return false;
+    }
+    tid.write(&mut b[EL_HEAP_TIDS + n * 6..EL_HEAP_TIDS + n * 6 + 6]);
+    b[3] = (n + 1) as u8;
+    b[2] = 0;
+    true
+}
+
+// ---- neighbour tuple ---------------------------------------------------------------------
+//  0 kind u8 | 1 level u8 | 2..4 m u16 | then for level l in 0..=level: capacity(l) TIDs,
+//  unused slots INVALID; each list is nearest-first.
+const NB_LISTS: usize = 4;
+
+pub fn level_capacity(m: usize, level: u8) -> usize {
+    if level == 0 {
+        2 * m
+    } else {
+        m
+    }
+}
+
+pub fn neighbor_size(m: usize, level: u8) -> usize {
+    NB_LISTS + (0..=level).map(|l| level_capacity(m, l)).sum::<usize>() * TID_BYTES
+}
+
+fn list_offset(m: usize, level: u8) -> usize {
+    NB_LISTS + (0..level).map(|l| level_capacity(m, l)).sum::<usize>() * TID_BYTES
+}
+
+/// Writes an empty neighbour tuple for a node of `level`.
+pub fn encode_neighbors_empty(out: &mut [u8], m: usize, level: u8) {
+    debug_assert_eq!(out.len(), neighbor_size(m, level));
+    out.fill(0);
+    out[0] = KIND_NEIGHBORS;
+    out[1] = level;
+    out[2..4].copy_from_slice(&(m as u16).to_ne_bytes());
+    for l in 0..=level {
+        let _ = write_neighbors(out, l, &[]);
+    }
+}
+
+/// Overwrites the list of `level` in a neighbour tuple (truncating to capacity).
+/// Returns false if the tuple is malformed or lacks that level.
+pub fn write_neighbors(b: &mut [u8], level: u8, list: &[Tid]) -> bool {
+    if b.len() < NB_LISTS || b[0] != KIND_NEIGHBORS || level > b[1] {
+        return false;
+    }
+    let m = u16::from_ne_bytes([b[2], b[3]]) as usize;
+    if b.len() < neighbor_size(m, b[1]) {
+        return false;
+    }
+    let cap = level_capacity(m, level);
+    let off = list_offset(m, level);
+    for i in 0..cap {
+        let t = list.get(i).copied().unwrap_or(Tid::INVALID);
+        t.write(&mut b[off + i * 6..off + i * 6 + 6]);
+    }
+    true
+}
+
+/// Reads the list of `level` (valid TIDs only) into `out`; false if malformed.
+pub fn read_neighbors(b: &[u8], level: u8, out: &mut Vec<Tid>) -> bool {
+    out.clear();
+    if b.len() < NB_LISTS || b[0] != KIND_NEIGHBORS || level > b[1] {
+        return false;
+    }
+    let m = u16::from_ne_bytes([b[2], b[3]]) as usize;
+    if b.len() < neighbor_size(m, b[1]) {
+        return false;
+    }
+    let off = list_offset(m, level);
+    for i in 0..level_capacity(m, level) {
+        let t = Tid::read(&b[off + i * 6..]);
+        if t.is_valid() {
+            out.push(t);
+        }
+    }
+    true
+}
+
+/// Level of a neighbour tuple, if well-formed.
+pub fn neighbors_level(b: &[u8]) -> Option<u8> {
+    (b.len() >= NB_LISTS && b[0] == KIND_NEIGHBORS).then(|| b[1])
+}
+
+/// Highest level a node may have for this m: its neighbour tuple must fit on one page.
+pub fn max_level(m: usize) -> u8 {
+    let slots = (page_capacity() - ITEM_ID - NB_LISTS) / TID_BYTES / m.max(1);
+    (slots.saturating_sub(2)).min(MAX_LEVEL as usize) as u8
+}
+
+/// Whether an element of `dim` plus its neighbour tuple at `level` fit on one empty page.
+pub fn node_fits_one_page(dim: usize, m: usize, level: u8) -> bool {
+    footprint(element_size(dim)) + footprint(neighbor_size(m, level)) <= page_capacity()
+}
+
+/// The tuple kind byte of raw tuple bytes.
+pub fn tuple_kind(b: &[u8]) -> Option<u8> {
+    b.first().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trip_and_validation() {
+        let mut m = Meta::new(50, 16, 64, Metric::Cosine);
+        m.entry = Some((Tid { block: 7, offset: 3 }, 4));
+        m.insert_page = 9;
+        m.elements = 123456789;
+        let b = m.encode();
+        assert_eq!(Meta::decode(&b).unwrap(), m);
+        let mut bad = b;
+        bad[0] ^= 1;
+        assert!(Meta::decode(&bad).unwrap_err().contains("bad magic"));
+        let mut old = b;
+        old[4] = 99;
+        assert!(Meta::decode(&old).unwrap_err().contains("unsupported hnsw index version"));
+        let empty = Meta::new(3, 16, 64, Metric::L2);
+        assert_eq!(Meta::decode(&empty.encode()).unwrap().entry, None);
+    }
+
+    #[test]
+    fn element_round_trip() {
+        let v = [1.0f32, -2.0, 3.5];
+        let heap = [Tid { block: 1, offset: 2 }, Tid { block: 70000, offset: 5 }];
+        let nb = Tid { block: 3, offset: 4 };
+        let mut b = vec![0u8; element_size(3)];
+        encode_element(&mut b, 2, &heap, nb, &v);
+        let e = decode_element(&b).unwrap();
+        assert_eq!((e.level, e.deleted, e.heap_tids.as_slice(), e.neighbor_tid, e.dim), (2, false, &heap[..], nb, 3));
+        let r = element_vector_range(3);
+        let back: Vec<f32> = b[r].chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
+        assert_eq!(back, v);
+        assert!(add_element_heap_tid(&mut b, Tid { block: 9, offset: 9 }));
+        assert_eq!(decode_element(&b).unwrap().heap_tids.len(), 3);
+        set_element_heap_tids(&mut b, &[]);
+        assert!(decode_element(&b).unwrap().deleted);
+        assert!(decode_element(&b[..10]).is_none());
+        assert!(decode_element(&[KIND_NEIGHBORS; 100]).is_none());
+    }
+
+    #[test]
+    fn neighbor_lists_round_trip_per_level() {
+        let m = 4;
+        let mut b = vec![0u8; neighbor_size(m, 2)];
+        encode_neighbors_empty(&mut b, m, 2);
+        let mut out = Vec::new();
+        for l in 0..=2 {
+            assert!(read_neighbors(&b, l, &mut out));
+            assert!(out.is_empty());
+        }
+        let l0: Vec<Tid> = (1..=10).map(|i| Tid { block: i, offset: 1 }).collect();
+        assert!(write_neighbors(&mut b, 0, &l0));
+        read_neighbors(&b, 0, &mut out);
+        assert_eq!(out, l0[..8].to_vec(), "level 0 holds 2m");
+        assert!(write_neighbors(&mut b, 2, &l0[..2]));
+        read_neighbors(&b, 2, &mut out);
+        assert_eq!(out, l0[..2].to_vec());
+        read_neighbors(&b, 1, &mut out);
+        assert!(out.is_empty(), "other levels untouched");
+        assert!(!write_neighbors(&mut b, 3, &l0), "no level 3 in a level-2 node");
+        assert_eq!(neighbors_level(&b), Some(2));
+    }
+
+    #[test]
+    fn page_limits_match_pgvector() {
+        assert!(node_fits_one_page(MAX_DIM, 16, 0) || footprint(element_size(MAX_DIM)) <= page_capacity());
+        assert!(footprint(element_size(MAX_DIM)) <= page_capacity(), "a 2000-d element fits a page");
+        for m in [2, 16, 48, 100] {
+            assert!(footprint(neighbor_size(m, max_level(m))) <= page_capacity(), "m={m}: top neighbour tuple fits");
+        }
+        assert_eq!(max_level(16), MAX_LEVEL);
+        assert_eq!(Tid::unpack(Tid { block: 123456, offset: 77 }.pack()), Tid { block: 123456, offset: 77 });
+    }
+}

@@ -1,0 +1,464 @@
+//! The only code in vecguard that touches Postgres buffers, pages and WAL.
+//!
+//! Reads take a share lock per tuple access and release it at once (`SharedPage` drops
+//! unlock); a scan keeps its pins in a `PinCache` so revisiting a page costs a lock, not a
+//! buffer-table lookup. Every change after the build goes through `WalWrite`, the one WAL
+//! idiom of this index: GenericXLogStart -> register each buffer (full image for new pages)
+//! -> modify the returned copies -> GenericXLogFinish. A `WalWrite` dropped without
+//! `commit()`, including while a Rust panic or a Postgres ERROR unwinds through it, calls
+//! GenericXLogAbort, so half a change is never logged or applied. The build writes pages
+//! without WAL (`BulkWriter`) and logs them all once at the end with log_newpage_range.
+
+use super::page::{self, Meta};
+use pgrx::pg_sys;
+use std::collections::HashMap;
+
+pub type BlockNumber = u32;
+pub const P_NEW: BlockNumber = pg_sys::InvalidBlockNumber;
+
+/// Writes the opaque trailer (next block, page id) of a freshly initialised page.
+///
+/// # Safety
+/// `p` must be a page initialised with `page::OPAQUE_SIZE` bytes of special space.
+unsafe fn init_special(p: pg_sys::Page) {
+    // SAFETY: the special area is OPAQUE_SIZE bytes at PageGetSpecialPointer, per PageInit.
+    unsafe {
+        let sp = pg_sys::PageGetSpecialPointer(p) as *mut u8;
+        std::ptr::write_unaligned(sp as *mut u32, page::INVALID_BLOCK);
+        std::ptr::write_unaligned(sp.add(4) as *mut u16, 0);
+        std::ptr::write_unaligned(sp.add(6) as *mut u16, page::PAGE_ID);
+    }
+}
+
+/// Checks the page id in the special area: refuses pages this AM did not write.
+///
+/// # Safety
+/// `p` must point to a BLCKSZ page.
+unsafe fn page_is_ours(p: pg_sys::Page) -> bool {
+    // SAFETY: header fields are read within the page; pd_special is checked before use.
+    unsafe {
+        let hdr = p as *const pg_sys::PageHeaderData;
+        let special = (*hdr).pd_special as usize;
+        if special + page::OPAQUE_SIZE != page::BLCKSZ {
+            return false;
+        }
+        std::ptr::read_unaligned((p as *const u8).add(special + 6) as *const u16) == page::PAGE_ID
+    }
+}
+
+/// Returns item `off` of page `p` as bytes, or None when absent or unused.
+///
+/// # Safety
+/// `p` must be a valid, locked page; the slice lives only while the lock is held.
+unsafe fn page_item<'a>(p: pg_sys::Page, off: u16) -> Option<&'a [u8]> {
+    // SAFETY: offsets are checked against PageGetMaxOffsetNumber; the item id's offset and
+    // length come from the page itself, which Postgres validated when it was read.
+    unsafe {
+        if off == 0 || off > pg_sys::PageGetMaxOffsetNumber(p) {
+            return None;
+        }
+        let id = pg_sys::PageGetItemId(p, off);
+        let word = std::ptr::read_unaligned(id as *const u32);
+        let (lp_off, lp_flags, lp_len) = (word & 0x7fff, (word >> 15) & 3, (word >> 17) & 0x7fff);
+        if lp_flags != pg_sys::LP_NORMAL || lp_off as usize + lp_len as usize > page::BLCKSZ {
+            return None;
+        }
+        Some(std::slice::from_raw_parts((p as *const u8).add(lp_off as usize), lp_len as usize))
+    }
+}
+
+/// An index relation handle (borrowed from the executor; never closed here).
+#[derive(Clone, Copy)]
+pub struct IndexRel {
+    rel: pg_sys::Relation,
+}
+
+impl IndexRel {
+    /// # Safety
+    /// `rel` must be an open index relation for the lifetime of the handle.
+    pub unsafe fn new(rel: pg_sys::Relation) -> IndexRel {
+        IndexRel { rel }
+    }
+
+    pub fn raw(&self) -> pg_sys::Relation {
+        self.rel
+    }
+
+    pub fn nblocks(&self) -> BlockNumber {
+        // SAFETY: rel is open (constructor contract).
+        unsafe { pg_sys::RelationGetNumberOfBlocksInFork(self.rel, pg_sys::ForkNumber::MAIN_FORKNUM) }
+    }
+
+    /// Whether changes must be WAL-logged (permanent relations; not unlogged/temp).
+    pub fn needs_wal(&self) -> bool {
+        // SAFETY: rd_rel is valid for an open relation.
+        unsafe { (*(*self.rel).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as std::ffi::c_char }
+    }
+
+    /// Reads and validates the metapage.
+    pub fn meta(&self) -> Result<Meta, String> {
+        let p = self.read_shared(page::METAPAGE_BLKNO);
+        p.meta()
+    }
+
+    /// Pins and share-locks one block for reading (released on drop).
+    pub fn read_shared(&self, blk: BlockNumber) -> SharedPage {
+        // SAFETY: ReadBufferExtended ERRORs on a bad block; the buffer is pinned, then
+        // share-locked; SharedPage's Drop unlocks and unpins exactly once.
+        unsafe {
+            let buf = pg_sys::ReadBufferExtended(
+                self.rel,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                blk,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            );
+            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_SHARE as i32);
+            SharedPage { buf, page: pg_sys::BufferGetPage(buf), unpin: true }
+        }
+    }
+
+    /// Serialises graph changes (insert, vacuum repair) against each other: a heavyweight
+    /// lock on the metapage's block number, released at transaction end or by the guard.
+    pub fn lock_for_update(&self) -> UpdateLock {
+        // SAFETY: LockPage on an open relation; UpdateLock::drop releases it.
+        unsafe { pg_sys::LockPage(self.rel, page::METAPAGE_BLKNO, pg_sys::ExclusiveLock as i32) };
+        UpdateLock { rel: self.rel }
+    }
+}
+
+/// Holds the index's update lock (see `IndexRel::lock_for_update`).
+pub struct UpdateLock {
+    rel: pg_sys::Relation,
+}
+
+impl Drop for UpdateLock {
+    fn drop(&mut self) {
+        // SAFETY: releases the lock taken in lock_for_update on the same relation.
+        unsafe { pg_sys::UnlockPage(self.rel, page::METAPAGE_BLKNO, pg_sys::ExclusiveLock as i32) };
+    }
+}
+
+/// A share-locked page; tuple slices borrowed from it die with it.
+pub struct SharedPage {
+    buf: pg_sys::Buffer,
+    page: pg_sys::Page,
+    unpin: bool,
+}
+
+impl SharedPage {
+    /// Tuple `off` (1-based), if present.
+    pub fn item(&self, off: u16) -> Option<&[u8]> {
+        // SAFETY: the page is share-locked while self lives, and the slice borrows self.
+        unsafe { page_item(self.page, off) }
+    }
+
+    pub fn max_offset(&self) -> u16 {
+        // SAFETY: locked page.
+        unsafe { pg_sys::PageGetMaxOffsetNumber(self.page) }
+    }
+
+    pub fn is_ours(&self) -> bool {
+        // SAFETY: locked page.
+        unsafe { page_is_ours(self.page) }
+    }
+
+    /// Free bytes for one more tuple (line pointer accounted for).
+    pub fn free_space(&self) -> usize {
+        // SAFETY: locked page.
+        unsafe { pg_sys::PageGetFreeSpace(self.page) }
+    }
+
+    /// Decodes the metapage stored in this page's contents.
+    pub fn meta(&self) -> Result<Meta, String> {
+        // SAFETY: the metapage's contents hold META_BYTES bytes (pd_lower covers them).
+        let bytes = unsafe {
+            std::slice::from_raw_parts(pg_sys::PageGetContents(self.page) as *const u8, page::META_BYTES)
+        };
+        Meta::decode(bytes)
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: unlocks the share lock taken at creation; unpins only pins we own.
+        unsafe {
+            pg_sys::LockBuffer(self.buf, pg_sys::BUFFER_LOCK_UNLOCK as i32);
+            if self.unpin {
+                pg_sys::ReleaseBuffer(self.buf);
+            }
+        }
+    }
+}
+
+/// Pins held for one scan, so a page revisited during the traversal costs only a lock.
+pub struct PinCache {
+    rel: IndexRel,
+    pins: HashMap<BlockNumber, pg_sys::Buffer>,
+}
+
+impl PinCache {
+    pub fn new(rel: IndexRel) -> PinCache {
+        PinCache { rel, pins: HashMap::new() }
+    }
+
+    /// Share-locks `blk`, pinning it for the rest of the scan on first use.
+    pub fn read_shared(&mut self, blk: BlockNumber) -> SharedPage {
+        let rel = self.rel.raw();
+        let buf = *self.pins.entry(blk).or_insert_with(|| {
+            // SAFETY: pins the block; released in Drop or release_all.
+            unsafe {
+                pg_sys::ReadBufferExtended(
+                    rel,
+                    pg_sys::ForkNumber::MAIN_FORKNUM,
+                    blk,
+                    pg_sys::ReadBufferMode::RBM_NORMAL,
+                    std::ptr::null_mut(),
+                )
+            }
+        });
+        // SAFETY: buf is pinned by us; the SharedPage unlocks but does not unpin.
+        unsafe {
+            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_SHARE as i32);
+            SharedPage { buf, page: pg_sys::BufferGetPage(buf), unpin: false }
+        }
+    }
+
+    /// Drops every pin (rescans and end of scan).
+    pub fn release_all(&mut self) {
+        for (_, buf) in self.pins.drain() {
+            // SAFETY: each buffer was pinned once by read_shared.
+            unsafe { pg_sys::ReleaseBuffer(buf) };
+        }
+    }
+}
+
+impl Drop for PinCache {
+    fn drop(&mut self) {
+        self.release_all();
+    }
+}
+
+/// A page registered in a GenericXLog record: `page` is the copy to modify.
+pub struct PageMut {
+    page: pg_sys::Page,
+    pub block: BlockNumber,
+}
+
+impl PageMut {
+    /// Mutable bytes of tuple `off`.
+    pub fn item_mut(&mut self, off: u16) -> Option<&mut [u8]> {
+        // SAFETY: the GenericXLog copy is private to this backend until commit; the item
+        // range was validated by page_item.
+        unsafe { page_item(self.page, off).map(|s| std::slice::from_raw_parts_mut(s.as_ptr() as *mut u8, s.len())) }
+    }
+
+    pub fn item(&self, off: u16) -> Option<&[u8]> {
+        // SAFETY: as item_mut, read-only.
+        unsafe { page_item(self.page, off) }
+    }
+
+    pub fn max_offset(&self) -> u16 {
+        // SAFETY: valid page copy.
+        unsafe { pg_sys::PageGetMaxOffsetNumber(self.page) }
+    }
+
+    /// Free bytes for one more tuple (line pointer accounted for).
+    pub fn free_space(&self) -> usize {
+        // SAFETY: valid page copy.
+        unsafe { pg_sys::PageGetFreeSpace(self.page) }
+    }
+
+    /// Appends a tuple; returns its offset, or None when it does not fit.
+    pub fn add_item(&mut self, bytes: &[u8]) -> Option<u16> {
+        // SAFETY: PageAddItemExtended copies `len` bytes into the page or returns
+        // InvalidOffsetNumber (0) when there is no room.
+        let off = unsafe {
+            pg_sys::PageAddItemExtended(
+                self.page,
+                bytes.as_ptr() as pg_sys::Item,
+                bytes.len(),
+                pg_sys::InvalidOffsetNumber,
+                0,
+            )
+        };
+        (off != pg_sys::InvalidOffsetNumber).then_some(off)
+    }
+
+    /// Stores `meta` in the page contents and extends pd_lower over it, so full-page
+    /// images do not treat it as the hole between pd_lower and pd_upper.
+    pub fn set_meta(&mut self, meta: &Meta) {
+        let bytes = meta.encode();
+        // SAFETY: the metapage contents area is larger than META_BYTES.
+        unsafe {
+            let dst = pg_sys::PageGetContents(self.page) as *mut u8;
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
+            let hdr = self.page as *mut pg_sys::PageHeaderData;
+            (*hdr).pd_lower = (dst.add(bytes.len()) as usize - self.page as usize) as u16;
+        }
+    }
+
+    pub fn is_ours(&self) -> bool {
+        // SAFETY: valid page copy.
+        unsafe { page_is_ours(self.page) }
+    }
+}
+
+/// One atomic, WAL-logged change to a few pages (see the module comment).
+pub struct WalWrite {
+    rel: IndexRel,
+    fork: pg_sys::ForkNumber::Type,
+    state: *mut pg_sys::GenericXLogState,
+    bufs: Vec<pg_sys::Buffer>,
+    committed: bool,
+}
+
+impl WalWrite {
+    pub fn begin(rel: IndexRel) -> WalWrite {
+        WalWrite::begin_fork(rel, pg_sys::ForkNumber::MAIN_FORKNUM)
+    }
+
+    pub fn begin_fork(rel: IndexRel, fork: pg_sys::ForkNumber::Type) -> WalWrite {
+        // SAFETY: GenericXLogStart allocates the record state for an open relation.
+        let state = unsafe { pg_sys::GenericXLogStart(rel.raw()) };
+        WalWrite { rel, fork, state, bufs: Vec::new(), committed: false }
+    }
+
+    fn register(&mut self, buf: pg_sys::Buffer, full_image: bool) -> pg_sys::Page {
+        self.bufs.push(buf);
+        let flags = if full_image { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
+        // SAFETY: buf is pinned and exclusively locked by us; at most MAX_GENERIC_XLOG_PAGES
+        // (4) pages are registered per record by the callers in this crate.
+        unsafe { pg_sys::GenericXLogRegisterBuffer(self.state, buf, flags) }
+    }
+
+    /// Exclusively locks an existing block and registers it for modification.
+    pub fn page(&mut self, blk: BlockNumber) -> PageMut {
+        // SAFETY: pin + exclusive lock, released in commit/drop.
+        let buf = unsafe {
+            let b = pg_sys::ReadBufferExtended(
+                self.rel.raw(),
+                self.fork,
+                blk,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            );
+            pg_sys::LockBuffer(b, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+            b
+        };
+        let page = self.register(buf, false);
+        PageMut { page, block: blk }
+    }
+
+    /// Extends the relation by one initialised page, registered with a full image.
+    pub fn new_page(&mut self) -> PageMut {
+        // SAFETY: the relation extension lock serialises P_NEW; the new buffer is
+        // exclusively locked before the extension lock is released, as in pgvector.
+        let (buf, blk) = unsafe {
+            pg_sys::LockRelationForExtension(self.rel.raw(), pg_sys::ExclusiveLock as i32);
+            let b = pg_sys::ReadBufferExtended(
+                self.rel.raw(),
+                self.fork,
+                P_NEW,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            );
+            pg_sys::LockBuffer(b, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+            pg_sys::UnlockRelationForExtension(self.rel.raw(), pg_sys::ExclusiveLock as i32);
+            (b, pg_sys::BufferGetBlockNumber(b))
+        };
+        let page = self.register(buf, true);
+        // SAFETY: page is the registered copy of a new buffer.
+        unsafe {
+            pg_sys::PageInit(page, page::BLCKSZ, page::OPAQUE_SIZE);
+            init_special(page);
+        }
+        PageMut { page, block: blk }
+    }
+
+    /// Logs and applies the change atomically.
+    pub fn commit(mut self) {
+        // SAFETY: finishes the record started in begin; buffers are still locked.
+        unsafe { pg_sys::GenericXLogFinish(self.state) };
+        self.committed = true;
+    }
+}
+
+impl Drop for WalWrite {
+    fn drop(&mut self) {
+        // SAFETY: abort frees the record without touching the buffers (also during unwind);
+        // then every buffer we locked and pinned is released exactly once.
+        unsafe {
+            if !self.committed {
+                pg_sys::GenericXLogAbort(self.state);
+            }
+            for &b in &self.bufs {
+                pg_sys::UnlockReleaseBuffer(b);
+            }
+        }
+    }
+}
+
+/// Writes the pages of a fresh build without WAL; `finish` logs them all once.
+pub struct BulkWriter {
+    rel: IndexRel,
+}
+
+impl BulkWriter {
+    pub fn new(rel: IndexRel) -> BulkWriter {
+        BulkWriter { rel }
+    }
+
+    /// Appends one page; `fill` adds its tuples (or metapage contents).
+    pub fn append(&mut self, fill: impl FnOnce(&mut PageMut)) -> BlockNumber {
+        // SAFETY: during ambuild nobody else can see the index; the new buffer is locked,
+        // initialised, filled, marked dirty and released here.
+        unsafe {
+            let buf = pg_sys::ReadBufferExtended(
+                self.rel.raw(),
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                P_NEW,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            );
+            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+            let page = pg_sys::BufferGetPage(buf);
+            pg_sys::PageInit(page, page::BLCKSZ, page::OPAQUE_SIZE);
+            init_special(page);
+            let blk = pg_sys::BufferGetBlockNumber(buf);
+            let mut pm = PageMut { page, block: blk };
+            fill(&mut pm);
+            pg_sys::MarkBufferDirty(buf);
+            pg_sys::UnlockReleaseBuffer(buf);
+            blk
+        }
+    }
+
+    /// Rewrites the metapage (block 0) in place, still without WAL.
+    pub fn rewrite_meta(&mut self, meta: &Meta) {
+        // SAFETY: as append, for the existing block 0.
+        unsafe {
+            let buf = pg_sys::ReadBufferExtended(
+                self.rel.raw(),
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                page::METAPAGE_BLKNO,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            );
+            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+            let mut pm = PageMut { page: pg_sys::BufferGetPage(buf), block: 0 };
+            pm.set_meta(meta);
+            pg_sys::MarkBufferDirty(buf);
+            pg_sys::UnlockReleaseBuffer(buf);
+        }
+    }
+
+    /// WAL-logs every page written, once (permanent relations only).
+    pub fn finish(self) {
+        if self.rel.needs_wal() {
+            let n = self.rel.nblocks();
+            // SAFETY: logs full images of blocks [0, n) of the main fork.
+            unsafe { pg_sys::log_newpage_range(self.rel.raw(), pg_sys::ForkNumber::MAIN_FORKNUM, 0, n, true) };
+        }
+    }
+}

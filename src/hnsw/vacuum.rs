@@ -1,0 +1,164 @@
+//! VACUUM, as numbered passes (the orchestrator `ambulkdelete` reads like its own docs):
+//! 1. `remove_heap_pointers`: drop heap TIDs of dead rows from elements; an element left
+//!    with none is marked deleted (still traversable, never returned).
+//! 2. `repair_graph`: every live node whose lists point at deleted elements gets those
+//!    lists recomputed (`graph::repair_neighbors`), and a deleted entry point is replaced.
+//! After pass 2 no live node links to a deleted element, so deleted elements are
+//! unreachable: their space is dead (not yet reused; REINDEX reclaims it).
+
+use super::build::tid_to_item_pointer;
+use super::diskgraph::DiskGraph;
+use super::graph::{choose_new_entry, repair_neighbors, GraphStore, GraphWrite, Params};
+use super::page::{self, Tid};
+use super::storage::{IndexRel, WalWrite};
+use pgrx::pg_sys;
+use std::collections::HashSet;
+
+type DeadCheck<'a> = dyn FnMut(Tid) -> bool + 'a;
+
+/// Pass 1. Returns (all deleted element ids, heap TIDs removed, live heap TIDs left).
+fn remove_heap_pointers(rel: IndexRel, is_dead: &mut DeadCheck) -> (HashSet<u64>, f64, f64) {
+    let mut deleted = HashSet::new();
+    let (mut removed, mut live) = (0f64, 0f64);
+    for blk in 1..rel.nblocks() {
+        pgrx::check_for_interrupts!();
+        // Look first under a share lock; only pages with dead rows get a WAL record.
+        let needs_change = {
+            let p = rel.read_shared(blk);
+            (1..=p.max_offset()).any(|off| {
+                p.item(off)
+                    .and_then(page::decode_element)
+                    .is_some_and(|el| !el.deleted && el.heap_tids.iter().any(|&t| is_dead(t)))
+            })
+        };
+        let mut w = WalWrite::begin(rel);
+        let mut p = w.page(blk);
+        for off in 1..=p.max_offset() {
+            let Some(bytes) = p.item_mut(off) else { continue };
+            let Some(el) = page::decode_element(bytes) else { continue };
+            let id = Tid { block: blk, offset: off }.pack();
+            if el.deleted {
+                deleted.insert(id);
+                continue;
+            }
+            if !needs_change {
+                live += el.heap_tids.len() as f64;
+                continue;
+            }
+            let keep: Vec<Tid> = el.heap_tids.iter().copied().filter(|&t| !is_dead(t)).collect();
+            removed += (el.heap_tids.len() - keep.len()) as f64;
+            live += keep.len() as f64;
+            if keep.len() != el.heap_tids.len() {
+                page::set_element_heap_tids(bytes, &keep);
+                if keep.is_empty() {
+                    deleted.insert(id);
+                }
+            }
+        }
+        if needs_change {
+            w.commit();
+        }
+    }
+    (deleted, removed, live)
+}
+
+/// Pass 2. Rewrites lists that reference deleted elements and moves a deleted entry point.
+fn repair_graph(rel: IndexRel, deleted: &HashSet<u64>) {
+    if deleted.is_empty() {
+        return;
+    }
+    let _lock = rel.lock_for_update();
+    let mut g = DiskGraph::open(rel);
+    let params = Params::new(g.meta.m as usize, g.meta.ef_construction as usize);
+    let dist = g.dist;
+    // Collect live elements first (reads only), then repair each affected list.
+    let mut live = Vec::new();
+    for blk in 1..rel.nblocks() {
+        let p = rel.read_shared(blk);
+        for off in 1..=p.max_offset() {
+            if let Some(el) = p.item(off).and_then(page::decode_element) {
+                if !el.deleted {
+                    live.push((Tid { block: blk, offset: off }.pack(), el.level));
+                }
+            }
+        }
+    }
+    let mut list = Vec::new();
+    for (id, level) in live {
+        pgrx::check_for_interrupts!();
+        for l in 0..=level {
+            list.clear();
+            g.neighbors(id, l, &mut list);
+            if list.iter().any(|n| deleted.contains(n)) {
+                let fixed = repair_neighbors(&mut g, id, l, params, dist);
+                let fixed: Vec<u64> = fixed.into_iter().filter(|n| !deleted.contains(n)).collect();
+                g.set_neighbors(id, l, &fixed);
+                g.reset();
+            }
+        }
+    }
+    if let Some((ep, lvl)) = g.meta.entry {
+        if deleted.contains(&ep.pack()) {
+            let new_entry = choose_new_entry(&mut g, (ep.pack(), lvl));
+            g.reset();
+            let mut meta = g.meta;
+            meta.entry = new_entry.map(|(id, l)| (Tid::unpack(id), l));
+            let mut w = WalWrite::begin(rel);
+            let mut p = w.page(page::METAPAGE_BLKNO);
+            p.set_meta(&meta);
+            w.commit();
+        }
+    }
+}
+
+fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
+    if stats.is_null() {
+        // SAFETY: palloc0 of the result struct, as every AM does.
+        unsafe { pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBulkDeleteResult>()) as *mut _ }
+    } else {
+        stats
+    }
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn ambulkdelete(
+    info: *mut pg_sys::IndexVacuumInfo,
+    stats: *mut pg_sys::IndexBulkDeleteResult,
+    callback: pg_sys::IndexBulkDeleteCallback,
+    callback_state: *mut std::ffi::c_void,
+) -> *mut pg_sys::IndexBulkDeleteResult {
+    // SAFETY: Postgres passes a valid info and callback for the duration of the call.
+    unsafe {
+        let rel = IndexRel::new((*info).index);
+        let stats = stats_or_new(stats);
+        let Some(cb) = callback else { return stats };
+        let mut is_dead = |t: Tid| {
+            let mut ip = pg_sys::ItemPointerData::default();
+            tid_to_item_pointer(t, &mut ip);
+            cb(&mut ip, callback_state)
+        };
+        let (deleted, removed, live) = remove_heap_pointers(rel, &mut is_dead);
+        repair_graph(rel, &deleted);
+        (*stats).tuples_removed += removed;
+        (*stats).num_index_tuples = live;
+        (*stats).num_pages = rel.nblocks();
+        stats
+    }
+}
+
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn amvacuumcleanup(
+    info: *mut pg_sys::IndexVacuumInfo,
+    stats: *mut pg_sys::IndexBulkDeleteResult,
+) -> *mut pg_sys::IndexBulkDeleteResult {
+    // SAFETY: valid info from Postgres.
+    unsafe {
+        if (*info).analyze_only {
+            return stats;
+        }
+        let stats = stats_or_new(stats);
+        let rel = IndexRel::new((*info).index);
+        (*stats).num_pages = rel.nblocks();
+        stats
+    }
+}
