@@ -10,7 +10,7 @@
 
 use super::am::{index_dimensions, index_metric, index_options};
 use super::diskgraph::{graph_distance, prepare_vector};
-use super::graph::{MemGraph, Params};
+use super::graph::{ensure_reachable, MemGraph, Params};
 use super::page::{self, Meta, Tid};
 use super::storage::{BulkWriter, IndexRel, WalWrite};
 use crate::vector::sql::datum_to_slice;
@@ -238,10 +238,12 @@ pub unsafe extern "C-unwind" fn ambuild(
         }
         worker.join()
     });
-    let graph = match graph {
+    let mut graph = match graph {
         Ok(g) => g,
         Err(_) => pgrx::error!("hnsw graph build failed"),
     };
+    let nodes: Vec<(u32, u8)> = (0..graph.len() as u32).map(|i| (i, graph.level(i))).collect();
+    ensure_reachable(&mut graph, &nodes, params);
     write_graph(rel, &graph, &st.heap_tids, metric, params);
     // SAFETY: progress reporting.
     unsafe { pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE as i32, fit as i64) };

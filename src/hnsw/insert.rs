@@ -9,7 +9,7 @@
 
 use super::build::tid_from_ptr;
 use super::diskgraph::{prepare_vector, DiskGraph};
-use super::graph::{plan_insert, GraphWrite, Params};
+use super::graph::{plan_insert, GraphStore, GraphWrite, NodeUpdate, Params};
 use super::page::{self, Tid};
 use super::storage::{IndexRel, WalWrite};
 use crate::vector::sql::datum_to_slice;
@@ -119,7 +119,23 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid) {
 
     // Updated lists of existing nodes, resolved to their neighbour tuples before writing.
     let mut by_block: BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>> = BTreeMap::new();
-    for u in &plan.updates {
+    let mut updates = plan.updates.clone();
+    let new_id = at.el.pack();
+    let linked = updates.iter().any(|u| u.lists.iter().any(|(_, l)| l.contains(&new_id)));
+    if !linked {
+        // The heuristic kept the newcomer out of every full list: give it an in-link from
+        // its nearest neighbour anyway, or no scan could ever reach it.
+        if let Some(&nearest) = plan.neighbors.first().and_then(|l| l.first()) {
+            let mut list = Vec::new();
+            g.neighbors(nearest, 0, &mut list);
+            if list.len() >= params.max_neighbors(0) {
+                list.pop();
+            }
+            list.push(new_id);
+            updates.push(NodeUpdate { id: nearest, lists: vec![(0, list)] });
+        }
+    }
+    for u in &updates {
         let Some(info) = g.info(u.id) else { continue };
         for (l, list) in &u.lists {
             let tids = list.iter().map(|&x| Tid::unpack(x)).collect();

@@ -1,18 +1,22 @@
 //! VACUUM, as numbered passes (the orchestrator `ambulkdelete` reads like its own docs):
 //! 1. `remove_heap_pointers`: drop heap TIDs of dead rows from elements; an element left
 //!    with none is marked deleted (still traversable, never returned).
-//! 2. `repair_graph`: every live node whose lists point at deleted elements gets those
-//!    lists recomputed (`graph::repair_neighbors`), and a deleted entry point is replaced.
+//! 2. `repair_graph`: a deleted entry point is replaced by a live node of the top level;
+//!    every live node whose lists point at deleted elements is re-linked as if inserted
+//!    again (new out-lists, and added to its new neighbours' lists), and so is any node a
+//!    reachability pass finds cut off, because its in-links all came from deleted nodes.
+//! 3. `relink_unreachable` (in amvacuumcleanup, so every VACUUM runs it): links back any
+//!    live node that inserts' pruning left without in-links.
 //! After pass 2 no live node links to a deleted element, so deleted elements are
 //! unreachable: their space is dead (not yet reused; REINDEX reclaims it).
 
 use super::build::tid_to_item_pointer;
 use super::diskgraph::DiskGraph;
-use super::graph::{choose_new_entry, repair_neighbors, GraphStore, GraphWrite, Params};
+use super::graph::{ensure_reachable, plan_insert, GraphStore, GraphWrite, Params};
 use super::page::{self, Tid};
 use super::storage::{IndexRel, WalWrite};
 use pgrx::pg_sys;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 type DeadCheck<'a> = dyn FnMut(Tid) -> bool + 'a;
 
@@ -62,16 +66,34 @@ fn remove_heap_pointers(rel: IndexRel, is_dead: &mut DeadCheck) -> (HashSet<u64>
     (deleted, removed, live)
 }
 
-/// Pass 2. Rewrites lists that reference deleted elements and moves a deleted entry point.
-fn repair_graph(rel: IndexRel, deleted: &HashSet<u64>) {
-    if deleted.is_empty() {
+/// Re-links live node `id` as if inserting it again: new lists for the node itself and
+/// the node added to its new neighbours' lists (so it regains in-links, not only
+/// out-links). Deleted elements are traversed but never linked.
+fn relink(g: &mut DiskGraph, id: u64, level: u8, params: Params, deleted: &HashSet<u64>) {
+    let mut v = Vec::new();
+    if !g.vector_of(id, &mut v) {
         return;
     }
-    let _lock = rel.lock_for_update();
-    let mut g = DiskGraph::open(rel);
-    let params = Params::new(g.meta.m as usize, g.meta.ef_construction as usize);
     let dist = g.dist;
-    // Collect live elements first (reads only), then repair each affected list.
+    let plan = plan_insert(g, id, &v, level, params, dist);
+    g.reset();
+    for (l, list) in plan.neighbors.iter().enumerate() {
+        let list: Vec<u64> = list.iter().copied().filter(|n| !deleted.contains(n) && *n != id).collect();
+        if !list.is_empty() {
+            g.set_neighbors(id, l as u8, &list);
+        }
+    }
+    for u in &plan.updates {
+        for (l, list) in &u.lists {
+            let list: Vec<u64> = list.iter().copied().filter(|n| !deleted.contains(n)).collect();
+            g.set_neighbors(u.id, *l, &list);
+        }
+    }
+    g.reset();
+}
+
+/// Live elements (id, level) and their adjacency over all levels.
+fn live_graph(g: &mut DiskGraph, rel: IndexRel) -> (Vec<(u64, u8)>, HashMap<u64, Vec<u64>>) {
     let mut live = Vec::new();
     for blk in 1..rel.nblocks() {
         let p = rel.read_shared(blk);
@@ -83,32 +105,62 @@ fn repair_graph(rel: IndexRel, deleted: &HashSet<u64>) {
             }
         }
     }
+    let mut adj = HashMap::with_capacity(live.len());
     let mut list = Vec::new();
-    for (id, level) in live {
-        pgrx::check_for_interrupts!();
+    for &(id, level) in &live {
+        let mut all = Vec::new();
         for l in 0..=level {
             list.clear();
             g.neighbors(id, l, &mut list);
-            if list.iter().any(|n| deleted.contains(n)) {
-                let fixed = repair_neighbors(&mut g, id, l, params, dist);
-                let fixed: Vec<u64> = fixed.into_iter().filter(|n| !deleted.contains(n)).collect();
-                g.set_neighbors(id, l, &fixed);
-                g.reset();
-            }
+            all.extend_from_slice(&list);
+        }
+        adj.insert(id, all);
+    }
+    g.reset();
+    (live, adj)
+}
+
+/// Pass 2. Moves a deleted entry point to a live node of the top level, re-links every
+/// live node that pointed at a deleted element, then links in any node that is still
+/// unreachable (its in-links all came from deleted nodes): `graph::ensure_reachable`.
+fn repair_graph(rel: IndexRel, deleted: &HashSet<u64>) {
+    if deleted.is_empty() {
+        return;
+    }
+    let _lock = rel.lock_for_update();
+    let mut g = DiskGraph::open(rel);
+    let params = Params::new(g.meta.m as usize, g.meta.ef_construction as usize);
+    let (live, adj) = live_graph(&mut g, rel);
+    let entry_dead = g.meta.entry.is_some_and(|(ep, _)| deleted.contains(&ep.pack()));
+    if entry_dead || (g.meta.entry.is_none() && !live.is_empty()) {
+        let top = live.iter().copied().max_by_key(|&(id, l)| (l, std::cmp::Reverse(id)));
+        let mut meta = g.meta;
+        meta.entry = top.map(|(id, l)| (Tid::unpack(id), l));
+        let mut w = WalWrite::begin(rel);
+        let mut p = w.page(page::METAPAGE_BLKNO);
+        p.set_meta(&meta);
+        w.commit();
+        g.meta = meta;
+    }
+    for &(id, level) in &live {
+        pgrx::check_for_interrupts!();
+        if adj.get(&id).is_some_and(|ns| ns.iter().any(|n| deleted.contains(n))) {
+            relink(&mut g, id, level, params, deleted);
         }
     }
-    if let Some((ep, lvl)) = g.meta.entry {
-        if deleted.contains(&ep.pack()) {
-            let new_entry = choose_new_entry(&mut g, (ep.pack(), lvl));
-            g.reset();
-            let mut meta = g.meta;
-            meta.entry = new_entry.map(|(id, l)| (Tid::unpack(id), l));
-            let mut w = WalWrite::begin(rel);
-            let mut p = w.page(page::METAPAGE_BLKNO);
-            p.set_meta(&meta);
-            w.commit();
-        }
+    ensure_reachable(&mut g, &live, params);
+}
+
+/// Pass 3. Makes every live element reachable from the entry point again.
+fn relink_unreachable(rel: IndexRel) -> usize {
+    if rel.nblocks() <= 1 {
+        return 0;
     }
+    let _lock = rel.lock_for_update();
+    let mut g = DiskGraph::open(rel);
+    let params = Params::new(g.meta.m as usize, g.meta.ef_construction as usize);
+    let (live, _) = live_graph(&mut g, rel);
+    ensure_reachable(&mut g, &live, params)
 }
 
 fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
@@ -158,6 +210,7 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
         }
         let stats = stats_or_new(stats);
         let rel = IndexRel::new((*info).index);
+        relink_unreachable(rel);
         (*stats).num_pages = rel.nblocks();
         stats
     }

