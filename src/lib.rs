@@ -13,6 +13,12 @@ pub mod vector;
 
 pgrx::extension_sql_file!("../sql/vector.sql", name = "vector_type", bootstrap);
 
+/// Library load: registers the authorization settings and hooks.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    authz::sql::init();
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
