@@ -62,8 +62,7 @@ thread_local! {
 
 /// Compares the audited settings with what this backend saw last and records each change.
 /// Called after every utility statement (SET, RESET, ALTER ...) and at every identity
-/// resolution, which also catches set_config() and reloads. The first call in a backend
-/// only takes the baseline.
+/// resolution, which also catches set_config() and reloads.
 pub fn check_settings() {
     if identity::is_parallel_worker() {
         return;
@@ -72,7 +71,16 @@ pub fn check_settings() {
     let changed: Vec<(&'static str, String, String)> = LAST_SETTINGS.with(|l| {
         let mut l = l.borrow_mut();
         let out = match l.as_ref() {
-            None => Vec::new(),
+            // First look in this backend: values SET before the library was loaded differ
+            // from their reset value (config file, ALTER ROLE/DATABASE), so they count as
+            // changes too, made by this session.
+            None => now
+                .iter()
+                .filter_map(|(name, v)| {
+                    let reset = guc::reset_value(name)?;
+                    (reset != *v).then(|| (*name, reset, v.clone()))
+                })
+                .collect(),
             Some(prev) => now
                 .iter()
                 .zip(prev.iter())

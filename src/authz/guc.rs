@@ -190,3 +190,18 @@ pub fn snapshot() -> Vec<(&'static str, String)> {
         })
         .collect()
 }
+
+/// The value RESET would restore (from the config file, ALTER ROLE/DATABASE or the default).
+pub fn reset_value(name: &str) -> Option<String> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: only called for settings this module defined, so the lookup cannot fail;
+    // the returned string is copied immediately.
+    unsafe {
+        let p = pgrx::pg_sys::GetConfigOptionResetString(c.as_ptr());
+        if p.is_null() {
+            None
+        } else {
+            Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+        }
+    }
+}

@@ -11,7 +11,7 @@
 //! and by transaction abort) and is written so that nothing in it can be redirected by the
 //! caller's search_path: the table and the operator are schema-qualified.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -98,6 +98,7 @@ const MAX_AUDITED: usize = 8192;
 
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
+    static SETTINGS_CHECKED: Cell<Option<StmtId>> = const { Cell::new(None) };
 }
 
 /// True in a parallel worker (these must not write audit records: the leader does).
@@ -439,8 +440,11 @@ pub enum Resolved {
 
 /// The session's identity for this statement (verifying or revalidating as needed).
 pub fn resolve() -> Resolved {
-    events::check_settings();
     let stmt = current_stmt();
+    // Settings changed by set_config() inside queries are noticed here, once per statement.
+    if SETTINGS_CHECKED.with(|c| c.replace(Some(stmt))) != Some(stmt) {
+        events::check_settings();
+    }
     let outcome = match guc::token() {
         Some(token) => match cached_for_stmt(&token, stmt) {
             Some(o) => o,
