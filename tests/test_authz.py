@@ -738,3 +738,16 @@ def test_audit_tamper_detection(env, su):
         log.write_bytes(original)
         shutil.chown(log, "postgres", "postgres")
     assert su.execute("SELECT ok FROM vecguard.audit_verify()").fetchone() == (True,)
+
+
+def test_setting_reverted_by_failed_transaction(su):
+    su.execute("SELECT vecguard.token_status()")  # library loaded, baseline taken
+    su.execute("BEGIN")
+    su.execute("SET LOCAL vecguard.jwt_leeway = 7")
+    assert sqlstate(su, "SELECT 1 / 0") == "22012"  # ROLLBACK of an aborted block
+    assert su.execute("SELECT current_setting('vecguard.jwt_leeway')").fetchone() == ("0",)
+    su.execute("SET vecguard.claim_subject = 'email'")
+    changes = [json.loads(r[9]) for r in audit_rows(su) if r[0] == "setting_changed"]
+    leeway = [(c["old"], c["new"]) for c in changes if c.get("setting") == "vecguard.jwt_leeway"]
+    assert ("0", "7") in leeway and ("7", "0") in leeway
+    assert su.execute("SELECT ok FROM vecguard.audit_verify()").fetchone() == (True,)

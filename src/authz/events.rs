@@ -64,7 +64,10 @@ thread_local! {
 /// Called after every utility statement (SET, RESET, ALTER ...) and at every identity
 /// resolution, which also catches set_config() and reloads.
 pub fn check_settings() {
-    if identity::is_parallel_worker() {
+    // SAFETY: IsTransactionState only reads the transaction state. Outside a healthy
+    // transaction (ROLLBACK of a failed block) catalog lookups for the record are not
+    // allowed; the change is picked up at the next statement instead.
+    if identity::is_parallel_worker() || !unsafe { pg_sys::IsTransactionState() } {
         return;
     }
     let now = guc::snapshot();

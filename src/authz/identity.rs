@@ -6,10 +6,10 @@
 //! revoked or rotated key and an expired token stop granting at the next statement in
 //! every backend, without shared memory (the library need not be preloaded).
 //!
-//! The key table is unreadable for ordinary roles. The lookup runs with the user id
-//! switched to the table's owner (SECURITY_LOCAL_USERID_CHANGE, restored by a drop guard
-//! and by transaction abort) and is written so that nothing in it can be redirected by the
-//! caller's search_path: the table and the operator are schema-qualified.
+//! The key table is unreadable for ordinary roles. Verification reads it directly from the
+//! heap (no SQL, so nothing the caller controls such as search_path is involved); the
+//! administrative functions write it through SPI with the user id switched to the table's
+//! owner (SECURITY_LOCAL_USERID_CHANGE, restored by a drop guard and by transaction abort).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -175,26 +175,96 @@ pub fn as_keys_owner<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+fn keys_relid() -> Option<pg_sys::Oid> {
+    // SAFETY: catalog name lookups that return InvalidOid instead of raising.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"vecguard".as_ptr(), true);
+        if nsp == pg_sys::InvalidOid {
+            return None;
+        }
+        let relid = pg_sys::get_relname_relid(c"keys".as_ptr(), nsp);
+        (relid != pg_sys::InvalidOid).then_some(relid)
+    }
+}
+
+// Column numbers of vecguard.keys (sql/authz.sql); attnums never move, even when
+// columns are dropped later.
+const ATT_KID: i16 = 1;
+const ATT_ALG: usize = 1;
+const ATT_FORMAT: usize = 2;
+const ATT_MATERIAL: usize = 3;
+const ATT_REVOKED_AT: usize = 7;
+const KEYS_NATTS: usize = 8;
+
+/// Reads the key row for `kid` straight from the heap, once per statement.
+///
+/// Reading the table directly (no SPI, no permission check, no user switch) is what lets
+/// an ordinary role's session verify its token against a table it cannot SELECT, at a
+/// cost of microseconds. The scan uses a fresh snapshot so a revocation committed by any
+/// backend is seen at the next statement even inside a REPEATABLE READ transaction; in
+/// parallel mode (where new snapshots are not allowed) the statement's snapshot is used.
 fn fetch_key_row(kid: &str) -> Option<KeyRow> {
-    as_keys_owner(|| {
-        Spi::connect(|c| {
-            let t = c
-                .select(
-                    "SELECT alg, format, material, revoked_at IS NOT NULL \
-                     FROM vecguard.keys WHERE kid OPERATOR(pg_catalog.=) $1",
-                    Some(1),
-                    &[kid.into()],
-                )
-                .ok()?;
-            let row = t.into_iter().next()?;
-            Some(KeyRow {
-                alg: row.get::<String>(1).ok()??,
-                format: row.get::<String>(2).ok()??,
-                material: row.get::<String>(3).ok()??,
-                revoked: row.get::<bool>(4).ok()?.unwrap_or(true),
-            })
-        })
-    })
+    let relid = keys_relid()?;
+    let kid_c = std::ffi::CString::new(kid).ok()?;
+    // SAFETY: standard catalog-style heap scan: the relation is opened and closed with
+    // AccessShareLock, the snapshot is registered (or the active one used) for the scan's
+    // duration, the tuple is deformed with the relation's own descriptor and only read
+    // before systable_endscan. On ERROR, transaction abort releases relation, scan and
+    // snapshot through the resource owner.
+    unsafe {
+        let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let desc = (*rel).rd_att;
+        let natts = usize::try_from((*desc).natts).unwrap_or(0);
+        if natts < KEYS_NATTS {
+            pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            return None;
+        }
+        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            ATT_KID,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
+            pg_sys::Datum::from(pg_sys::cstring_to_text(kid_c.as_ptr())),
+        );
+        let parallel = pg_sys::IsInParallelMode();
+        let snap = if parallel {
+            pg_sys::GetActiveSnapshot()
+        } else {
+            pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot())
+        };
+        let scan = pg_sys::systable_beginscan(rel, pg_sys::InvalidOid, false, snap, 1, &mut key);
+        let tup = pg_sys::systable_getnext(scan);
+        let row = if tup.is_null() {
+            None
+        } else {
+            let mut values = vec![pg_sys::Datum::from(0usize); natts];
+            let mut nulls = vec![true; natts];
+            pg_sys::heap_deform_tuple(tup, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let text = |i: usize| -> Option<String> {
+                if nulls[i] {
+                    return None;
+                }
+                let c = pg_sys::text_to_cstring(values[i].cast_mut_ptr::<pg_sys::text>());
+                Some(std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned())
+            };
+            match (text(ATT_ALG), text(ATT_FORMAT), text(ATT_MATERIAL)) {
+                (Some(alg), Some(format), Some(material)) => Some(KeyRow {
+                    alg,
+                    format,
+                    material,
+                    revoked: !nulls[ATT_REVOKED_AT],
+                }),
+                _ => None,
+            }
+        };
+        pg_sys::systable_endscan(scan);
+        if !parallel {
+            pg_sys::UnregisterSnapshot(snap);
+        }
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        row
+    }
 }
 
 /// Parses stored key material into a `Key` (the same checks as at registration).

@@ -55,7 +55,9 @@ unsafe extern "C-unwind" fn vecguard_process_utility(
         }
     }
     // SAFETY: pstmt is a valid PlannedStmt for the statement that just ran.
-    let persistent = unsafe { persistent_setting(pstmt) };
+    let persistent = unsafe { persistent_setting(pstmt) }
+        // SAFETY: reads the transaction state (records need catalog access).
+        .filter(|_| unsafe { pg_sys::IsTransactionState() });
     if let Some((how, name)) = persistent {
         let detail = serde_json::json!({"statement": how, "setting": name}).to_string();
         events::change("setting_changed", None, None, Some(detail));
@@ -584,3 +586,141 @@ pgrx::extension_sql_file!(
         vecguard::tenants,
     ]
 );
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use pgrx::prelude::*;
+    use serde_json::json;
+
+    const SECRET: &str = "pg-test-secret-pg-test-secret-0123456789";
+
+    fn token(claims: serde_json::Value) -> String {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("pt1".into());
+        encode(&h, &claims, &EncodingKey::from_secret(SECRET.as_bytes())).expect("sign")
+    }
+
+    fn exp() -> i64 {
+        chrono::Utc::now().timestamp() + 600
+    }
+
+    // Key, an ordinary role and a protected table; everything after runs as that role.
+    fn setup() {
+        Spi::run(&format!("SELECT vecguard.add_key('pt1', 'HS256', '{SECRET}', replace => true)"))
+            .expect("add_key");
+        Spi::run(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pt_app') \
+             THEN CREATE ROLE pt_app; END IF; END $$",
+        )
+        .expect("role");
+        Spi::run(
+            "CREATE TABLE pt_docs (id int, tenant_id text, clearance int);
+             INSERT INTO pt_docs SELECT i, CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, i % 3
+               FROM generate_series(1, 60) i;
+             GRANT SELECT ON pt_docs TO pt_app;
+             SELECT vecguard.protect('pt_docs', tenant => 'tenant_id', clearance => 'clearance');",
+        )
+        .expect("table");
+    }
+
+    fn as_app(tok: &str) {
+        Spi::run("SET LOCAL ROLE pt_app").expect("set role");
+        Spi::run(&format!("SELECT set_config('vecguard.jwt', '{tok}', true)")).expect("jwt");
+    }
+
+    fn count() -> i64 {
+        Spi::get_one::<i64>("SELECT count(*) FROM pt_docs")
+            .expect("count")
+            .unwrap_or(-1)
+    }
+
+    #[pg_test]
+    fn pg_claims_and_rows_for_valid_token() {
+        setup();
+        as_app(&token(json!({"sub": "u1", "tenant_id": "a", "clearance": 1, "exp": exp()})));
+        assert_eq!(
+            Spi::get_one::<String>("SELECT vecguard.tenant()").expect("spi"),
+            Some("a".into())
+        );
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT vecguard.clearance()").expect("spi"),
+            Some(1)
+        );
+        // tenant a = even ids, clearance i % 3 <= 1: 20 of the 30 even ids
+        assert_eq!(count(), 20);
+        // the key lookup ran as the key table's owner and switched back
+        assert_eq!(
+            Spi::get_one::<String>("SELECT current_user::text").expect("spi"),
+            Some("pt_app".into())
+        );
+    }
+
+    #[pg_test]
+    fn pg_bad_tokens_grant_nothing() {
+        setup();
+        let good = token(json!({"tenant_id": "a", "clearance": 2, "exp": exp()}));
+        let mut tampered = good.clone();
+        tampered.pop();
+        tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
+        for (tok, code) in [
+            (tampered.as_str(), "bad_signature"),
+            ("a.b", "malformed"),
+            (
+                &token(json!({"tenant_id": "a", "exp": 1000})) as &str,
+                "expired",
+            ),
+        ] {
+            as_app(tok);
+            assert_eq!(
+                Spi::get_one::<String>("SELECT vecguard.token_status()").expect("spi"),
+                Some(code.into())
+            );
+            assert_eq!(
+                Spi::get_one::<String>("SELECT vecguard.tenant()").expect("spi"),
+                None
+            );
+            assert_eq!(count(), 0);
+            Spi::run("RESET ROLE").expect("reset");
+        }
+    }
+
+    #[pg_test(error = "vecguard: invalid token: token signature is invalid")]
+    fn pg_strict_mode_raises() {
+        setup();
+        let good = token(json!({"tenant_id": "a", "exp": exp()}));
+        let (hp, _) = good.rsplit_once('.').expect("jws");
+        as_app(&format!("{hp}.AAAA"));
+        Spi::run("SET LOCAL vecguard.strict = on").expect("strict");
+        count();
+    }
+
+    #[pg_test(error = "vecguard: HMAC secret looks like a PEM document; register public keys with an RS*, PS*, ES* or EdDSA algorithm instead")]
+    fn pg_add_key_refuses_pem_secret() {
+        Spi::run(
+            "SELECT vecguard.add_key('x', 'HS256', '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----')",
+        )
+        .expect("add_key");
+    }
+
+    #[pg_test]
+    fn pg_audit_chain_verifies() {
+        setup();
+        as_app("garbage");
+        count();
+        Spi::run("RESET ROLE").expect("reset");
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT ok FROM vecguard.audit_verify()").expect("spi"),
+            Some(true)
+        );
+        assert!(
+            Spi::get_one::<i64>(
+                "SELECT count(*) FROM vecguard.audit_log() WHERE event = 'token_rejected'"
+            )
+            .expect("spi")
+            .unwrap_or(0)
+                > 0
+        );
+    }
+}
