@@ -214,15 +214,15 @@ pub mod vecguard {
         let thumb = k.thumbprint();
         identity::as_keys_owner(|| {
             Spi::connect_mut(|c| {
-                let existed = c
+                let missing = c
                     .update(
                         "SELECT 1 FROM vecguard.keys WHERE kid OPERATOR(pg_catalog.=) $1 FOR UPDATE",
                         None,
                         &[k.kid.as_str().into()],
                     )
                     .unwrap_or_else(|e| spi_err(e))
-                    .len()
-                    > 0;
+                    .is_empty();
+                let existed = !missing;
                 if existed && !replace {
                     ereport!(
                         ERROR,
@@ -300,7 +300,7 @@ pub mod vecguard {
     /// Returns false when there was no active key with that kid.
     #[pg_extern]
     pub fn revoke_key(kid: &str) -> bool {
-        let done = identity::as_keys_owner(|| {
+        let none_active = identity::as_keys_owner(|| {
             Spi::connect_mut(|c| {
                 c.update(
                     "UPDATE vecguard.keys SET revoked_at = pg_catalog.now() \
@@ -309,10 +309,10 @@ pub mod vecguard {
                     &[kid.into()],
                 )
                 .unwrap_or_else(|e| spi_err(e))
-                .len()
-                    > 0
+                .is_empty()
             })
         });
+        let done = !none_active;
         identity::forget_keys();
         let mut r = events::record("key_revoked", "change");
         r.kid = Some(kid.to_string());
@@ -550,6 +550,7 @@ pub mod vecguard {
     }
 
     /// Verifies the hash chain and the head anchor (superusers only).
+    #[allow(clippy::type_complexity)]
     #[pg_extern]
     pub fn audit_verify() -> TableIterator<
         'static,
@@ -637,7 +638,7 @@ mod tests {
     }
 
     #[pg_test]
-    fn pg_claims_and_rows_for_valid_token() {
+    fn claims_and_rows_for_valid_token() {
         setup();
         as_app(&token(json!({"sub": "u1", "tenant_id": "a", "clearance": 1, "exp": exp()})));
         assert_eq!(
@@ -658,7 +659,7 @@ mod tests {
     }
 
     #[pg_test]
-    fn pg_bad_tokens_grant_nothing() {
+    fn bad_tokens_grant_nothing() {
         setup();
         let good = token(json!({"tenant_id": "a", "clearance": 2, "exp": exp()}));
         let mut tampered = good.clone();
@@ -687,7 +688,7 @@ mod tests {
     }
 
     #[pg_test(error = "vecguard: invalid token: token signature is invalid")]
-    fn pg_strict_mode_raises() {
+    fn strict_mode_raises() {
         setup();
         let good = token(json!({"tenant_id": "a", "exp": exp()}));
         let (hp, _) = good.rsplit_once('.').expect("jws");
@@ -697,7 +698,7 @@ mod tests {
     }
 
     #[pg_test(error = "vecguard: HMAC secret looks like a PEM document; register public keys with an RS*, PS*, ES* or EdDSA algorithm instead")]
-    fn pg_add_key_refuses_pem_secret() {
+    fn add_key_refuses_pem_secret() {
         Spi::run(
             "SELECT vecguard.add_key('x', 'HS256', '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----')",
         )
@@ -705,7 +706,7 @@ mod tests {
     }
 
     #[pg_test]
-    fn pg_audit_chain_verifies() {
+    fn audit_chain_verifies() {
         setup();
         as_app("garbage");
         count();
