@@ -21,6 +21,12 @@ pub extern "C-unwind" fn _PG_init() {
     hnsw::am::init();
 }
 
+/// Library load: registers the authorization settings and hooks.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    authz::sql::init();
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
