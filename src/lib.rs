@@ -15,15 +15,11 @@ pub mod vector;
 pgrx::extension_sql_file!("../sql/vector.sql", name = "vector_type", bootstrap);
 pgrx::extension_sql_file!("../sql/hnsw.sql", name = "hnsw_am", requires = ["vector_type"]);
 
-/// Registers settings and reloptions when the library loads.
+/// Library load: registers the index settings and reloptions, and the authorization
+/// settings and hooks.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     hnsw::am::init();
-}
-
-/// Library load: registers the authorization settings and hooks.
-#[pgrx::pg_guard]
-pub extern "C-unwind" fn _PG_init() {
     authz::sql::init();
 }
 
