@@ -7,19 +7,18 @@ use super::graph::{Distance, FxHasher, GraphStore, GraphWrite};
 use super::page::{self, Meta, Metric, Tid};
 use super::storage::{IndexRel, PinCache, SharedPage, WalWrite};
 use crate::distance;
-use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
 type IdHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
-/// What a scan needs to remember about a node it has read.
-#[derive(Clone)]
+/// What a scan needs to remember about a node it has read (heap TIDs are read again only
+/// for the few nodes returned).
+#[derive(Clone, Copy)]
 pub struct NodeInfo {
     pub level: u8,
     pub deleted: bool,
     pub neighbor_tid: Tid,
-    pub heap_tids: SmallVec<[Tid; 2]>,
 }
 
 /// Graph distance for each metric (smaller is nearer). Cosine indexes store unit vectors,
@@ -55,15 +54,14 @@ pub fn prepare_vector(metric: Metric, v: &[f32]) -> Option<Vec<f32>> {
     (n > 0.0).then(|| v.iter().map(|&x| (x as f64 / n) as f32).collect())
 }
 
-/// Reads element bytes as (header, vector slice).
-fn element_parts(bytes: &[u8]) -> Option<(page::Element, &[f32])> {
-    let el = page::decode_element(bytes)?;
-    let r = page::element_vector_range(el.dim);
-    let raw = bytes.get(r)?;
+/// Reads element bytes as (header, vector slice) without allocating.
+fn element_parts(bytes: &[u8]) -> Option<(NodeInfo, &[f32])> {
+    let (level, deleted, neighbor_tid, dim, _) = page::element_header(bytes)?;
+    let raw = bytes.get(page::element_vector_range(dim))?;
     // SAFETY: PageAddItem places tuples at MAXALIGN'd offsets and the vector starts at a
     // multiple of 4 inside the tuple, so the pointer is f32-aligned; length is checked.
-    let v = unsafe { std::slice::from_raw_parts(raw.as_ptr() as *const f32, el.dim) };
-    Some((el, v))
+    let v = unsafe { std::slice::from_raw_parts(raw.as_ptr() as *const f32, dim) };
+    Some((NodeInfo { level, deleted, neighbor_tid }, v))
 }
 
 pub struct DiskGraph {
@@ -73,6 +71,10 @@ pub struct DiskGraph {
     pins: PinCache,
     nodes: IdHashMap<u64, NodeInfo>,
     tids: Vec<Tid>,
+    /// Ids announced by `prefetch`, scored together page by page on the next `distance`.
+    pending: Vec<u64>,
+    /// Distances computed ahead by a batch, consumed by `distance`.
+    batch: IdHashMap<u64, f32>,
     /// Distance computations done (EXPLAIN ANALYZE / leak-resistance counters).
     pub distance_computations: u64,
 }
@@ -90,6 +92,8 @@ impl DiskGraph {
             pins: PinCache::new(rel),
             nodes: IdHashMap::default(),
             tids: Vec::new(),
+            pending: Vec::new(),
+            batch: IdHashMap::default(),
             distance_computations: 0,
         }
     }
@@ -101,26 +105,59 @@ impl DiskGraph {
     /// Header of node `id`, reading its element tuple on first use.
     pub fn info(&mut self, id: u64) -> Option<NodeInfo> {
         if let Some(i) = self.nodes.get(&id) {
-            return Some(i.clone());
+            return Some(*i);
         }
         let tid = Tid::unpack(id);
         let p = self.read(tid.block);
-        let el = page::decode_element(p.item(tid.offset)?)?;
+        let (info, _) = element_parts(p.item(tid.offset)?)?;
         drop(p);
-        let info = NodeInfo {
-            level: el.level,
-            deleted: el.deleted,
-            neighbor_tid: el.neighbor_tid,
-            heap_tids: el.heap_tids.into_iter().collect(),
-        };
-        self.nodes.insert(id, info.clone());
+        self.nodes.insert(id, info);
         Some(info)
+    }
+
+    /// Heap TIDs of element `id` (empty when deleted or unreadable), appended to `out`.
+    pub fn heap_tids(&mut self, id: u64, out: &mut Vec<Tid>) {
+        let tid = Tid::unpack(id);
+        let p = self.read(tid.block);
+        if let Some(bytes) = p.item(tid.offset) {
+            if let Some((_, deleted, _, _, n)) = page::element_header(bytes) {
+                if !deleted {
+                    out.extend((0..n).map(|i| page::element_heap_tid(bytes, i)));
+                }
+            }
+        }
     }
 
     /// Forgets cached headers and pins (between scans, or after writing).
     pub fn reset(&mut self) {
         self.nodes.clear();
+        self.pending.clear();
+        self.batch.clear();
         self.pins.release_all();
+    }
+
+    /// Scores every announced id against `query`, one share lock per page.
+    fn score_pending(&mut self, query: &[f32]) {
+        let mut ids = std::mem::take(&mut self.pending);
+        ids.sort_unstable();
+        let dist = self.dist;
+        let mut i = 0;
+        while i < ids.len() {
+            let blk = Tid::unpack(ids[i]).block;
+            let p = self.pins.read_shared(blk);
+            while i < ids.len() && Tid::unpack(ids[i]).block == blk {
+                let id = ids[i];
+                i += 1;
+                let Some((info, v)) = p.item(Tid::unpack(id).offset).and_then(element_parts) else { continue };
+                if v.len() != query.len() {
+                    continue;
+                }
+                self.batch.insert(id, dist(v, query));
+                self.nodes.entry(id).or_insert(info);
+            }
+        }
+        ids.clear();
+        self.pending = ids;
     }
 
     /// Re-reads the metapage (after a write changed it).
@@ -146,23 +183,29 @@ impl GraphStore for DiskGraph {
         self.meta.entry.map(|(t, l)| (t.pack(), l))
     }
 
+    fn prefetch(&mut self, id: u64) {
+        self.pending.push(id);
+    }
+
     fn distance(&mut self, id: u64, query: &[f32]) -> Option<f32> {
+        if !self.pending.is_empty() {
+            self.score_pending(query);
+        }
+        if let Some(d) = self.batch.remove(&id) {
+            self.distance_computations += 1;
+            return Some(d);
+        }
         let tid = Tid::unpack(id);
         let dist = self.dist;
         let p = self.pins.read_shared(tid.block);
-        let (el, v) = element_parts(p.item(tid.offset)?)?;
+        let (info, v) = element_parts(p.item(tid.offset)?)?;
         if v.len() != query.len() {
             return None;
         }
         let d = dist(v, query);
         drop(p);
         self.distance_computations += 1;
-        self.nodes.entry(id).or_insert_with(|| NodeInfo {
-            level: el.level,
-            deleted: el.deleted,
-            neighbor_tid: el.neighbor_tid,
-            heap_tids: el.heap_tids.into_iter().collect(),
-        });
+        self.nodes.entry(id).or_insert(info);
         Some(d)
     }
 

@@ -100,8 +100,10 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid) {
     // A row equal to its nearest element joins it instead of adding a node.
     if let Some(&nearest) = plan.neighbors.first().and_then(|l| l.first()) {
         let mut nv = Vec::new();
+        let mut heap = Vec::new();
+        g.heap_tids(nearest, &mut heap);
         if let Some(info) = g.info(nearest) {
-            if !info.deleted && info.heap_tids.len() < page::HEAP_TIDS && g.vector_of(nearest, &mut nv) && nv == v {
+            if !info.deleted && heap.len() < page::HEAP_TIDS && g.vector_of(nearest, &mut nv) && nv == v {
                 g.reset();
                 let t = Tid::unpack(nearest);
                 let mut w = WalWrite::begin(rel);
@@ -153,14 +155,17 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid) {
         let tids: Vec<Tid> = list.iter().map(|&x| Tid::unpack(x)).collect();
         page::write_neighbors(&mut nb, l as u8, &tids);
     }
+    // The element counter is statistics, refreshed by builds; inserts rewrite the metapage
+    // only when the entry point or the insert page moves (as pgvector does).
     let mut new_meta = meta;
-    new_meta.elements += 1;
     if let Some((id, lvl)) = plan.new_entry {
         new_meta.entry = Some((Tid::unpack(id), lvl));
     }
     {
         let mut w = WalWrite::begin(rel);
-        let mut meta_page = w.page(page::METAPAGE_BLKNO);
+        new_meta.insert_page = at.el.block.max(at.nb.block);
+        let meta_changes = new_meta.entry != meta.entry || new_meta.insert_page != meta.insert_page;
+        let mut meta_page = meta_changes.then(|| w.page(page::METAPAGE_BLKNO));
         let mut pages: Vec<super::storage::PageMut> = Vec::new();
         for (tid, bytes) in [(at.el, &el), (at.nb, &nb)] {
             let idx = match pages.iter().position(|p| p.block == tid.block) {
@@ -179,8 +184,9 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid) {
                 pgrx::error!("hnsw insert: tuple landed at {:?}, expected offset {}", got, tid.offset);
             }
         }
-        new_meta.insert_page = at.el.block.max(at.nb.block);
-        meta_page.set_meta(&new_meta);
+        if let Some(mp) = meta_page.as_mut() {
+            mp.set_meta(&new_meta);
+        }
         w.commit();
     }
 

@@ -263,6 +263,24 @@ pub fn decode_element(b: &[u8]) -> Option<Element> {
     })
 }
 
+/// The fixed header fields of an element without allocating: (level, deleted, neighbour
+/// tuple TID, dim, number of heap TIDs). The scan's hot path uses this.
+pub fn element_header(b: &[u8]) -> Option<(u8, bool, Tid, usize, usize)> {
+    if b.len() < EL_VECTOR || b[0] != KIND_ELEMENT {
+        return None;
+    }
+    let dim = u16::from_ne_bytes([b[EL_DIM], b[EL_DIM + 1]]) as usize;
+    if b.len() < element_size(dim) {
+        return None;
+    }
+    Some((b[1], b[2] != 0, Tid::read(&b[EL_NEIGHBOR_TID..]), dim, (b[3] as usize).min(HEAP_TIDS)))
+}
+
+/// Heap TID `i` of an element (i < number of heap TIDs).
+pub fn element_heap_tid(b: &[u8], i: usize) -> Tid {
+    Tid::read(&b[EL_HEAP_TIDS + i * TID_BYTES..])
+}
+
 /// Byte range of the vector inside an element tuple.
 pub fn element_vector_range(dim: usize) -> std::ops::Range<usize> {
     EL_VECTOR..EL_VECTOR + 4 * dim

@@ -33,12 +33,11 @@ impl ScanState {
         if batch.is_empty() {
             return false;
         }
+        let mut tids = Vec::new();
         for c in batch {
-            if let Some(info) = self.graph.info(c.id) {
-                if !info.deleted {
-                    self.pending.extend(info.heap_tids.iter().copied());
-                }
-            }
+            tids.clear();
+            self.graph.heap_tids(c.id, &mut tids);
+            self.pending.extend(tids.iter().copied());
         }
         true
     }
