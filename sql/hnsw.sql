@@ -33,3 +33,67 @@ CREATE SCHEMA IF NOT EXISTS vecguard;
 -- Verifies an hnsw index's graph invariants (like amcheck for btree); ERROR when broken.
 CREATE FUNCTION vecguard.hnsw_check(index regclass) RETURNS text
 	AS 'MODULE_PATHNAME', 'hnsw_check' LANGUAGE C STRICT VOLATILE;
+
+-- Key columns of authorized indexes: `USING hnsw (tenant_id, embedding vector_cosine_ops,
+-- clearance, ...)` (the vector may be any column; put a column filtered with `= ANY` first,
+-- because PostgreSQL 15 gives up index ordering for `= ANY` on later columns). Their operators become scan keys evaluated inside the graph traversal
+-- (src/hnsw/keys.rs); `= ANY(array)` works through amsearcharray. Strategy numbers follow
+-- btree's (1 <, 2 <=, 3 =, 4 >=, 5 >). Text keys support equality only.
+
+CREATE OPERATOR FAMILY integer_hnsw_ops USING hnsw;
+CREATE OPERATOR CLASS int2_hnsw_ops DEFAULT FOR TYPE int2 USING hnsw FAMILY integer_hnsw_ops AS
+	OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >,
+	FUNCTION 1 btint2cmp(int2, int2);
+CREATE OPERATOR CLASS int4_hnsw_ops DEFAULT FOR TYPE int4 USING hnsw FAMILY integer_hnsw_ops AS
+	OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >,
+	FUNCTION 1 btint4cmp(int4, int4);
+CREATE OPERATOR CLASS int8_hnsw_ops DEFAULT FOR TYPE int8 USING hnsw FAMILY integer_hnsw_ops AS
+	OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >,
+	FUNCTION 1 btint8cmp(int8, int8);
+-- cross-type comparisons, so `int4_column = $1::int8` (what drivers send) is a scan key too
+ALTER OPERATOR FAMILY integer_hnsw_ops USING hnsw ADD
+	OPERATOR 1 < (int2, int4),
+	OPERATOR 2 <= (int2, int4),
+	OPERATOR 3 = (int2, int4),
+	OPERATOR 4 >= (int2, int4),
+	OPERATOR 5 > (int2, int4),
+	OPERATOR 1 < (int2, int8),
+	OPERATOR 2 <= (int2, int8),
+	OPERATOR 3 = (int2, int8),
+	OPERATOR 4 >= (int2, int8),
+	OPERATOR 5 > (int2, int8),
+	OPERATOR 1 < (int4, int2),
+	OPERATOR 2 <= (int4, int2),
+	OPERATOR 3 = (int4, int2),
+	OPERATOR 4 >= (int4, int2),
+	OPERATOR 5 > (int4, int2),
+	OPERATOR 1 < (int4, int8),
+	OPERATOR 2 <= (int4, int8),
+	OPERATOR 3 = (int4, int8),
+	OPERATOR 4 >= (int4, int8),
+	OPERATOR 5 > (int4, int8),
+	OPERATOR 1 < (int8, int2),
+	OPERATOR 2 <= (int8, int2),
+	OPERATOR 3 = (int8, int2),
+	OPERATOR 4 >= (int8, int2),
+	OPERATOR 5 > (int8, int2),
+	OPERATOR 1 < (int8, int4),
+	OPERATOR 2 <= (int8, int4),
+	OPERATOR 3 = (int8, int4),
+	OPERATOR 4 >= (int8, int4),
+	OPERATOR 5 > (int8, int4);
+CREATE OPERATOR CLASS date_hnsw_ops DEFAULT FOR TYPE date USING hnsw AS
+	OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >,
+	FUNCTION 1 date_cmp(date, date);
+CREATE OPERATOR CLASS timestamp_hnsw_ops DEFAULT FOR TYPE timestamp USING hnsw AS
+	OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >,
+	FUNCTION 1 timestamp_cmp(timestamp, timestamp);
+CREATE OPERATOR CLASS timestamptz_hnsw_ops DEFAULT FOR TYPE timestamptz USING hnsw AS
+	OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >,
+	FUNCTION 1 timestamptz_cmp(timestamptz, timestamptz);
+CREATE OPERATOR CLASS uuid_hnsw_ops DEFAULT FOR TYPE uuid USING hnsw AS
+	OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >,
+	FUNCTION 1 uuid_cmp(uuid, uuid);
+CREATE OPERATOR CLASS text_hnsw_ops DEFAULT FOR TYPE text USING hnsw AS
+	OPERATOR 3 =,
+	FUNCTION 1 bttextcmp(text, text);

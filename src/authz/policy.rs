@@ -22,7 +22,11 @@
 //!   `tenant = ANY ($param)` usable as an index condition (btree, and
 //!   vecguard's hnsw filter), and the `::<column type>[]` cast makes the
 //!   array's element type equal to the column type so the column's own
-//!   btree operator class applies instead of a cross-type comparison.
+//!   btree operator class applies instead of a cross-type comparison. The
+//!   cast sits *inside* the subquery: each restrictive policy is its own
+//!   row-security level, and only leakproof quals above the lowest level may
+//!   become index conditions; `col = ANY ($param)` is leakproof, a text-to-
+//!   integer cast outside the subquery (an I/O call that can fail) is not.
 //!   `now()` is written `pg_catalog.now()` so the function chosen when the
 //!   policy is created cannot be redirected through `search_path`.
 //! * **Validity is read-side only.** The validity policy's WITH CHECK is
@@ -215,10 +219,16 @@ pub fn protect_sql(spec: &ProtectSpec) -> Result<Vec<String>, PolicyError> {
     ));
 
     if let Some(c) = &spec.tenant {
+        // The converting cast runs inside the subquery; the outer cast to the same array
+        // type (typmod dropped) is elided by the parser, and only makes `ANY` read an array
+        // expression rather than the subquery form `ANY (SELECT ...)`.
+        let ty = c.type_name.trim();
+        let base = ty.split('(').next().unwrap_or(ty).trim();
         let expr = format!(
-            "{} = ANY ((SELECT vecguard.tenants())::{}[])",
+            "{} = ANY ((SELECT vecguard.tenants()::{}[])::{}[])",
             quote_ident(&c.name),
-            c.type_name.trim()
+            ty,
+            base
         );
         out.push(restrictive("vecguard_tenant", &table, &expr, &expr));
     }
@@ -685,7 +695,7 @@ mod tests {
             r#"DROP POLICY IF EXISTS "vecguard_validity" ON "public"."docs""#,
             r#"DROP POLICY IF EXISTS "vecguard_hours" ON "public"."docs""#,
             r#"CREATE POLICY "vecguard_base" ON "public"."docs" AS PERMISSIVE FOR ALL TO PUBLIC USING (true) WITH CHECK (true)"#,
-            r#"CREATE POLICY "vecguard_tenant" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ("tenant_id" = ANY ((SELECT vecguard.tenants())::uuid[])) WITH CHECK ("tenant_id" = ANY ((SELECT vecguard.tenants())::uuid[]))"#,
+            r#"CREATE POLICY "vecguard_tenant" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ("tenant_id" = ANY ((SELECT vecguard.tenants()::uuid[])::uuid[])) WITH CHECK ("tenant_id" = ANY ((SELECT vecguard.tenants()::uuid[])::uuid[]))"#,
             r#"CREATE POLICY "vecguard_clearance" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ("clearance" <= (SELECT vecguard.clearance())) WITH CHECK ("clearance" <= (SELECT vecguard.clearance()))"#,
             r#"CREATE POLICY "vecguard_validity" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING (("valid_from" IS NULL OR "valid_from" <= (SELECT pg_catalog.now())) AND ("valid_until" IS NULL OR "valid_until" > (SELECT pg_catalog.now()))) WITH CHECK (true)"#,
             r#"CREATE POLICY "vecguard_hours" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ((SELECT vecguard.access_hours_ok('mon,tue,wed,thu,fri', '08:00', '18:00', 'Europe/Berlin'))) WITH CHECK ((SELECT vecguard.access_hours_ok('mon,tue,wed,thu,fri', '08:00', '18:00', 'Europe/Berlin')))"#,
@@ -703,7 +713,7 @@ mod tests {
         let sql = protect_sql(&spec).unwrap();
         assert_eq!(sql.len(), 9);
         assert!(sql[8]
-            .contains(r#""org" = ANY ((SELECT vecguard.tenants())::character varying(64)[])"#));
+            .contains(r#""org" = ANY ((SELECT vecguard.tenants()::character varying(64)[])::character varying[])"#));
         let spec = ProtectSpec {
             table: table(),
             valid_until: col("until", "date"),
@@ -740,7 +750,7 @@ mod tests {
             r#"ALTER TABLE "s""; DROP SCHEMA public CASCADE; --"."x""); DROP TABLE t; --" ENABLE ROW LEVEL SECURITY"#
         );
         assert!(sql[8].contains(
-            r#"USING ("x""); DROP TABLE t; --" = ANY ((SELECT vecguard.tenants())::bigint[]))"#
+            r#"USING ("x""); DROP TABLE t; --" = ANY ((SELECT vecguard.tenants()::bigint[])::bigint[]))"#
         ));
         assert!(sql[9].contains(r#"USING ("c'l" <= (SELECT vecguard.clearance()))"#));
         // every double-quoted run is balanced: stripping identifiers leaves no stray quote

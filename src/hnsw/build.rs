@@ -12,6 +12,7 @@ use super::am::{index_dimensions, index_metric, index_options};
 use super::diskgraph::{graph_distance, prepare_vector};
 use super::graph::{ensure_reachable, MemGraph, Params};
 use super::page::{self, Meta, Tid};
+use super::scankeys::{columns, encode_row, Columns};
 use super::storage::{BulkWriter, IndexRel, WalWrite};
 use crate::vector::sql::datum_to_slice;
 use pgrx::pg_sys;
@@ -19,10 +20,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct BuildState {
+    rel: IndexRel,
     dim: usize,
     metric: page::Metric,
+    cols: Columns,
     vectors: Vec<f32>,
     heap_tids: Vec<Vec<Tid>>,
+    /// encoded key columns per element (empty for a plain vector index)
+    keys: Vec<Vec<u8>>,
     /// hash of vector bits -> element indexes with that hash (duplicate detection)
     by_hash: HashMap<u64, Vec<u32>>,
     heap_tuples: f64,
@@ -39,7 +44,7 @@ fn hash_bits(v: &[f32]) -> u64 {
 }
 
 impl BuildState {
-    fn add(&mut self, heap_tid: Tid, v: &[f32]) {
+    fn add(&mut self, heap_tid: Tid, v: &[f32], keys: Vec<u8>) {
         let Some(v) = prepare_vector(self.metric, v) else { return };
         if v.len() != self.dim {
             pgrx::ereport!(
@@ -49,11 +54,16 @@ impl BuildState {
             );
         }
         self.indexed += 1.0;
-        let h = hash_bits(&v);
+        // Rows share an element only when vector AND key columns are equal: an element's
+        // keys decide who may see all of its rows.
+        let h = hash_bits(&v) ^ keys.iter().fold(0u64, |a, &b| a.rotate_left(5) ^ b as u64);
         if let Some(list) = self.by_hash.get(&h) {
             for &i in list {
                 let s = i as usize * self.dim;
-                if self.vectors[s..s + self.dim] == v[..] && self.heap_tids[i as usize].len() < page::HEAP_TIDS {
+                if self.vectors[s..s + self.dim] == v[..]
+                    && self.keys[i as usize] == keys
+                    && self.heap_tids[i as usize].len() < page::HEAP_TIDS
+                {
                     self.heap_tids[i as usize].push(heap_tid);
                     return;
                 }
@@ -62,6 +72,7 @@ impl BuildState {
         let idx = self.heap_tids.len() as u32;
         self.vectors.extend_from_slice(&v);
         self.heap_tids.push(vec![heap_tid]);
+        self.keys.push(keys);
         self.by_hash.entry(h).or_default().push(idx);
     }
 }
@@ -94,11 +105,13 @@ unsafe extern "C-unwind" fn build_callback(
     unsafe {
         let st = &mut *(state as *mut BuildState);
         st.heap_tuples += 1.0;
-        if *isnull {
+        let vc = st.cols.vector;
+        if *isnull.add(vc) {
             return;
         }
-        let v = datum_to_slice(*values);
-        st.add(tid_from_ptr(tid), v);
+        let v = datum_to_slice(*values.add(vc));
+        let keys = if st.cols.keys.is_empty() { Vec::new() } else { encode_row(st.rel, &st.cols, values, isnull) };
+        st.add(tid_from_ptr(tid), v, keys);
     }
 }
 
@@ -139,13 +152,13 @@ fn layout_order(g: &MemGraph) -> Vec<u32> {
 }
 
 /// Assigns (element TID, neighbour TID) to every node, packing pages in `order`.
-fn assign_tids(g: &MemGraph, order: &[u32], m: usize, first_block: u32) -> (Vec<(Tid, Tid)>, Vec<Vec<u32>>) {
+fn assign_tids(g: &MemGraph, keys: &[Vec<u8>], order: &[u32], m: usize, first_block: u32) -> (Vec<(Tid, Tid)>, Vec<Vec<u32>>) {
     let mut pos = vec![(Tid::INVALID, Tid::INVALID); g.len()];
     let mut pages: Vec<Vec<u32>> = Vec::new(); // per page: node ids, element before neighbours
     let (mut used, mut off) = (usize::MAX, 0u16);
     let cap = page::page_capacity();
-    let el_fp = page::footprint(page::element_size(g.dim()));
     for &i in order {
+        let el_fp = page::footprint(page::element_size(g.dim()) + keys[i as usize].len());
         let nb_fp = page::footprint(page::neighbor_size(m, g.level(i)));
         if used.saturating_add(el_fp + nb_fp) > cap {
             pages.push(Vec::new());
@@ -180,10 +193,13 @@ pub unsafe extern "C-unwind" fn ambuild(
     let metric = index_metric(rel);
     let params = params_of(rel);
     let mut st = BuildState {
+        rel,
         dim,
         metric,
+        cols: columns(rel),
         vectors: Vec::new(),
         heap_tids: Vec::new(),
+        keys: Vec::new(),
         by_hash: HashMap::new(),
         heap_tuples: 0.0,
         indexed: 0.0,
@@ -244,13 +260,13 @@ pub unsafe extern "C-unwind" fn ambuild(
     };
     let nodes: Vec<(u32, u8)> = (0..graph.len() as u32).map(|i| (i, graph.level(i))).collect();
     ensure_reachable(&mut graph, &nodes, params);
-    write_graph(rel, &graph, &st.heap_tids, metric, params);
+    write_graph(rel, &graph, &st.heap_tids[..fit], &st.keys[..fit], metric, params);
     // SAFETY: progress reporting.
     unsafe { pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE as i32, fit as i64) };
     for i in fit..n {
         let v = &st.vectors[i * dim..(i + 1) * dim];
         for &t in &st.heap_tids[i] {
-            super::insert::insert_prepared(rel, v, t);
+            super::insert::insert_prepared(rel, v, t, &st.keys[i]);
         }
         pgrx::check_for_interrupts!();
     }
@@ -264,10 +280,10 @@ pub unsafe extern "C-unwind" fn ambuild(
 }
 
 /// Writes metapage + nodes without WAL, then logs all pages once.
-fn write_graph(rel: IndexRel, g: &MemGraph, heap_tids: &[Vec<Tid>], metric: page::Metric, params: Params) {
+fn write_graph(rel: IndexRel, g: &MemGraph, heap_tids: &[Vec<Tid>], keys: &[Vec<u8>], metric: page::Metric, params: Params) {
     let m = params.m;
     let order = layout_order(g);
-    let (pos, pages) = assign_tids(g, &order, m, 1);
+    let (pos, pages) = assign_tids(g, keys, &order, m, 1);
     let mut meta = Meta::new(g.dim() as u32, m as u16, params.ef_construction as u16, metric);
     meta.entry = g.entry().map(|(e, l)| (pos[e as usize].0, l));
     meta.insert_page = if pages.is_empty() { page::INVALID_BLOCK } else { pages.len() as u32 };
@@ -282,8 +298,9 @@ fn write_graph(rel: IndexRel, g: &MemGraph, heap_tids: &[Vec<Tid>], metric: page
             for &i in nodes {
                 let level = g.level(i);
                 let (el_tid, nb_tid) = pos[i as usize];
-                el.resize(page::element_size(g.dim()), 0);
-                page::encode_element(&mut el, level, &heap_tids[i as usize], nb_tid, g.vector(i));
+                let k = &keys[i as usize];
+                el.resize(page::element_size(g.dim()) + k.len(), 0);
+                page::encode_element(&mut el, level, &heap_tids[i as usize], nb_tid, g.vector(i), k);
                 nb.resize(page::neighbor_size(m, level), 0);
                 page::encode_neighbors_empty(&mut nb, m, level);
                 for l in 0..=level {

@@ -4,6 +4,7 @@
 //! of its neighbour tuple, usually on the same page.
 
 use super::graph::{Distance, FxHasher, GraphStore, GraphWrite};
+use super::keys::{self, Cond, KeyType};
 use super::page::{self, Meta, Metric, Tid};
 use super::storage::{IndexRel, PinCache, SharedPage, WalWrite};
 use crate::distance;
@@ -64,6 +65,42 @@ fn element_parts(bytes: &[u8]) -> Option<(NodeInfo, &[f32])> {
     Some((NodeInfo { level, deleted, neighbor_tid }, v))
 }
 
+/// Immutable facts about an element, cached per backend: its level, the TID of its
+/// neighbour tuple and its encoded key columns. None of these ever change after the
+/// element is written (updates create new elements, space is never reused, and REINDEX or
+/// TRUNCATE give the index a new relfilenode, which keys the cache), so an authorized
+/// scan can test a node's keys and find its neighbours without touching its page. Only
+/// the deleted flag and heap TIDs, which VACUUM changes, are always read from the page.
+struct Fixed {
+    level: u8,
+    neighbor_tid: Tid,
+    keys: smallvec::SmallVec<[u8; 24]>,
+}
+
+#[derive(Default)]
+struct FixedCache {
+    relfilenode: (u32, u32),
+    nodes: IdHashMap<u64, Fixed>,
+    bytes: usize,
+}
+
+/// Upper bound of the per-backend cache; past it, new elements are simply not cached.
+const FIXED_CACHE_BYTES: usize = 64 << 20;
+
+thread_local! {
+    /// The backend's cache between scans; a DiskGraph takes it for its lifetime (one
+    /// thread-local access per scan, not per node) and gives it back on drop.
+    static FIXED: std::cell::RefCell<FixedCache> = std::cell::RefCell::new(FixedCache::default());
+}
+
+fn relfilenode(rel: IndexRel) -> (u32, u32) {
+    // SAFETY: rd_node of an open relation.
+    unsafe {
+        let n = (*rel.raw()).rd_node;
+        (n.dbNode.to_u32(), n.relNode.to_u32())
+    }
+}
+
 pub struct DiskGraph {
     pub rel: IndexRel,
     pub meta: Meta,
@@ -75,6 +112,13 @@ pub struct DiskGraph {
     pending: Vec<u64>,
     /// Distances computed ahead by a batch, consumed by `distance`.
     batch: IdHashMap<u64, f32>,
+    /// Key-column filter of an authorized scan, its query, and cached verdicts.
+    filter: Option<(Vec<KeyType>, Vec<Cond>)>,
+    query: Vec<f32>,
+    pass: IdHashMap<u64, bool>,
+    /// Elements whose keys were checked (work counter for EXPLAIN-free tests).
+    pub filter_checks: u64,
+    fixed: FixedCache,
     /// Distance computations done (EXPLAIN ANALYZE / leak-resistance counters).
     pub distance_computations: u64,
 }
@@ -94,6 +138,18 @@ impl DiskGraph {
             tids: Vec::new(),
             pending: Vec::new(),
             batch: IdHashMap::default(),
+            filter: None,
+            query: Vec::new(),
+            pass: IdHashMap::default(),
+            filter_checks: 0,
+            fixed: {
+                let node = relfilenode(rel);
+                let mut c = FIXED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                if c.relfilenode != node {
+                    c = FixedCache { relfilenode: node, ..FixedCache::default() };
+                }
+                c
+            },
             distance_computations: 0,
         }
     }
@@ -128,11 +184,37 @@ impl DiskGraph {
         }
     }
 
+    /// Encoded key columns of element `id`.
+    pub fn keys_of(&mut self, id: u64) -> Option<Vec<u8>> {
+        let tid = Tid::unpack(id);
+        let p = self.read(tid.block);
+        let bytes = p.item(tid.offset)?;
+        let (_, _, _, dim, _) = page::element_header(bytes)?;
+        Some(page::element_keys(bytes, dim).to_vec())
+    }
+
+    /// Restricts the traversal to elements whose keys satisfy `conds`, and scores passing
+    /// elements against `query` while their page is locked for the key check.
+    pub fn set_filter(&mut self, types: Vec<KeyType>, conds: Vec<Cond>, query: &[f32]) {
+        self.filter = Some((types, conds));
+        self.query = query.to_vec();
+        self.pass.clear();
+    }
+
+    /// Whether element bytes satisfy the filter (true without one).
+    pub fn bytes_pass(&self, bytes: &[u8], dim: usize) -> bool {
+        match &self.filter {
+            None => true,
+            Some((types, conds)) => keys::matches(page::element_keys(bytes, dim), types, conds),
+        }
+    }
+
     /// Forgets cached headers and pins (between scans, or after writing).
     pub fn reset(&mut self) {
         self.nodes.clear();
         self.pending.clear();
         self.batch.clear();
+        self.pass.clear();
         self.pins.release_all();
     }
 
@@ -168,6 +250,25 @@ impl DiskGraph {
     }
 }
 
+impl FixedCache {
+    /// Records an element's immutable facts (bounded by FIXED_CACHE_BYTES).
+    fn remember(&mut self, id: u64, info: NodeInfo, keys: &[u8]) {
+        if self.bytes > FIXED_CACHE_BYTES || self.nodes.contains_key(&id) {
+            return;
+        }
+        self.bytes += keys.len().max(24) + 48;
+        self.nodes.insert(id, Fixed { level: info.level, neighbor_tid: info.neighbor_tid, keys: keys.into() });
+    }
+}
+
+impl Drop for DiskGraph {
+    /// Hands the per-backend cache back for the next scan.
+    fn drop(&mut self) {
+        let c = std::mem::take(&mut self.fixed);
+        FIXED.with(|f| *f.borrow_mut() = c);
+    }
+}
+
 pub fn relation_name(rel: IndexRel) -> String {
     // SAFETY: rd_rel of an open relation; relname is a NUL-terminated NameData.
     unsafe {
@@ -185,6 +286,35 @@ impl GraphStore for DiskGraph {
 
     fn prefetch(&mut self, id: u64) {
         self.pending.push(id);
+    }
+
+    fn passes(&mut self, id: u64) -> bool {
+        let Some((types, conds)) = &self.filter else { return true };
+        if let Some(&p) = self.pass.get(&id) {
+            return p;
+        }
+        let cached = self.fixed.nodes.get(&id).map(|f| keys::matches(&f.keys, types, conds));
+        if let Some(ok) = cached {
+            self.filter_checks += 1;
+            self.pass.insert(id, ok);
+            return ok;
+        }
+        let tid = Tid::unpack(id);
+        let dist = self.dist;
+        let p = self.pins.read_shared(tid.block);
+        let Some(bytes) = p.item(tid.offset) else { return false };
+        let Some((info, v)) = element_parts(bytes) else { return false };
+        let ok = self.bytes_pass(bytes, v.len());
+        self.filter_checks += 1;
+        self.fixed.remember(id, info, page::element_keys(bytes, v.len()));
+        if ok && v.len() == self.query.len() {
+            let d = dist(v, &self.query);
+            self.batch.insert(id, d);
+        }
+        drop(p);
+        self.nodes.entry(id).or_insert(info);
+        self.pass.insert(id, ok);
+        ok
     }
 
     fn distance(&mut self, id: u64, query: &[f32]) -> Option<f32> {
@@ -210,11 +340,20 @@ impl GraphStore for DiskGraph {
     }
 
     fn neighbors(&mut self, id: u64, level: u8, out: &mut Vec<u64>) {
-        let Some(info) = self.info(id) else { return };
-        if level > info.level || !info.neighbor_tid.is_valid() {
+        let fixed = match self.nodes.get(&id) {
+            Some(i) => Some((i.level, i.neighbor_tid)),
+            None => self.fixed.nodes.get(&id).map(|f| (f.level, f.neighbor_tid)),
+        };
+        let (node_level, nb) = match fixed {
+            Some(f) => f,
+            None => match self.info(id) {
+                Some(i) => (i.level, i.neighbor_tid),
+                None => return,
+            },
+        };
+        if level > node_level || !nb.is_valid() {
             return;
         }
-        let nb = info.neighbor_tid;
         let mut tids = std::mem::take(&mut self.tids);
         {
             let p = self.pins.read_shared(nb.block);

@@ -1822,7 +1822,9 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     /// Eligible = may be returned: passes the filter and is not deleted.
     fn eligible<S: GraphStore<Id = Id>>(&mut self, store: &mut S, id: Id) -> bool {
         self.filter_checks += 1;
-        !store.is_deleted(id) && store.passes(id)
+        // The filter first: stores answer it from cached keys, while the deleted flag may
+        // need a page read, which only passing nodes should pay for.
+        store.passes(id) && !store.is_deleted(id)
     }
 
     /// Seeds layer 0 with the node the descent ended on.

@@ -11,6 +11,7 @@ use super::build::tid_from_ptr;
 use super::diskgraph::{prepare_vector, DiskGraph};
 use super::graph::{plan_insert, GraphStore, GraphWrite, NodeUpdate, Params};
 use super::page::{self, Tid};
+use super::scankeys::{columns, encode_row};
 use super::storage::{IndexRel, WalWrite};
 use crate::vector::sql::datum_to_slice;
 use pgrx::pg_sys;
@@ -30,15 +31,16 @@ pub unsafe extern "C-unwind" fn aminsert(
 ) -> bool {
     // SAFETY: Postgres passes one value/null flag per index column and a valid heap TID.
     unsafe {
-        if *isnull {
+        let rel = IndexRel::new(index);
+        let cols = columns(rel);
+        if *isnull.add(cols.vector) {
             return false;
         }
-        let rel = IndexRel::new(index);
         let meta = match rel.meta() {
             Ok(m) => m,
             Err(e) => pgrx::error!("index is corrupted: {e}"),
         };
-        let Some(v) = prepare_vector(meta.metric, datum_to_slice(*values)) else { return false };
+        let Some(v) = prepare_vector(meta.metric, datum_to_slice(*values.add(cols.vector))) else { return false };
         if v.len() != meta.dimensions as usize {
             pgrx::ereport!(
                 ERROR,
@@ -46,7 +48,8 @@ pub unsafe extern "C-unwind" fn aminsert(
                 format!("expected {} dimensions, not {}", meta.dimensions, v.len())
             );
         }
-        insert_prepared(rel, &v, tid_from_ptr(heap_tid));
+        let keys = if cols.keys.is_empty() { Vec::new() } else { encode_row(rel, &cols, values, isnull) };
+        insert_prepared(rel, &v, tid_from_ptr(heap_tid), &keys);
     }
     false
 }
@@ -57,8 +60,8 @@ struct Placement {
     nb: Tid,
 }
 
-fn place(rel: IndexRel, insert_page: u32, dim: usize, m: usize, level: u8) -> Placement {
-    let el_len = page::maxalign(page::element_size(dim));
+fn place(rel: IndexRel, insert_page: u32, dim: usize, keys_len: usize, m: usize, level: u8) -> Placement {
+    let el_len = page::maxalign(page::element_size(dim) + keys_len);
     let nb_len = page::maxalign(page::neighbor_size(m, level));
     let nblocks = rel.nblocks();
     let (mut free, mut max_off) = (0usize, 0u16);
@@ -74,7 +77,9 @@ fn place(rel: IndexRel, insert_page: u32, dim: usize, m: usize, level: u8) -> Pl
             nb: Tid { block: insert_page, offset: max_off + 2 },
         };
     }
-    if page::node_fits_one_page(dim, m, level) {
+    if page::footprint(page::element_size(dim) + keys_len) + page::footprint(page::neighbor_size(m, level))
+        <= page::page_capacity()
+    {
         return Placement { el: Tid { block: nblocks, offset: 1 }, nb: Tid { block: nblocks, offset: 2 } };
     }
     // Very large vectors: the element fills a page of its own.
@@ -85,15 +90,16 @@ fn place(rel: IndexRel, insert_page: u32, dim: usize, m: usize, level: u8) -> Pl
     }
 }
 
-/// Inserts a prepared (normalised for cosine, dimension-checked) vector for `heap_tid`.
-pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid) {
+/// Inserts a prepared (normalised for cosine, dimension-checked) vector for `heap_tid`,
+/// with its encoded key columns.
+pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     let _lock = rel.lock_for_update();
     let mut g = DiskGraph::open(rel);
     let meta = g.meta;
     let m = meta.m as usize;
     let params = Params::new(m, meta.ef_construction as usize);
     let level = params.random_level(rand::random::<u64>()).min(page::max_level(m));
-    let at = place(rel, meta.insert_page, v.len(), m, level);
+    let at = place(rel, meta.insert_page, v.len(), keys.len(), m, level);
     let dist = g.dist;
     let plan = plan_insert(&mut g, at.el.pack(), v, level, params, dist);
 
@@ -103,7 +109,12 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid) {
         let mut heap = Vec::new();
         g.heap_tids(nearest, &mut heap);
         if let Some(info) = g.info(nearest) {
-            if !info.deleted && heap.len() < page::HEAP_TIDS && g.vector_of(nearest, &mut nv) && nv == v {
+            if !info.deleted
+                && heap.len() < page::HEAP_TIDS
+                && g.vector_of(nearest, &mut nv)
+                && nv == v
+                && g.keys_of(nearest).as_deref() == Some(keys)
+            {
                 g.reset();
                 let t = Tid::unpack(nearest);
                 let mut w = WalWrite::begin(rel);
@@ -147,8 +158,8 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid) {
     g.reset();
 
     // 1. The new node and the metapage, atomically.
-    let mut el = vec![0u8; page::element_size(v.len())];
-    page::encode_element(&mut el, level, &[heap_tid], at.nb, v);
+    let mut el = vec![0u8; page::element_size(v.len()) + keys.len()];
+    page::encode_element(&mut el, level, &[heap_tid], at.nb, v, keys);
     let mut nb = vec![0u8; page::neighbor_size(m, level)];
     page::encode_neighbors_empty(&mut nb, m, level);
     for (l, list) in plan.neighbors.iter().enumerate() {

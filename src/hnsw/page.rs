@@ -224,9 +224,10 @@ pub struct Element {
     pub dim: usize,
 }
 
-/// Writes an element tuple into `out` (exactly `element_size(vector.len())` bytes).
-pub fn encode_element(out: &mut [u8], level: u8, heap_tids: &[Tid], neighbor_tid: Tid, vector: &[f32]) {
-    debug_assert_eq!(out.len(), element_size(vector.len()));
+/// Writes an element tuple into `out` (`element_size(vector.len()) + keys.len()` bytes):
+/// header, vector, then the encoded key columns (see `keys`).
+pub fn encode_element(out: &mut [u8], level: u8, heap_tids: &[Tid], neighbor_tid: Tid, vector: &[f32], keys: &[u8]) {
+    debug_assert_eq!(out.len(), element_size(vector.len()) + keys.len());
     out.fill(0);
     out[0] = KIND_ELEMENT;
     out[1] = level;
@@ -241,6 +242,13 @@ pub fn encode_element(out: &mut [u8], level: u8, heap_tids: &[Tid], neighbor_tid
     for (i, v) in vector.iter().enumerate() {
         out[EL_VECTOR + 4 * i..EL_VECTOR + 4 * i + 4].copy_from_slice(&v.to_ne_bytes());
     }
+    let k = element_size(vector.len());
+    out[k..k + keys.len()].copy_from_slice(keys);
+}
+
+/// The encoded key columns stored after an element's vector.
+pub fn element_keys(b: &[u8], dim: usize) -> &[u8] {
+    b.get(element_size(dim)..).unwrap_or(&[])
 }
 
 /// Decodes an element header; None if the bytes are not a well-formed element tuple.
@@ -429,7 +437,7 @@ mod tests {
         let heap = [Tid { block: 1, offset: 2 }, Tid { block: 70000, offset: 5 }];
         let nb = Tid { block: 3, offset: 4 };
         let mut b = vec![0u8; element_size(3)];
-        encode_element(&mut b, 2, &heap, nb, &v);
+        encode_element(&mut b, 2, &heap, nb, &v, &[]);
         let e = decode_element(&b).unwrap();
         assert_eq!((e.level, e.deleted, e.heap_tids.as_slice(), e.neighbor_tid, e.dim), (2, false, &heap[..], nb, 3));
         let r = element_vector_range(3);
@@ -440,6 +448,10 @@ mod tests {
         set_element_heap_tids(&mut b, &[]);
         assert!(decode_element(&b).unwrap().deleted);
         assert!(decode_element(&b[..10]).is_none());
+        let mut with_keys = vec![0u8; element_size(3) + 4];
+        encode_element(&mut with_keys, 0, &heap, nb, &v, &[9, 8, 7, 6]);
+        assert_eq!(element_keys(&with_keys, 3), &[9, 8, 7, 6]);
+        assert_eq!(decode_element(&with_keys).unwrap().dim, 3);
         assert!(decode_element(&[KIND_NEIGHBORS; 100]).is_none());
     }
 

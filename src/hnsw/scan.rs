@@ -6,15 +6,17 @@
 //! visited, as in pgvector 0.8 — so filters applied above the scan still get enough rows.
 //! Results are approximate in order, so `xs_recheckorderby` is false, like pgvector.
 
-use super::am::{IterativeScan, EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES};
+use super::am::{IterativeScan, EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES, SCAN_STATS, TWO_HOP_LIMIT};
 use super::build::tid_to_item_pointer;
 use super::diskgraph::{prepare_vector, DiskGraph};
 use super::graph::{SearchOptions, Searcher};
-use super::page::Tid;
+use super::keys::Cond;
+use super::page::{self, Tid};
+use super::scankeys::{columns, conds, Columns};
 use super::storage::IndexRel;
 use crate::vector::sql::datum_to_slice;
 use pgrx::pg_sys;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 struct ScanState {
     graph: DiskGraph,
@@ -23,6 +25,14 @@ struct ScanState {
     started: bool,
     done: bool,
     iterative: bool,
+    /// Key columns of the index and the scan's conditions on them.
+    cols: Columns,
+    conds: Vec<Cond>,
+    /// Elements already returned (a filtered scan may end with an exact sweep).
+    returned: HashSet<u64>,
+    swept: bool,
+    query: Vec<f32>,
+    batches: u32,
 }
 
 impl ScanState {
@@ -30,16 +40,54 @@ impl ScanState {
     fn fill(&mut self) -> bool {
         let Some(s) = self.searcher.as_mut() else { return false };
         let batch = s.next_batch(&mut self.graph);
+        self.batches += 1;
         if batch.is_empty() {
             return false;
         }
         let mut tids = Vec::new();
         for c in batch {
+            if !self.returned.insert(c.id) {
+                continue;
+            }
             tids.clear();
             self.graph.heap_tids(c.id, &mut tids);
             self.pending.extend(tids.iter().copied());
         }
         true
+    }
+
+    /// Exact fallback of a filtered scan whose graph search is exhausted (few authorized
+    /// rows, or an authorized region the graph does not connect): every element is read
+    /// once, elements passing the key conditions are scored, and those not yet returned
+    /// are emitted nearest-first. This is what makes an authorized scan return exactly
+    /// min(k, authorized rows).
+    fn sweep(&mut self, query: &[f32]) {
+        self.swept = true;
+        let rel = self.graph.rel;
+        let dist = self.graph.dist;
+        let mut found: Vec<(f32, Vec<Tid>)> = Vec::new();
+        for blk in 1..rel.nblocks() {
+            let p = rel.read_shared(blk);
+            for off in 1..=p.max_offset() {
+                let Some(bytes) = p.item(off) else { continue };
+                let Some((_, deleted, _, dim, n)) = page::element_header(bytes) else { continue };
+                let id = Tid { block: blk, offset: off }.pack();
+                if deleted || dim != query.len() || self.returned.contains(&id) || !self.graph.bytes_pass(bytes, dim) {
+                    continue;
+                }
+                let r = page::element_vector_range(dim);
+                let v: Vec<f32> =
+                    bytes[r].chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
+                self.returned.insert(id);
+                found.push((dist(&v, query), (0..n).map(|i| page::element_heap_tid(bytes, i)).collect()));
+            }
+            drop(p);
+            pgrx::check_for_interrupts!();
+        }
+        found.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (_, tids) in found {
+            self.pending.extend(tids);
+        }
     }
 }
 
@@ -59,13 +107,20 @@ pub unsafe extern "C-unwind" fn ambeginscan(
     // SAFETY: RelationGetIndexScan allocates the descriptor; our state lives in opaque.
     unsafe {
         let scan = pg_sys::RelationGetIndexScan(index, nkeys, norderbys);
+        let rel = IndexRel::new(index);
         let st = Box::new(ScanState {
-            graph: DiskGraph::open(IndexRel::new(index)),
+            graph: DiskGraph::open(rel),
             searcher: None,
             pending: VecDeque::new(),
             started: false,
             done: false,
             iterative: false,
+            cols: columns(rel),
+            conds: Vec::new(),
+            returned: HashSet::new(),
+            swept: false,
+            query: Vec::new(),
+            batches: 0,
         });
         (*scan).opaque = Box::into_raw(st) as *mut std::ffi::c_void;
         scan
@@ -91,10 +146,20 @@ pub unsafe extern "C-unwind" fn amrescan(
         let st = state(scan);
         st.graph.reset();
         st.graph.reload_meta();
+        st.graph.distance_computations = 0;
+        st.graph.filter_checks = 0;
+        st.batches = 0;
         st.searcher = None;
         st.pending.clear();
+        st.returned.clear();
+        st.swept = false;
         st.started = false;
         st.done = false;
+        st.conds = if (*scan).numberOfKeys > 0 {
+            conds(st.graph.rel, &st.cols, (*scan).keyData, (*scan).numberOfKeys as usize)
+        } else {
+            Vec::new()
+        };
     }
 }
 
@@ -132,18 +197,33 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 pgrx::error!("cannot scan hnsw index without order");
             }
             let q = query_vector(scan, st);
-            st.iterative = ITERATIVE_SCAN.get() != IterativeScan::Off;
-            let opts = SearchOptions {
-                max_visited: if st.iterative { MAX_SCAN_TUPLES.get().max(1) as usize } else { 0 },
-                ..SearchOptions::default()
-            };
-            let ef = EF_SEARCH.get().max(1) as usize;
-            st.searcher = Some(Searcher::with_options(&mut st.graph, &q, ef, opts, Default::default()));
-            if !st.fill() {
+            st.query = q.clone();
+            let filtered = !st.conds.is_empty();
+            if st.conds.iter().any(|c| c.values.is_empty()) {
+                // e.g. `tenant = ANY(NULL)`: no token, no rows, no work.
                 st.done = true;
-            }
-            if !st.iterative {
-                st.done = true;
+                st.swept = true;
+            } else {
+                if filtered {
+                    st.graph.set_filter(st.cols.key_types(), st.conds.clone(), &q);
+                }
+                // Authorized scans always continue past ef_search: the filter lives inside
+                // the index, so "exactly k rows" is the index's job, not the user's.
+                st.iterative = filtered || ITERATIVE_SCAN.get() != IterativeScan::Off;
+                let opts = SearchOptions {
+                    filtered,
+                    two_hop_limit: TWO_HOP_LIMIT.get().max(0) as usize,
+                    max_visited: if st.iterative && !filtered { MAX_SCAN_TUPLES.get().max(1) as usize } else { 0 },
+                    ..SearchOptions::default()
+                };
+                let ef = EF_SEARCH.get().max(1) as usize;
+                st.searcher = Some(Searcher::with_options(&mut st.graph, &q, ef, opts, Default::default()));
+                if !st.fill() {
+                    st.done = !filtered;
+                }
+                if !st.iterative {
+                    st.done = true;
+                }
             }
         }
         loop {
@@ -154,6 +234,11 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 return true;
             }
             if st.done {
+                if !st.conds.is_empty() && !st.swept {
+                    let q = std::mem::take(&mut st.query);
+                    st.sweep(&q);
+                    continue;
+                }
                 return false;
             }
             pgrx::check_for_interrupts!();
@@ -170,6 +255,17 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
     unsafe {
         let p = (*scan).opaque as *mut ScanState;
         if !p.is_null() {
+            let st = &*p;
+            if SCAN_STATS.get() && st.started {
+                pgrx::notice!(
+                    "hnsw scan: {} distance computations, {} key checks, {} elements returned, {} batches, exact sweep {}",
+                    st.graph.distance_computations,
+                    st.graph.filter_checks,
+                    st.returned.len(),
+                    st.batches,
+                    if st.swept && !st.conds.iter().any(|c| c.values.is_empty()) { "yes" } else { "no" }
+                );
+            }
             drop(Box::from_raw(p));
             (*scan).opaque = std::ptr::null_mut();
         }

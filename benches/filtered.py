@@ -1,0 +1,122 @@
+"""Authorized search: the selectivity sweep of issue 5, in one run.
+
+100k GloVe vectors; tenant 1 holds 10% of the rows, tenant 2 1%, tenant 3 0.1%, tenant 4
+0.01% (10 rows); the rest belong to tenant 0. Top-10 by cosine for `WHERE tenant_id = t`
+(the same index condition vecguard.protect's policy produces) on:
+- vecguard filtered HNSW: `USING hnsw (tenant_id, embedding vector_cosine_ops)`;
+- vecguard unfiltered HNSW (no WHERE), the speed to match;
+- vecguard exact btree path (btree on tenant_id + sort; hnsw disabled);
+- pgvector 0.8 default (post-filter) and hnsw.iterative_scan = relaxed_order.
+Reports rows returned per query, recall@10 against the exact authorized answer, and QPS.
+
+    bash benches/run.sh filtered --rows 100000 --queries 100
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+from common import glove, machine, pgvector_cluster, vec_literal, vecguard_cluster
+
+SHARES = {1: 0.10, 2: 0.01, 3: 0.001, 4: 0.0001}
+
+
+def tenants_for(n, seed=7):
+    rng = np.random.default_rng(seed)
+    t = np.zeros(n, dtype=np.int32)
+    perm = rng.permutation(n)
+    start = 0
+    for tenant, share in SHARES.items():
+        k = max(1, int(round(n * share)))
+        t[perm[start:start + k]] = tenant
+        start += k
+    return t
+
+
+def load(conn, data, tenants):
+    conn.execute("DROP TABLE IF EXISTS docs")
+    conn.execute(f"CREATE TABLE docs (id int PRIMARY KEY, tenant_id int NOT NULL, embedding vector({data.shape[1]}))")
+    with conn.cursor().copy("COPY docs FROM STDIN") as cp:
+        for i, v in enumerate(data):
+            cp.write_row((i, int(tenants[i]), vec_literal(v)))
+    conn.execute("CREATE INDEX docs_tenant ON docs (tenant_id)")
+    conn.execute("VACUUM ANALYZE docs")
+
+
+def run(conn, sql_for, queries, truth_for, settings=()):
+    for s in settings:
+        conn.execute(s)
+    cur = conn.cursor()
+    rows, hits, n = 0, 0, 0
+    lits = [vec_literal(q) for q in queries]
+    truths = [truth_for(qi) for qi in range(len(queries))]  # outside the timed loop
+    for q in lits[:5]:
+        cur.execute(sql_for, [q], prepare=True).fetchall()
+    t = time.perf_counter()
+    for qi, q in enumerate(lits):
+        got = [r[0] for r in cur.execute(sql_for, [q], prepare=True)]
+        truth = truths[qi]
+        rows += len(got)
+        hits += len(set(got) & set(truth))
+        n += min(10, len(truth))
+    elapsed = time.perf_counter() - t
+    for s in settings:
+        conn.execute("RESET " + s.split()[1])
+    return rows / len(queries), hits / max(n, 1), len(queries) / elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=100)
+    args = ap.parse_args()
+    data = glove(args.rows + args.queries)
+    base, queries = data[: args.rows], data[args.rows:]
+    tenants = tenants_for(args.rows)
+    norm = base / np.linalg.norm(base, axis=1, keepdims=True)
+    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    sims = qn.astype(np.float64) @ norm.T.astype(np.float64)
+
+    def truth(tenant):
+        def f(qi):
+            idx = np.arange(args.rows) if tenant is None else np.nonzero(tenants == tenant)[0]
+            order = idx[np.argsort(-sims[qi, idx], kind="stable")]
+            return order[:10].tolist()
+        return f
+
+    print(f"GloVe 50-d, {args.rows} rows, {args.queries} queries, top-10 cosine, ef_search 40; {machine()}")
+    vg, pv = vecguard_cluster(), pgvector_cluster()
+    try:
+        vconn, pconn = vg.connect(), pv.connect()
+        for conn in (vconn, pconn):
+            load(conn, base, tenants)
+        vconn.execute("CREATE INDEX docs_hnsw ON docs USING hnsw (tenant_id, embedding vector_cosine_ops)")
+        pconn.execute("CREATE INDEX docs_hnsw ON docs USING hnsw (embedding vector_cosine_ops)")
+        order = "ORDER BY embedding <=> %s::vector LIMIT 10"
+        print(f"{'selectivity':>11} {'engine / path':<32} {'rows/q':>7} {'recall':>7} {'QPS':>7}")
+        r = run(vconn, f"SELECT id FROM docs {order}", queries, truth(None))
+        unfiltered = r[2]
+        print(f"{'100%':>11} {'vecguard unfiltered HNSW':<32} {r[0]:>7.1f} {r[1]:>7.3f} {r[2]:>7.0f}")
+        for tenant, share in SHARES.items():
+            where = f"SELECT id FROM docs WHERE tenant_id = {tenant} {order}"
+            sel = f"{share * 100:g}%"
+            # Each path gets its own statement text: a prepared statement keeps the plan it
+            # was made with, whatever SET runs later.
+            paths = [
+                ("vecguard filtered HNSW", vconn, (), ""),
+                ("vecguard exact (btree + sort)", vconn, ("SET enable_indexscan = off",), " /* exact */"),
+                ("pgvector HNSW default", pconn, (), ""),
+                ("pgvector HNSW iterative relaxed", pconn, ("SET hnsw.iterative_scan = relaxed_order",), " /* iterative */"),
+            ]
+            for name, conn, settings, tag in paths:
+                r = run(conn, where + tag, queries, truth(tenant), settings)
+                extra = f"  ({r[2] / unfiltered:.2f}x unfiltered)" if name == "vecguard filtered HNSW" else ""
+                print(f"{sel:>11} {name:<32} {r[0]:>7.1f} {r[1]:>7.3f} {r[2]:>7.0f}{extra}")
+    finally:
+        vg.destroy()
+        pv.destroy()
+
+
+if __name__ == "__main__":
+    main()

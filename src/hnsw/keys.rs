@@ -1,0 +1,223 @@
+//! Key columns of an authorized `hnsw` index (pure: no pgrx).
+//!
+//! `USING hnsw (embedding vector_cosine_ops, tenant_id, clearance, valid_from)` stores the
+//! values of the columns after the vector in each element tuple, so the scan can test
+//! the policy's conditions (`tenant_id = ANY (...)`, `clearance <= ...`) on a node before
+//! scoring it: the graph traversal only ever returns rows the caller may see.
+//!
+//! Encoding, per column in index order: one null byte, then an integer class value
+//! (int2/int4/int8/date/timestamp/timestamptz widened to i64, 8 bytes native order), a
+//! 16-byte uuid, or a u16 length and the bytes of a text value. NULL satisfies no
+//! condition, as in SQL. Text supports equality only (byte equality is only right for
+//! deterministic collations, which the glue checks); uuid and integers support all of
+//! `=`, `<`, `<=`, `>`, `>=` and `= ANY(array)`.
+
+/// Longest text key stored (longer values are refused with an error by the glue).
+pub const MAX_TEXT_KEY: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Int,
+    Uuid,
+    Text,
+}
+
+/// A key value ready to encode or compare.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyValue {
+    Int(i64),
+    Bytes(Vec<u8>),
+}
+
+/// btree strategy numbers, which our opclasses use too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Lt = 1,
+    Le = 2,
+    Eq = 3,
+    Ge = 4,
+    Gt = 5,
+}
+
+impl Op {
+    pub fn from_strategy(s: u16) -> Option<Op> {
+        match s {
+            1 => Some(Op::Lt),
+            2 => Some(Op::Le),
+            3 => Some(Op::Eq),
+            4 => Some(Op::Ge),
+            5 => Some(Op::Gt),
+            _ => None,
+        }
+    }
+}
+
+/// One scan key: column `col` (0 = first key column) `op` any of `values`
+/// (several values only for `= ANY(array)`; an empty list matches nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cond {
+    pub col: usize,
+    pub op: Op,
+    pub values: Vec<KeyValue>,
+}
+
+/// Appends one encoded key (None = NULL).
+pub fn encode(out: &mut Vec<u8>, ty: KeyType, v: Option<&KeyValue>) {
+    match v {
+        None => {
+            out.push(1);
+            match ty {
+                KeyType::Int => out.extend_from_slice(&[0; 8]),
+                KeyType::Uuid => out.extend_from_slice(&[0; 16]),
+                KeyType::Text => out.extend_from_slice(&0u16.to_ne_bytes()),
+            }
+        }
+        Some(v) => {
+            out.push(0);
+            match (ty, v) {
+                (KeyType::Int, KeyValue::Int(i)) => out.extend_from_slice(&i.to_ne_bytes()),
+                (KeyType::Uuid, KeyValue::Bytes(b)) => {
+                    let mut u = [0u8; 16];
+                    let n = b.len().min(16);
+                    u[..n].copy_from_slice(&b[..n]);
+                    out.extend_from_slice(&u);
+                }
+                (KeyType::Text, KeyValue::Bytes(b)) => {
+                    let n = b.len().min(MAX_TEXT_KEY);
+                    out.extend_from_slice(&(n as u16).to_ne_bytes());
+                    out.extend_from_slice(&b[..n]);
+                }
+                // A value of the wrong class never matches: store it as NULL.
+                _ => {
+                    out.pop();
+                    encode(out, ty, None);
+                }
+            }
+        }
+    }
+}
+
+/// A decoded key borrowed from tuple bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Key<'a> {
+    Null,
+    Int(i64),
+    Bytes(&'a [u8]),
+}
+
+/// Decodes the key of column `col`, walking the columns before it.
+fn key_at<'a>(keys: &'a [u8], types: &[KeyType], col: usize) -> Option<Key<'a>> {
+    let mut p = 0usize;
+    for (i, ty) in types.iter().enumerate() {
+        let null = *keys.get(p)? != 0;
+        p += 1;
+        let (len, hdr) = match ty {
+            KeyType::Int => (8, 0),
+            KeyType::Uuid => (16, 0),
+            KeyType::Text => (u16::from_ne_bytes([*keys.get(p)?, *keys.get(p + 1)?]) as usize, 2),
+        };
+        let body = keys.get(p + hdr..p + hdr + len)?;
+        if i == col {
+            return Some(if null {
+                Key::Null
+            } else {
+                match ty {
+                    KeyType::Int => {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(body);
+                        Key::Int(i64::from_ne_bytes(b))
+                    }
+                    _ => Key::Bytes(body),
+                }
+            });
+        }
+        p += hdr + len;
+    }
+    None
+}
+
+fn compare(k: Key<'_>, v: &KeyValue) -> Option<std::cmp::Ordering> {
+    match (k, v) {
+        (Key::Int(a), KeyValue::Int(b)) => Some(a.cmp(b)),
+        (Key::Bytes(a), KeyValue::Bytes(b)) => Some(a.cmp(b.as_slice())),
+        _ => None,
+    }
+}
+
+/// Whether encoded `keys` satisfy every condition.
+pub fn matches(keys: &[u8], types: &[KeyType], conds: &[Cond]) -> bool {
+    use std::cmp::Ordering::*;
+    conds.iter().all(|c| {
+        let Some(k) = key_at(keys, types, c.col) else { return false };
+        if k == Key::Null {
+            return false;
+        }
+        c.values.iter().any(|v| match (c.op, compare(k, v)) {
+            (_, None) => false,
+            (Op::Eq, Some(o)) => o == Equal,
+            (Op::Lt, Some(o)) => o == Less,
+            (Op::Le, Some(o)) => o != Greater,
+            (Op::Gt, Some(o)) => o == Greater,
+            (Op::Ge, Some(o)) => o != Less,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(tenant: Option<i64>, org: Option<&str>, id: Option<[u8; 16]>, level: Option<i64>) -> Vec<u8> {
+        let mut b = Vec::new();
+        encode(&mut b, KeyType::Int, tenant.map(KeyValue::Int).as_ref());
+        encode(&mut b, KeyType::Text, org.map(|s| KeyValue::Bytes(s.as_bytes().to_vec())).as_ref());
+        encode(&mut b, KeyType::Uuid, id.map(|u| KeyValue::Bytes(u.to_vec())).as_ref());
+        encode(&mut b, KeyType::Int, level.map(KeyValue::Int).as_ref());
+        b
+    }
+
+    const TYPES: [KeyType; 4] = [KeyType::Int, KeyType::Text, KeyType::Uuid, KeyType::Int];
+
+    fn cond(col: usize, op: Op, values: Vec<KeyValue>) -> Cond {
+        Cond { col, op, values }
+    }
+
+    #[test]
+    fn equality_any_and_ranges() {
+        let r = row(Some(7), Some("acme"), Some([3; 16]), Some(2));
+        let int = |v| KeyValue::Int(v);
+        assert!(matches(&r, &TYPES, &[]));
+        assert!(matches(&r, &TYPES, &[cond(0, Op::Eq, vec![int(7)])]));
+        assert!(!matches(&r, &TYPES, &[cond(0, Op::Eq, vec![int(8)])]), "another tenant");
+        assert!(matches(&r, &TYPES, &[cond(0, Op::Eq, vec![int(1), int(7), int(9)])]), "= ANY");
+        assert!(!matches(&r, &TYPES, &[cond(0, Op::Eq, vec![])]), "empty ANY matches nothing");
+        assert!(matches(&r, &TYPES, &[cond(3, Op::Le, vec![int(2)])]), "clearance 2 <= 2");
+        assert!(!matches(&r, &TYPES, &[cond(3, Op::Le, vec![int(1)])]), "clearance 2 > 1");
+        assert!(matches(&r, &TYPES, &[cond(3, Op::Lt, vec![int(3)]), cond(3, Op::Gt, vec![int(1)]), cond(3, Op::Ge, vec![int(2)])]));
+        assert!(matches(&r, &TYPES, &[cond(1, Op::Eq, vec![KeyValue::Bytes(b"acme".to_vec())])]));
+        assert!(!matches(&r, &TYPES, &[cond(1, Op::Eq, vec![KeyValue::Bytes(b"acm".to_vec())])]));
+        assert!(matches(&r, &TYPES, &[cond(2, Op::Eq, vec![KeyValue::Bytes(vec![3; 16])])]));
+        assert!(!matches(&r, &TYPES, &[cond(0, Op::Eq, vec![int(7)]), cond(3, Op::Le, vec![int(1)])]), "all conditions");
+    }
+
+    #[test]
+    fn null_keys_and_type_mismatches_never_match() {
+        let r = row(None, None, None, None);
+        assert!(!matches(&r, &TYPES, &[cond(0, Op::Eq, vec![KeyValue::Int(0)])]));
+        assert!(!matches(&r, &TYPES, &[cond(1, Op::Eq, vec![KeyValue::Bytes(vec![])])]));
+        assert!(!matches(&r, &TYPES, &[cond(3, Op::Ge, vec![KeyValue::Int(i64::MIN)])]));
+        let r = row(Some(1), Some(""), Some([0; 16]), Some(0));
+        assert!(!matches(&r, &TYPES, &[cond(0, Op::Eq, vec![KeyValue::Bytes(vec![1])])]));
+        assert!(matches(&r, &TYPES, &[cond(1, Op::Eq, vec![KeyValue::Bytes(vec![])])]), "empty string is not NULL");
+        assert!(!matches(&r, &TYPES, &[cond(9, Op::Eq, vec![KeyValue::Int(1)])]), "no such column");
+        assert!(!matches(&r[..3], &TYPES, &[cond(3, Op::Eq, vec![KeyValue::Int(0)])]), "truncated keys");
+    }
+
+    #[test]
+    fn long_text_is_truncated_consistently() {
+        let long = vec![b'x'; 1000];
+        let mut b = Vec::new();
+        encode(&mut b, KeyType::Text, Some(&KeyValue::Bytes(long.clone())));
+        assert_eq!(b.len(), 1 + 2 + MAX_TEXT_KEY);
+    }
+}
