@@ -1496,61 +1496,41 @@ impl MemGraph {
     }
 }
 
-impl GraphStore for MemGraph {
-    type Id = u32;
-    // Delegations to the inherent accessors.
-    fn entry_point(&mut self) -> Option<(u32, u8)> {
-        self.entry
-    }
-    fn distance(&mut self, id: u32, query: &[f32]) -> Option<f32> {
-        self.store_distance(id, query)
-    }
-    fn neighbors(&mut self, id: u32, level: u8, out: &mut Vec<u32>) {
-        out.extend_from_slice(MemGraph::neighbors(self, id, level));
-    }
-    fn is_deleted(&mut self, id: u32) -> bool {
-        MemGraph::is_deleted(self, id)
-    }
-    fn prefetch(&mut self, id: u32) {
-        prefetch_slice(self.vector(id));
-    }
-    fn prefetch_neighbors(&mut self, id: u32, level: u8) {
-        if let Some(s) = self.slot(id, level) {
-            let arr = if s.upper { &self.up } else { &self.l0 };
-            if let Some(w) = arr.get(s.base..s.base + 1) {
-                prefetch_ptr(w.as_ptr() as *const i8);
+/// One GraphStore implementation for the graph and for a shared view of it (`&MemGraph`,
+/// so many threads can search one graph): both delegate to the inherent accessors.
+macro_rules! mem_graph_store {
+    ($t:ty) => {
+        impl GraphStore for $t {
+            type Id = u32;
+            fn entry_point(&mut self) -> Option<(u32, u8)> {
+                self.entry
+            }
+            fn distance(&mut self, id: u32, query: &[f32]) -> Option<f32> {
+                self.store_distance(id, query)
+            }
+            fn neighbors(&mut self, id: u32, level: u8, out: &mut Vec<u32>) {
+                out.extend_from_slice(MemGraph::neighbors(self, id, level));
+            }
+            fn is_deleted(&mut self, id: u32) -> bool {
+                MemGraph::is_deleted(self, id)
+            }
+            fn prefetch(&mut self, id: u32) {
+                prefetch_slice(self.vector(id));
+            }
+            fn prefetch_neighbors(&mut self, id: u32, level: u8) {
+                if let Some(s) = self.slot(id, level) {
+                    let arr = if s.upper { &self.up } else { &self.l0 };
+                    if let Some(w) = arr.get(s.base..s.base + 1) {
+                        prefetch_ptr(w.as_ptr() as *const i8);
+                    }
+                }
             }
         }
-    }
+    };
 }
 
-impl GraphStore for &MemGraph {
-    type Id = u32;
-    // Read-only view, so many threads can search one graph.
-    fn entry_point(&mut self) -> Option<(u32, u8)> {
-        self.entry
-    }
-    fn distance(&mut self, id: u32, query: &[f32]) -> Option<f32> {
-        self.store_distance(id, query)
-    }
-    fn neighbors(&mut self, id: u32, level: u8, out: &mut Vec<u32>) {
-        out.extend_from_slice(MemGraph::neighbors(self, id, level));
-    }
-    fn is_deleted(&mut self, id: u32) -> bool {
-        MemGraph::is_deleted(self, id)
-    }
-    fn prefetch(&mut self, id: u32) {
-        prefetch_slice(self.vector(id));
-    }
-    fn prefetch_neighbors(&mut self, id: u32, level: u8) {
-        if let Some(s) = self.slot(id, level) {
-            let arr = if s.upper { &self.up } else { &self.l0 };
-            if let Some(w) = arr.get(s.base..s.base + 1) {
-                prefetch_ptr(w.as_ptr() as *const i8);
-            }
-        }
-    }
-}
+mem_graph_store!(MemGraph);
+mem_graph_store!(&MemGraph);
 
 impl GraphWrite for MemGraph {
     // Writes into the fixed slot, truncating to its capacity.
