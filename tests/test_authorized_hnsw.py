@@ -174,3 +174,51 @@ def test_inserts_and_vacuum_after_build(cluster, dbname, app, world):
     t3 = np.nonzero(world["tenants"] == 3)[0]
     left = [i for i in t3.tolist() if i % 2 == 1 and not world["expired"][i]]
     assert sorted(rows) == sorted(left), "every surviving tenant-3 row, nothing deleted"
+
+
+def test_partitioned_table_with_an_index_per_partition(cluster, dbname, world):
+    """A partition per tenant group, an authorized hnsw index on each partition (created
+    through the parent), protection on the parent: each tenant gets exactly its own rows,
+    through the planner's choice (seq scans of partitions this small) and through the
+    per-partition hnsw scans (seq scans disabled)."""
+    data = world["data"][:6000]
+    tenants = np.arange(6000) % 6
+    with cluster.connect(dbname) as su:
+        su.execute("""CREATE TABLE pdocs (id int, tenant_id int NOT NULL, clearance int NOT NULL,
+                      embedding vector(50)) PARTITION BY LIST (tenant_id)""")
+        su.execute("CREATE TABLE pdocs_a PARTITION OF pdocs FOR VALUES IN (0, 1, 2)")
+        su.execute("CREATE TABLE pdocs_b PARTITION OF pdocs FOR VALUES IN (3, 4, 5)")
+        with su.cursor().copy("COPY pdocs FROM STDIN") as cp:
+            for i in range(len(data)):
+                cp.write_row((i, int(tenants[i]), 0, lit(data[i])))
+        su.execute("CREATE INDEX ON pdocs USING hnsw (tenant_id, embedding vector_cosine_ops, clearance)")
+        su.execute("ANALYZE pdocs")
+        su.execute("GRANT SELECT ON pdocs TO app")
+        su.execute("SELECT vecguard.protect('pdocs', tenant => 'tenant_id', clearance => 'clearance')")
+    with cluster.connect(dbname) as conn:
+        conn.execute("SET ROLE app")
+        conn.execute("SET hnsw.ef_search = 200")
+        for t, seqscan in ((1, "on"), (4, "on"), (1, "off"), (4, "off")):
+            conn.execute(f"SET enable_seqscan = {seqscan}")
+            if seqscan == "off":
+                set_token(conn, token([t], 0))
+                plan = "\n".join(r[0] for r in conn.execute(
+                    "EXPLAIN (COSTS OFF) SELECT id FROM pdocs ORDER BY embedding <=> %s::vector LIMIT 10", [lit(data[0])]))
+                assert plan.count("Index Scan using pdocs_") == 2 and "tenant_id = ANY" in plan, plan
+            set_token(conn, token([t], 0))
+            for q in np.asarray(GLOVE[320000:320005], dtype=np.float32):
+                rows = [r[0] for r in conn.execute("SELECT id FROM pdocs ORDER BY embedding <=> %s::vector LIMIT 10", [lit(q)])]
+                allowed = np.nonzero(tenants == t)[0]
+                assert len(rows) == 10 and set(rows) <= set(allowed.tolist())
+                d = data[allowed].astype(np.float64)
+                dist = 1 - d @ q / (np.linalg.norm(d, axis=1) * np.linalg.norm(q))
+                truth = set(allowed[np.argsort(dist)[:10]].tolist())
+                assert len(truth & set(rows)) >= 9, (t, rows, truth)
+        conn.execute("RESET enable_seqscan")
+        # the other group's partition is pruned or filtered; never read as visible rows
+        set_token(conn, token([4], 0))
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN (COSTS OFF) SELECT id FROM pdocs ORDER BY embedding <=> %s::vector LIMIT 10", [lit(data[0])]))
+        assert "pdocs_b" in plan, plan
+        set_token(conn, token([99], 0))
+        assert conn.execute("SELECT count(*) FROM pdocs").fetchone() == (0,)
