@@ -56,7 +56,7 @@ pub fn prepare_vector(metric: Metric, v: &[f32]) -> Option<Vec<f32>> {
 }
 
 /// Reads element bytes as (header, vector slice) without allocating.
-fn element_parts(bytes: &[u8]) -> Option<(NodeInfo, &[f32])> {
+pub fn element_parts(bytes: &[u8]) -> Option<(NodeInfo, &[f32])> {
     let (level, deleted, neighbor_tid, dim, _) = page::element_header(bytes)?;
     let raw = bytes.get(page::element_vector_range(dim))?;
     // SAFETY: PageAddItem places tuples at MAXALIGN'd offsets and the vector starts at a

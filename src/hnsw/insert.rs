@@ -77,9 +77,7 @@ fn place(rel: IndexRel, insert_page: u32, dim: usize, keys_len: usize, m: usize,
             nb: Tid { block: insert_page, offset: max_off + 2 },
         };
     }
-    if page::footprint(page::element_size(dim) + keys_len) + page::footprint(page::neighbor_size(m, level))
-        <= page::page_capacity()
-    {
+    if page::node_fits_one_page(dim, keys_len, m, level) {
         return Placement { el: Tid { block: nblocks, offset: 1 }, nb: Tid { block: nblocks, offset: 2 } };
     }
     // Very large vectors: the element fills a page of its own.

@@ -8,7 +8,7 @@
 
 use super::am::{IterativeScan, EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES, SCAN_STATS, TWO_HOP_LIMIT};
 use super::build::tid_to_item_pointer;
-use super::diskgraph::{prepare_vector, DiskGraph};
+use super::diskgraph::{element_parts, prepare_vector, DiskGraph};
 use super::graph::{SearchOptions, Searcher};
 use super::keys::Cond;
 use super::page::{self, Tid};
@@ -70,16 +70,14 @@ impl ScanState {
             let p = rel.read_shared(blk);
             for off in 1..=p.max_offset() {
                 let Some(bytes) = p.item(off) else { continue };
-                let Some((_, deleted, _, dim, n)) = page::element_header(bytes) else { continue };
+                let Some((info, v)) = element_parts(bytes) else { continue };
+                let Some((_, _, _, _, n)) = page::element_header(bytes) else { continue };
                 let id = Tid { block: blk, offset: off }.pack();
-                if deleted || dim != query.len() || self.returned.contains(&id) || !self.graph.bytes_pass(bytes, dim) {
+                if info.deleted || v.len() != query.len() || self.returned.contains(&id) || !self.graph.bytes_pass(bytes, v.len()) {
                     continue;
                 }
-                let r = page::element_vector_range(dim);
-                let v: Vec<f32> =
-                    bytes[r].chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
                 self.returned.insert(id);
-                found.push((dist(&v, query), (0..n).map(|i| page::element_heap_tid(bytes, i)).collect()));
+                found.push((dist(v, query), (0..n).map(|i| page::element_heap_tid(bytes, i)).collect()));
             }
             drop(p);
             pgrx::check_for_interrupts!();
