@@ -156,6 +156,63 @@ def test_policy_is_an_index_condition(app, world):
     app.execute("RESET enable_seqscan")
 
 
+def scan_work(conn, table, q, k=10):
+    """Rows and work of one hnsw scan, from vecguard.hnsw_scan_stats' NOTICE."""
+    notes = []
+
+    def handler(d):
+        notes.append(d.message_primary)
+
+    conn.add_notice_handler(handler)
+    conn.execute("SET vecguard.hnsw_scan_stats = on")
+    conn.execute("SET enable_seqscan = off")
+    try:
+        rows = [r[0] for r in conn.execute(f"SELECT id FROM {table} ORDER BY embedding <=> %s::vector LIMIT {k}", [q])]
+    finally:
+        conn.execute("RESET vecguard.hnsw_scan_stats")
+        conn.execute("RESET enable_seqscan")
+        conn.remove_notice_handler(handler)
+    stats = [n for n in notes if n.startswith("hnsw scan:")]
+    assert len(stats) == 1, notes
+    m = re.search(r"(\d+) distance computations, (\d+) key checks.*exact sweep (\w+), tenant graph (\w+)", stats[0])
+    return rows, {"distances": int(m.group(1)), "key_checks": int(m.group(2)), "sweep": m.group(3), "tenant_graph": m.group(4)}
+
+
+@pytest.mark.parametrize("tenant", [2, 3])
+def test_leak_resistance_planted_neighbours_change_nothing(cluster, dbname, app, world, tenant):
+    """Another tenant plants a dense cluster of 2000 vectors around the query. The
+    caller's answer and the scan's work (distances computed, keys checked) must not move:
+    the tenant graph never reads a node of another tenant."""
+    q = world["data"][world["tenants"] == tenant][3]
+    set_token(app, token([tenant]))
+    before_rows, before = scan_work(app, "hdocs", lit(q))
+    assert before["tenant_graph"] == "yes" and before["sweep"] == "no", before
+    rng = np.random.default_rng(tenant)
+    planted = (q[None, :] + rng.normal(0, 0.01, (2000, 50))).astype(np.float32)
+    base = 500000 + tenant * 10000
+    with cluster.connect(dbname) as su:
+        with su.cursor().copy("COPY hdocs (id, tenant_id, clearance, embedding) FROM STDIN") as cp:
+            for i, v in enumerate(planted):
+                cp.write_row((base + i, 77, 0, lit(v)))
+    try:
+        after_rows, after = scan_work(app, "hdocs", lit(q))
+        assert after_rows == before_rows
+        assert after == before, (before, after)
+        # and the planted tenant sees its own cluster, through its own graph
+        set_token(app, token([77]))
+        rows, work = scan_work(app, "hdocs", lit(q))
+        assert len(rows) == 10 and all(base <= r < base + 2000 for r in rows) and work["tenant_graph"] == "yes"
+    finally:
+        with cluster.connect(dbname) as su:
+            su.execute(f"DELETE FROM hdocs WHERE id >= {base} AND id < {base + 2000}")
+
+
+def test_check_reports_tenant_groups(cluster, dbname, world):
+    with cluster.connect(dbname) as su:
+        out = su.execute("SELECT vecguard.hnsw_check('adocs_hnsw')").fetchone()[0]
+    assert re.search(r", 6 tenant groups, 0 unreachable in their group", out), out
+
+
 def test_inserts_and_vacuum_after_build(cluster, dbname, app, world):
     with cluster.connect(dbname) as su:
         base = np.asarray(GLOVE[310000:310300], dtype=np.float32)

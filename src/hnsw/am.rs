@@ -256,13 +256,65 @@ unsafe extern "C-unwind" fn amcostestimate(
         // index conditions is never costed above one that leaves them to a Filter.
         let rel = (*info).rel;
         let rel_sel = if (*rel).tuples > 0.0 { ((*rel).rows / (*rel).tuples).clamp(1e-6, 1.0) } else { 1.0 };
-        let filtered = if (*path).indexclauses.is_null() { 1.0 } else { 1.0 + 2.0 * (1.0 - rel_sel) / rel_sel.sqrt() };
-        let cost = (visited_pages * pg_sys::seq_page_cost + cpu) * filtered;
+        let acorn = |sel: f64| 1.0 + 2.0 * (1.0 - sel) / sel.sqrt();
+        let filtered = if (*path).indexclauses.is_null() { 1.0 } else { acorn(rel_sel) };
+        let mut cost = (visited_pages * pg_sys::seq_page_cost + cpu) * filtered;
+        // An `=` / `= ANY` condition on the first key column walks the tenant groups' own
+        // graphs: an unfiltered search over the group's rows, with only the remaining
+        // conditions (clearance, validity) looked through ACORN-style.
+        if let Some(tenant_sel) = tenant_clause_selectivity(root, path) {
+            let n = (tuples * tenant_sel).max(1.0);
+            let level = (n.ln() / m.ln()).floor().max(0.0);
+            let visited = ((level + 2.0) * m * EF_SEARCH.get() as f64).min(n);
+            let pages = (index_pages * visited / tuples).ceil();
+            let cpu = visited * (pg_sys::cpu_operator_cost + pg_sys::cpu_index_tuple_cost);
+            let inner = (rel_sel / tenant_sel).clamp(1e-6, 1.0);
+            cost = cost.min((pages * pg_sys::seq_page_cost + cpu) * acorn(inner));
+        }
         *startup = cost;
         *total = cost;
         *selectivity = costs.indexSelectivity;
         *correlation = 0.0;
         *pages = visited_pages;
+    }
+}
+
+/// Selectivity of the path's `=` / `= ANY` index condition on the first key column (the
+/// tenant), if it has one.
+///
+/// # Safety
+/// `root` and `path` are the planner's, as passed to amcostestimate.
+unsafe fn tenant_clause_selectivity(root: *mut pg_sys::PlannerInfo, path: *mut pg_sys::IndexPath) -> Option<f64> {
+    // SAFETY: IndexOptInfo arrays have ncolumns entries; indexclauses is a List of
+    // IndexClause nodes whose rinfo clauses are the planner's expressions.
+    unsafe {
+        let info = (*path).indexinfo;
+        let ncols = (*info).ncolumns.max(0) as usize;
+        let col = (0..ncols).find(|&i| super::scankeys::key_type_of(*(*info).opcintype.add(i)).is_some())?;
+        let family = *(*info).opfamily.add(col);
+        let clauses = pgrx::PgList::<pg_sys::IndexClause>::from_pg((*path).indexclauses);
+        for ic in clauses.iter_ptr() {
+            if (*ic).indexcol as usize != col {
+                continue;
+            }
+            let rinfo = (*ic).rinfo;
+            let node = (*rinfo).clause as *mut pg_sys::Node;
+            let opno = match (*node).type_ {
+                pg_sys::NodeTag::T_OpExpr => (*(node as *mut pg_sys::OpExpr)).opno,
+                pg_sys::NodeTag::T_ScalarArrayOpExpr if (*(node as *mut pg_sys::ScalarArrayOpExpr)).useOr => {
+                    (*(node as *mut pg_sys::ScalarArrayOpExpr)).opno
+                }
+                _ => continue,
+            };
+            if pg_sys::get_op_opfamily_strategy(opno, family) != pg_sys::BTEqualStrategyNumber as i32 {
+                continue;
+            }
+            let list = pg_sys::lappend(std::ptr::null_mut(), rinfo as *mut std::ffi::c_void);
+            let relid = (*(*info).rel).relid as i32;
+            let sel = pg_sys::clauselist_selectivity(root, list, relid, pg_sys::JoinType::JOIN_INNER, std::ptr::null_mut());
+            return Some(sel.clamp(1e-9, 1.0));
+        }
+        None
     }
 }
 

@@ -10,7 +10,8 @@
 
 use super::am::{index_dimensions, index_metric, index_options};
 use super::diskgraph::{graph_distance, prepare_vector};
-use super::graph::{ensure_reachable, MemGraph, Params};
+use super::graph::{build_group_links, ensure_reachable, GroupLinks, MemGraph, Params};
+use super::keys;
 use super::page::{self, Meta, Tid};
 use super::scankeys::{columns, encode_row, Columns};
 use super::storage::{BulkWriter, IndexRel, WalWrite};
@@ -152,14 +153,14 @@ fn layout_order(g: &MemGraph) -> Vec<u32> {
 }
 
 /// Assigns (element TID, neighbour TID) to every node, packing pages in `order`.
-fn assign_tids(g: &MemGraph, keys: &[Vec<u8>], order: &[u32], m: usize, first_block: u32) -> (Vec<(Tid, Tid)>, Vec<Vec<u32>>) {
+fn assign_tids(g: &MemGraph, keys: &[Vec<u8>], order: &[u32], m: usize, first_block: u32, tenant: bool) -> (Vec<(Tid, Tid)>, Vec<Vec<u32>>) {
     let mut pos = vec![(Tid::INVALID, Tid::INVALID); g.len()];
     let mut pages: Vec<Vec<u32>> = Vec::new(); // per page: node ids, element before neighbours
     let (mut used, mut off) = (usize::MAX, 0u16);
     let cap = page::page_capacity();
     for &i in order {
         let el_fp = page::footprint(page::element_size(g.dim()) + keys[i as usize].len());
-        let nb_fp = page::footprint(page::neighbor_size(m, g.level(i)));
+        let nb_fp = page::footprint(page::neighbor_size(m, g.level(i), tenant));
         if used.saturating_add(el_fp + nb_fp) > cap {
             pages.push(Vec::new());
             used = 0;
@@ -260,7 +261,24 @@ pub unsafe extern "C-unwind" fn ambuild(
     };
     let nodes: Vec<(u32, u8)> = (0..graph.len() as u32).map(|i| (i, graph.level(i))).collect();
     ensure_reachable(&mut graph, &nodes, params);
-    write_graph(rel, &graph, &st.heap_tids[..fit], &st.keys[..fit], metric, params);
+    // An index with key columns also gets one flat graph per tenant group (first key).
+    let tenants = (!st.cols.keys.is_empty()).then(|| {
+        let types = st.cols.key_types();
+        let mut index: HashMap<u64, usize> = HashMap::new();
+        let mut groups = Vec::new();
+        for (i, k) in st.keys[..fit].iter().enumerate() {
+            let h = keys::group_hash(k, &types);
+            let g = *index.entry(h).or_insert_with(|| {
+                groups.push((h, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i as u32);
+        }
+        let members: Vec<Vec<u32>> = groups.iter().map(|(_, m)| m.clone()).collect();
+        let links = build_group_links(dim, graph.vectors_flat(), &members, params, graph_distance(metric), 0x7e4a, 2);
+        Tenants { hashes: groups.iter().map(|(h, _)| *h).collect(), sizes: members.iter().map(|m| m.len() as u32).collect(), links }
+    });
+    write_graph(rel, &graph, &st.heap_tids[..fit], &st.keys[..fit], metric, params, tenants.as_ref());
     // SAFETY: progress reporting.
     unsafe { pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE as i32, fit as i64) };
     for i in fit..n {
@@ -279,17 +297,84 @@ pub unsafe extern "C-unwind" fn ambuild(
     }
 }
 
-/// Writes metapage + nodes without WAL, then logs all pages once.
-fn write_graph(rel: IndexRel, g: &MemGraph, heap_tids: &[Vec<Tid>], keys: &[Vec<u8>], metric: page::Metric, params: Params) {
+/// The tenant groups of a build: per group its hash, size and (in `links`) entry node,
+/// per node its tenant list.
+struct Tenants {
+    hashes: Vec<u64>,
+    sizes: Vec<u32>,
+    links: GroupLinks,
+}
+
+/// Spreads directory entries over `buckets` bucket pages; entries a bucket page cannot
+/// hold go to overflow pages, numbered from `first_overflow`. Returns the pages in block
+/// order: buckets first, then overflow pages, each with its next-page link.
+fn directory_pages(entries: &[page::DirEntry], buckets: u32, first_overflow: u32) -> Vec<(u32, Vec<page::DirEntry>)> {
+    let per = page::dir_entries_per_page();
+    let mut by_bucket: Vec<Vec<page::DirEntry>> = vec![Vec::new(); buckets as usize];
+    for e in entries {
+        by_bucket[page::dir_bucket(e.hash, buckets) as usize].push(*e);
+    }
+    let mut heads = Vec::new();
+    let mut overflow: Vec<(u32, Vec<page::DirEntry>)> = Vec::new();
+    for list in by_bucket {
+        let mut chunks = list.chunks(per).map(|c| c.to_vec());
+        let head = chunks.next().unwrap_or_default();
+        let rest: Vec<Vec<page::DirEntry>> = chunks.collect();
+        let next = if rest.is_empty() { page::INVALID_BLOCK } else { first_overflow + overflow.len() as u32 };
+        heads.push((next, head));
+        let n = rest.len();
+        for (i, c) in rest.into_iter().enumerate() {
+            let blk = first_overflow + overflow.len() as u32;
+            overflow.push((if i + 1 < n { blk + 1 } else { page::INVALID_BLOCK }, c));
+        }
+    }
+    heads.extend(overflow);
+    heads
+}
+
+/// Writes metapage, tenant directory and nodes without WAL, then logs all pages once.
+fn write_graph(
+    rel: IndexRel,
+    g: &MemGraph,
+    heap_tids: &[Vec<Tid>],
+    keys: &[Vec<u8>],
+    metric: page::Metric,
+    params: Params,
+    tenants: Option<&Tenants>,
+) {
     let m = params.m;
     let order = layout_order(g);
-    let (pos, pages) = assign_tids(g, keys, &order, m, 1);
+    let dir_pages = tenants.map_or(0, |t| page::dir_pages_for(t.hashes.len()));
+    let (pos, pages) = assign_tids(g, keys, &order, m, 1 + dir_pages, tenants.is_some());
     let mut meta = Meta::new(g.dim() as u32, m as u16, params.ef_construction as u16, metric);
     meta.entry = g.entry().map(|(e, l)| (pos[e as usize].0, l));
-    meta.insert_page = if pages.is_empty() { page::INVALID_BLOCK } else { pages.len() as u32 };
+    meta.insert_page = if pages.is_empty() { page::INVALID_BLOCK } else { dir_pages + pages.len() as u32 };
     meta.elements = g.len() as u64;
+    let mut directory = Vec::new();
+    if let Some(t) = tenants {
+        meta.flags |= page::FLAG_TENANT_LINKS;
+        meta.dir_start = 1;
+        meta.dir_pages = dir_pages;
+        let entries: Vec<page::DirEntry> = (0..t.hashes.len())
+            .filter(|&gi| (t.links.entries[gi] as usize) < pos.len())
+            .map(|gi| page::DirEntry { hash: t.hashes[gi], entry: pos[t.links.entries[gi] as usize].0, count: t.sizes[gi] })
+            .collect();
+        directory = directory_pages(&entries, dir_pages, 1 + dir_pages + pages.len() as u32);
+    }
     let mut w = BulkWriter::new(rel);
     w.append(|p| p.set_meta(&meta));
+    let write_dir = |w: &mut BulkWriter, next: u32, list: &[page::DirEntry]| {
+        w.append(|p| {
+            let ok = p.add_item(&page::encode_dir_header(next)) == Some(1)
+                && list.iter().all(|e| p.add_item(&page::encode_dir_entry(e)).is_some());
+            if !ok {
+                pgrx::error!("hnsw build: tenant directory page overflow");
+            }
+        });
+    };
+    for (next, list) in directory.iter().take(dir_pages as usize) {
+        write_dir(&mut w, *next, list);
+    }
     let mut el = Vec::new();
     let mut nb = Vec::new();
     let mut list = Vec::new();
@@ -301,20 +386,28 @@ fn write_graph(rel: IndexRel, g: &MemGraph, heap_tids: &[Vec<Tid>], keys: &[Vec<
                 let k = &keys[i as usize];
                 el.resize(page::element_size(g.dim()) + k.len(), 0);
                 page::encode_element(&mut el, level, &heap_tids[i as usize], nb_tid, g.vector(i), k);
-                nb.resize(page::neighbor_size(m, level), 0);
-                page::encode_neighbors_empty(&mut nb, m, level);
+                nb.resize(page::neighbor_size(m, level, tenants.is_some()), 0);
+                page::encode_neighbors_empty(&mut nb, m, level, tenants.is_some());
                 for l in 0..=level {
                     list.clear();
                     list.extend(g.neighbors(i, l).iter().map(|&j| pos[j as usize].0));
                     page::write_neighbors(&mut nb, l, &list);
                 }
+                if let Some(t) = tenants {
+                    list.clear();
+                    list.extend(t.links.lists[i as usize].iter().map(|&j| pos[j as usize].0));
+                    page::write_neighbors(&mut nb, page::TENANT_LEVEL, &list);
+                }
                 let a = p.add_item(&el);
                 let b = p.add_item(&nb);
                 if a != Some(el_tid.offset) || b != Some(nb_tid.offset) {
-                    pgrx::error!("hnsw build: page layout mismatch on page {}", pi + 1);
+                    pgrx::error!("hnsw build: page layout mismatch on page {}", pi as u32 + 1 + dir_pages);
                 }
             }
         });
+    }
+    for (next, list) in directory.iter().skip(dir_pages as usize) {
+        write_dir(&mut w, *next, list);
     }
     w.finish();
 }
@@ -326,7 +419,11 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let rel = unsafe { IndexRel::new(index) };
     let dim = index_dimensions(rel);
     let params = params_of(rel);
-    let meta = Meta::new(dim as u32, params.m as u16, params.ef_construction as u16, index_metric(rel));
+    let mut meta = Meta::new(dim as u32, params.m as u16, params.ef_construction as u16, index_metric(rel));
+    if !columns(rel).keys.is_empty() {
+        // The directory is created by the first insert.
+        meta.flags |= page::FLAG_TENANT_LINKS;
+    }
     let mut w = WalWrite::begin_fork(rel, pg_sys::ForkNumber::INIT_FORKNUM);
     let mut p = w.new_page();
     p.set_meta(&meta);

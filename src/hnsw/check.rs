@@ -6,12 +6,17 @@
 //! - every neighbour points at an element tuple whose level is at least the list's level,
 //!   and no list holds more than its capacity (the format guarantees it) or itself;
 //! - the entry point is a live element of the highest live level;
+//! - indexes with key columns: every tenant list links only elements of the same tenant
+//!   group, each group has exactly one directory entry, naming an element of the group and
+//!   the group's element count (deleted elements included: they stay traversable);
 //! Returns a one-line summary with the counts of live elements, heap pointers and live
 //! elements not reachable from the entry point on level 0 (where every search ends). Unreachable elements are not corruption:
 //! HNSW pruning can cut a node's last in-link on insert (pgvector shares this); VACUUM's
 //! last pass links them back in.
 
+use super::keys;
 use super::page::{self, Tid};
+use super::scankeys::key_types;
 use super::storage::IndexRel;
 use crate::fmgr::pg_v1_fn;
 use pgrx::pg_sys;
@@ -31,6 +36,11 @@ pub fn check(rel: IndexRel) -> String {
     let mut elements: HashMap<u64, (u8, bool, Tid)> = HashMap::new();
     let mut heap_pointers = 0usize;
     let mut neighbor_levels: HashMap<Tid, u8> = HashMap::new();
+    let types = key_types(rel);
+    let tenant = meta.tenant_links();
+    // group hash per element, and the directory's entries by hash
+    let mut group_of: HashMap<u64, u64> = HashMap::new();
+    let mut directory: HashMap<u64, page::DirEntry> = HashMap::new();
     for blk in 1..nblocks {
         let p = rel.read_shared(blk);
         if !p.is_ours() {
@@ -51,6 +61,16 @@ pub fn check(rel: IndexRel) -> String {
                     }
                     heap_pointers += el.heap_tids.len();
                     elements.insert(tid.pack(), (el.level, el.deleted, el.neighbor_tid));
+                    if tenant {
+                        group_of.insert(tid.pack(), keys::group_hash(page::element_keys(bytes, el.dim), &types));
+                    }
+                }
+                Some(page::KIND_DIR_HEADER) if tenant && off == 1 => {}
+                Some(page::KIND_DIR_ENTRY) if tenant => {
+                    let e = page::decode_dir_entry(bytes).unwrap_or_else(|| corrupted(format!("directory entry {blk},{off} does not decode")));
+                    if directory.insert(e.hash, e).is_some() {
+                        corrupted(format!("tenant group {:#x} has two directory entries", e.hash));
+                    }
                 }
                 Some(page::KIND_NEIGHBORS) => {
                     let level = page::neighbors_level(bytes).unwrap_or(0);
@@ -94,6 +114,7 @@ pub fn check(rel: IndexRel) -> String {
             }
         }
     }
+    let tenant_unreachable = if tenant { check_tenant_graphs(rel, &elements, &group_of, &directory) } else { 0 };
     let live: Vec<u64> = elements.iter().filter(|(_, e)| !e.1).map(|(&id, _)| id).collect();
     let top = live.iter().map(|id| elements[id].0).max();
     let reached = match (meta.entry, top) {
@@ -119,15 +140,78 @@ pub fn check(rel: IndexRel) -> String {
         }
     };
     format!(
-        "ok: {} live elements, {} heap pointers, {} deleted, {} unreachable, {} edges, {} pages, top level {}",
+        "ok: {} live elements, {} heap pointers, {} deleted, {} unreachable, {} edges, {} pages, top level {}{}",
         live.len(),
         heap_pointers,
         elements.len() - live.len(),
         live.len() - reached,
         edges,
         nblocks,
-        top.map(|t| t as i32).unwrap_or(-1)
+        top.map(|t| t as i32).unwrap_or(-1),
+        if tenant { format!(", {} tenant groups, {} unreachable in their group", directory.len(), tenant_unreachable) } else { String::new() }
     )
+}
+
+/// Tenant lists and directory: lists stay inside their group, the directory names each
+/// group once with an element of the group and the group's size. Returns how many live
+/// elements their group's traversal (from the directory entry, through deleted members
+/// too) does not reach: like the global count, not corruption (scans then sweep).
+fn check_tenant_graphs(
+    rel: IndexRel,
+    elements: &HashMap<u64, (u8, bool, Tid)>,
+    group_of: &HashMap<u64, u64>,
+    directory: &HashMap<u64, page::DirEntry>,
+) -> usize {
+    let mut sizes: HashMap<u64, u32> = HashMap::new();
+    let mut tadj: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut list = Vec::new();
+    for (&id, &(_, _, nb)) in elements {
+        let g = group_of[&id];
+        *sizes.entry(g).or_default() += 1;
+        let p = rel.read_shared(nb.block);
+        let Some(bytes) = p.item(nb.offset) else { corrupted(format!("neighbour tuple {nb:?} missing")) };
+        if !page::read_neighbors(bytes, page::TENANT_LEVEL, &mut list) {
+            corrupted(format!("element {:?} has no tenant list", Tid::unpack(id)));
+        }
+        for n in &list {
+            if group_of.get(&n.pack()) != Some(&g) {
+                corrupted(format!("element {:?} has {n:?} of another tenant group in its tenant list", Tid::unpack(id)));
+            }
+        }
+        tadj.insert(id, list.iter().map(|t| t.pack()).collect());
+    }
+    for (&g, &n) in &sizes {
+        let Some(e) = directory.get(&g) else { corrupted(format!("tenant group {g:#x} has no directory entry")) };
+        if e.count != n {
+            corrupted(format!("tenant group {g:#x}: directory counts {} elements, index has {n}", e.count));
+        }
+        if group_of.get(&e.entry.pack()) != Some(&g) {
+            corrupted(format!("tenant group {g:#x}: directory entry {:?} is not a member", e.entry));
+        }
+    }
+    if let Some(g) = directory.keys().find(|g| !sizes.contains_key(g)) {
+        corrupted(format!("directory entry for tenant group {g:#x} without elements"));
+    }
+    let mut live_by_group: HashMap<u64, Vec<u64>> = HashMap::new();
+    for (&id, el) in elements {
+        if !el.1 {
+            live_by_group.entry(group_of[&id]).or_default().push(id);
+        }
+    }
+    let mut unreachable = 0;
+    for e in directory.values() {
+        let mut seen = std::collections::HashSet::from([e.entry.pack()]);
+        let mut q = VecDeque::from([e.entry.pack()]);
+        while let Some(x) = q.pop_front() {
+            for &y in tadj.get(&x).map(|v| v.as_slice()).unwrap_or(&[]) {
+                if seen.insert(y) {
+                    q.push_back(y);
+                }
+            }
+        }
+        unreachable += live_by_group.get(&e.hash).map_or(0, |ids| ids.iter().filter(|id| !seen.contains(id)).count());
+    }
+    unreachable
 }
 
 pg_v1_fn!(hnsw_check, pg_finfo_hnsw_check, |fcinfo| {

@@ -121,6 +121,17 @@ pub struct DiskGraph {
     fixed: FixedCache,
     /// Distance computations done (EXPLAIN ANALYZE / leak-resistance counters).
     pub distance_computations: u64,
+    /// Tenant mode: the graph seen through the trait is one tenant group's flat graph
+    /// (layer 0 = tenant lists, no upper layers) entered at this element.
+    tenant: Option<Option<u64>>,
+}
+
+/// Where a directory entry lives (to update its count) or where a new one can go.
+#[derive(Debug, Clone, Copy)]
+pub enum DirSlot {
+    Found { at: Tid, entry: page::DirEntry },
+    /// Not found; `room` is a chain page with space for one more entry, if any.
+    Missing { room: Option<u32>, last: u32 },
 }
 
 impl DiskGraph {
@@ -151,6 +162,52 @@ impl DiskGraph {
                 c
             },
             distance_computations: 0,
+            tenant: None,
+        }
+    }
+
+    /// Switches the trait view to one tenant group's flat graph entered at `entry` (None:
+    /// an empty group), or back to the global graph.
+    pub fn set_tenant_view(&mut self, view: Option<Option<u64>>) {
+        self.tenant = view;
+    }
+
+    /// Looks a tenant group up in the directory.
+    pub fn dir_find(&mut self, hash: u64) -> Option<DirSlot> {
+        let meta = self.meta;
+        if !meta.tenant_links() || meta.dir_pages == 0 || meta.dir_start == page::INVALID_BLOCK {
+            return None;
+        }
+        let need = page::footprint(page::DIR_ENTRY_BYTES);
+        let mut blk = meta.dir_start + page::dir_bucket(hash, meta.dir_pages);
+        let mut room = None;
+        // A chain never loops in a sound index; the bound protects against a corrupt one.
+        for _ in 0..self.rel.nblocks() {
+            let p = self.pins.read_shared(blk);
+            let next = p.item(1).and_then(page::decode_dir_header)?;
+            for off in 2..=p.max_offset() {
+                if let Some(e) = p.item(off).and_then(page::decode_dir_entry) {
+                    if e.hash == hash {
+                        return Some(DirSlot::Found { at: Tid { block: blk, offset: off }, entry: e });
+                    }
+                }
+            }
+            if room.is_none() && p.free_space() >= need {
+                room = Some(blk);
+            }
+            if next == page::INVALID_BLOCK {
+                return Some(DirSlot::Missing { room, last: blk });
+            }
+            blk = next;
+        }
+        None
+    }
+
+    /// The directory entry of a group, if the group exists.
+    pub fn dir_entry(&mut self, hash: u64) -> Option<page::DirEntry> {
+        match self.dir_find(hash)? {
+            DirSlot::Found { entry, .. } => Some(entry),
+            DirSlot::Missing { .. } => None,
         }
     }
 
@@ -281,7 +338,10 @@ impl GraphStore for DiskGraph {
     type Id = u64;
 
     fn entry_point(&mut self) -> Option<(u64, u8)> {
-        self.meta.entry.map(|(t, l)| (t.pack(), l))
+        match self.tenant {
+            Some(entry) => entry.map(|e| (e, 0)),
+            None => self.meta.entry.map(|(t, l)| (t.pack(), l)),
+        }
     }
 
     fn prefetch(&mut self, id: u64) {
@@ -351,14 +411,20 @@ impl GraphStore for DiskGraph {
                 None => return,
             },
         };
-        if level > node_level || !nb.is_valid() {
+        let list = match self.tenant {
+            Some(_) if level == 0 => page::TENANT_LEVEL,
+            Some(_) => return,
+            None if level > node_level => return,
+            None => level,
+        };
+        if !nb.is_valid() {
             return;
         }
         let mut tids = std::mem::take(&mut self.tids);
         {
             let p = self.pins.read_shared(nb.block);
             if let Some(bytes) = p.item(nb.offset) {
-                page::read_neighbors(bytes, level, &mut tids);
+                page::read_neighbors(bytes, list, &mut tids);
             }
         }
         out.extend(tids.iter().map(|t| t.pack()));
@@ -377,6 +443,11 @@ impl GraphWrite for DiskGraph {
         let nb = info.neighbor_tid;
         self.pins.release_all();
         let list: Vec<Tid> = neighbors.iter().map(|&n| Tid::unpack(n)).collect();
+        let level = match self.tenant {
+            Some(_) if level == 0 => page::TENANT_LEVEL,
+            Some(_) => return,
+            None => level,
+        };
         let mut w = WalWrite::begin(self.rel);
         let mut pm = w.page(nb.block);
         if let Some(bytes) = pm.item_mut(nb.offset) {

@@ -1393,6 +1393,11 @@ impl MemGraph {
         }
     }
 
+    /// All vectors, node after node.
+    pub fn vectors_flat(&self) -> &[f32] {
+        &self.vectors
+    }
+
     /// Vector of node `i` (empty for an unknown node).
     pub fn vector(&self, i: u32) -> &[f32] {
         let s = (i as usize).saturating_mul(self.dim);
@@ -1650,15 +1655,9 @@ impl<Id: Copy + Eq + Hash + Ord + Debug> Searcher<Id, IdHashSet<Id>> {
 }
 
 impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<Id, V> {
-    /// General constructor; performs the upper-layer descent right away.
-    pub fn with_options<S: GraphStore<Id = Id>>(
-        store: &mut S,
-        query: &[f32],
-        ef: usize,
-        opts: SearchOptions,
-        visited: V,
-    ) -> Self {
-        let mut s = Searcher {
+    /// A searcher with no query yet.
+    fn blank(ef: usize, opts: SearchOptions, visited: V) -> Self {
+        Searcher {
             query: Vec::new(),
             ef: ef.max(1),
             opts,
@@ -1679,14 +1678,75 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             dist_count: 0,
             filter_checks: 0,
             returned: 0,
-        };
+        }
+    }
+
+    /// General constructor; performs the upper-layer descent right away.
+    pub fn with_options<S: GraphStore<Id = Id>>(
+        store: &mut S,
+        query: &[f32],
+        ef: usize,
+        opts: SearchOptions,
+        visited: V,
+    ) -> Self {
+        let mut s = Self::blank(ef, opts, visited);
         s.reset(store, query);
+        s
+    }
+
+    /// Like [`Searcher::with_options`], starting from explicit layer-0 seeds
+    /// ([`Searcher::reset_with_seeds`]).
+    pub fn with_seeds<S: GraphStore<Id = Id>>(
+        store: &mut S,
+        query: &[f32],
+        ef: usize,
+        opts: SearchOptions,
+        visited: V,
+        seeds: &[Id],
+    ) -> Self {
+        let mut s = Self::blank(ef, opts, visited);
+        s.reset_with_seeds(store, query, seeds);
         s
     }
 
     /// Starts over with a new query, keeping every allocation (rescans and
     /// benchmarks reuse one searcher).
     pub fn reset<S: GraphStore<Id = Id>>(&mut self, store: &mut S, query: &[f32]) {
+        self.clear_for(query);
+        self.descend(store);
+    }
+
+    /// Starts over from explicit layer-0 seeds instead of the entry point: the tenant
+    /// graphs of an authorized index are flat, one seed per tenant group in the scan's
+    /// `= ANY` list. With several seeds, each group is first searched on its own with the
+    /// full beam and all it found seeds the joint search: one shared beam entered at
+    /// each group's seed would fill with the group whose seed is nearest and never expand
+    /// a group whose seed lies far but whose members lie near (greedy walks to a local
+    /// minimum were not enough: recall 0.875 for two 10% groups in the unit test).
+    pub fn reset_with_seeds<S: GraphStore<Id = Id>>(&mut self, store: &mut S, query: &[f32], seeds: &[Id]) {
+        self.clear_for(query);
+        let mut found = Vec::new();
+        for &id in seeds {
+            if self.seeds.iter().any(|c| c.id == id) {
+                continue;
+            }
+            let Some(d) = store.distance(id, &self.query) else { continue };
+            self.dist_count += 1;
+            let c = Candidate { id, distance: clean(d) };
+            if seeds.len() == 1 {
+                self.seeds.push(c);
+                continue;
+            }
+            self.visited.clear();
+            search_layer_with(store, &self.query, &[c], self.ef, 0, &mut self.visited, &mut self.scratch, &mut found);
+            self.dist_count += std::mem::take(&mut self.scratch.distance_computations);
+            self.seeds.extend(found.drain(..));
+        }
+        self.visited.clear();
+    }
+
+    /// Empties every structure for a new query, keeping allocations.
+    fn clear_for(&mut self, query: &[f32]) {
         self.query.clear();
         self.query.extend_from_slice(query);
         self.visited.clear();
@@ -1702,6 +1762,10 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         self.dist_count = 0;
         self.filter_checks = 0;
         self.returned = 0;
+    }
+
+    /// Descends the upper layers from the entry point to layer-0 seeds.
+    fn descend<S: GraphStore<Id = Id>>(&mut self, store: &mut S) {
         if let Some((ep, top)) = store.entry_point() {
             let d = store.distance(ep, &self.query).map(clean);
             self.dist_count += 1;
@@ -2484,6 +2548,85 @@ pub fn ensure_reachable<S: GraphWrite>(store: &mut S, nodes: &[(S::Id, u8)], par
     total
 }
 
+// ---------------------------------------------------------------------------
+// Tenant graphs: one flat graph per group of an authorized index
+// ---------------------------------------------------------------------------
+
+/// Layer-0 links of one small HNSW per group (a tenant), built alongside the
+/// global graph. A search seeded at a group's entry and walking only these
+/// lists never reads another group's node: its work and results cannot depend
+/// on how many other tenants' vectors lie near the query.
+#[derive(Debug, Default)]
+pub struct GroupLinks {
+    /// Per node (global id): its nearest same-group neighbours, nearest-first.
+    pub lists: Vec<Vec<u32>>,
+    /// Per group (in `groups` order): the node its traversal starts from.
+    pub entries: Vec<u32>,
+}
+
+/// Groups at least this large (and a quarter of all nodes) are built with all
+/// threads one after another; smaller ones are built one per thread.
+const BIG_GROUP: usize = 20_000;
+
+/// Builds the tenant graphs for `groups` (disjoint lists of node ids into
+/// `vectors`), each a full HNSW of its members whose layer 0 is kept.
+pub fn build_group_links(
+    dim: usize,
+    vectors: &[f32],
+    groups: &[Vec<u32>],
+    params: Params,
+    dist: Distance,
+    seed: u64,
+    threads: usize,
+) -> GroupLinks {
+    use rayon::prelude::*;
+    let n = vectors.len().checked_div(dim).unwrap_or(0);
+    let params = params.sanitized();
+    let build_one = |gi: usize, threads: usize| -> (Vec<(u32, Vec<u32>)>, u32) {
+        let members: Vec<u32> = groups[gi].iter().copied().filter(|&i| (i as usize) < n).collect();
+        let Some(&first) = members.first() else { return (Vec::new(), u32::MAX) };
+        if members.len() == 1 {
+            return (vec![(first, Vec::new())], first);
+        }
+        let mut v = Vec::with_capacity(members.len() * dim);
+        for &i in &members {
+            v.extend_from_slice(&vectors[i as usize * dim..(i as usize + 1) * dim]);
+        }
+        let mut g = MemGraph::build(dim, v, params, dist, seed ^ (gi as u64).wrapping_mul(0x9e37_79b9), threads, &|_| {});
+        let nodes: Vec<(u32, u8)> = (0..g.len() as u32).map(|i| (i, g.level(i))).collect();
+        ensure_reachable(&mut g, &nodes, params);
+        let lists = (0..g.len() as u32)
+            .map(|i| (members[i as usize], g.neighbors(i, 0).iter().map(|&j| members[j as usize]).collect()))
+            .collect();
+        (lists, g.entry().map_or(first, |(e, _)| members[e as usize]))
+    };
+    let is_big = |gi: usize| groups[gi].len() >= BIG_GROUP && groups[gi].len() * 4 >= n;
+    let mut results: Vec<Option<(Vec<(u32, Vec<u32>)>, u32)>> = (0..groups.len()).map(|_| None).collect();
+    for (gi, r) in results.iter_mut().enumerate() {
+        if is_big(gi) {
+            *r = Some(build_one(gi, threads));
+        }
+    }
+    let small: Vec<usize> = (0..groups.len()).filter(|&gi| !is_big(gi)).collect();
+    let built: Vec<(usize, (Vec<(u32, Vec<u32>)>, u32))> =
+        match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
+            Ok(pool) => pool.install(|| small.par_iter().map(|&gi| (gi, build_one(gi, 1))).collect()),
+            Err(_) => small.iter().map(|&gi| (gi, build_one(gi, 1))).collect(),
+        };
+    for (gi, r) in built {
+        results[gi] = Some(r);
+    }
+    let mut out = GroupLinks { lists: vec![Vec::new(); n], entries: Vec::with_capacity(groups.len()) };
+    for r in results {
+        let (lists, entry) = r.unwrap_or((Vec::new(), u32::MAX));
+        for (i, l) in lists {
+            out.lists[i as usize] = l;
+        }
+        out.entries.push(entry);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -3224,6 +3367,99 @@ mod tests {
                     nq as f64 / el.as_secs_f64()
                 );
             }
+        }
+    }
+
+    // Tenant graphs as a store: layer 0 is the group lists, no upper layers; counts reads
+    // of nodes outside `want` (a leak would show up there).
+    struct Tenants<'a> {
+        data: &'a [f32],
+        dim: usize,
+        links: &'a GroupLinks,
+        labels: &'a [u32],
+        want: &'a [u32],
+        foreign_reads: usize,
+    }
+    impl GraphStore for Tenants<'_> {
+        type Id = u32;
+        // No global entry: searches are seeded.
+        fn entry_point(&mut self) -> Option<(u32, u8)> {
+            None
+        }
+        // Distance, counting reads of other groups' nodes.
+        fn distance(&mut self, id: u32, q: &[f32]) -> Option<f32> {
+            if !self.want.contains(&self.labels[id as usize]) {
+                self.foreign_reads += 1;
+            }
+            let i = id as usize * self.dim;
+            Some(l2(&self.data[i..i + self.dim], q))
+        }
+        // Group lists only.
+        fn neighbors(&mut self, id: u32, level: u8, out: &mut Vec<u32>) {
+            if level == 0 {
+                out.extend_from_slice(&self.links.lists[id as usize]);
+            }
+        }
+        // The label check a scan's key conditions make.
+        fn passes(&mut self, id: u32) -> bool {
+            self.want.contains(&self.labels[id as usize])
+        }
+    }
+
+    // Per-group graphs link only within a group, and seeded searches over them return
+    // exactly k authorized nodes with high recall at 10%, 1% and tiny groups, for one
+    // group and for several (`= ANY`), without ever reading a node of another group.
+    #[test]
+    fn group_links_search_stays_inside_the_group() {
+        let (n, dim, nq, k) = (20_000, 32, 60, 10);
+        let data = clustered(n, dim, 40, 31);
+        let queries = clustered_q(nq, dim, 40, 31, 1000);
+        let mut gen = Gen::new(5);
+        // Group sizes: 2 groups of 10%, 20 of 1%, the rest tiny (Zipf-like tail).
+        let labels: Vec<u32> = (0..n)
+            .map(|_| {
+                let r = gen.below(1000);
+                if r < 200 {
+                    (r / 100) as u32
+                } else if r < 400 {
+                    2 + ((r - 200) / 10) as u32
+                } else {
+                    22 + gen.below(600) as u32
+                }
+            })
+            .collect();
+        let ngroups = *labels.iter().max().unwrap() as usize + 1;
+        let mut groups = vec![Vec::new(); ngroups];
+        for (i, &l) in labels.iter().enumerate() {
+            groups[l as usize].push(i as u32);
+        }
+        let links = build_group_links(dim, &data, &groups, Params::new(16, 64), l2, 9, 2);
+        for (i, l) in links.lists.iter().enumerate() {
+            assert!(l.iter().all(|&j| labels[j as usize] == labels[i] && j as usize != i), "node {i} links outside its group");
+        }
+        for (gi, &e) in links.entries.iter().enumerate() {
+            if !groups[gi].is_empty() {
+                assert_eq!(labels[e as usize], gi as u32, "entry of group {gi}");
+            }
+        }
+        for want in [vec![0u32], vec![7], vec![30], vec![3, 9, 15], vec![0, 1]] {
+            let seeds: Vec<u32> = want.iter().filter(|&&w| !groups[w as usize].is_empty()).map(|&w| links.entries[w as usize]).collect();
+            let size: usize = want.iter().map(|&w| groups[w as usize].len()).sum();
+            let mut store = Tenants { data: &data, dim, links: &links, labels: &labels, want: &want, foreign_reads: 0 };
+            let mut h = 0;
+            for i in 0..nq {
+                let q = &queries[i * dim..(i + 1) * dim];
+                let t = truth(&data, dim, q, k, |j| want.contains(&labels[j]));
+                let opts = SearchOptions { filtered: true, ..Default::default() };
+                let mut s = Searcher::with_seeds(&mut store, q, 40, opts, StampVisited::new(n), &seeds);
+                let r = collect_k(&mut s, &mut store, k);
+                assert_eq!(r.len(), k.min(size), "group {want:?}: exactly min(k, size) rows");
+                h += hits(&r, &t).0;
+            }
+            let rec = h as f64 / (nq * k.min(size)) as f64;
+            println!("groups {want:?} ({size} nodes): recall@10 {rec:.3}");
+            assert!(rec >= 0.95, "groups {want:?}: recall {rec}");
+            assert_eq!(store.foreign_reads, 0, "groups {want:?}: a node of another group was read");
         }
     }
 }

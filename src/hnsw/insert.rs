@@ -8,10 +8,11 @@
 //! its nearest element's joins that element (duplicates stay reachable).
 
 use super::build::tid_from_ptr;
-use super::diskgraph::{prepare_vector, DiskGraph};
-use super::graph::{plan_insert, GraphStore, GraphWrite, NodeUpdate, Params};
-use super::page::{self, Tid};
-use super::scankeys::{columns, encode_row};
+use super::diskgraph::{prepare_vector, DirSlot, DiskGraph};
+use super::graph::{plan_insert, GraphStore, GraphWrite, InsertPlan, NodeUpdate, Params};
+use super::keys;
+use super::page::{self, DirEntry, Tid};
+use super::scankeys::{columns, encode_row, key_types};
 use super::storage::{IndexRel, WalWrite};
 use crate::vector::sql::datum_to_slice;
 use pgrx::pg_sys;
@@ -60,9 +61,9 @@ struct Placement {
     nb: Tid,
 }
 
-fn place(rel: IndexRel, insert_page: u32, dim: usize, keys_len: usize, m: usize, level: u8) -> Placement {
+fn place(rel: IndexRel, insert_page: u32, dim: usize, keys_len: usize, m: usize, level: u8, tenant: bool) -> Placement {
     let el_len = page::maxalign(page::element_size(dim) + keys_len);
-    let nb_len = page::maxalign(page::neighbor_size(m, level));
+    let nb_len = page::maxalign(page::neighbor_size(m, level, tenant));
     let nblocks = rel.nblocks();
     let (mut free, mut max_off) = (0usize, 0u16);
     if insert_page != page::INVALID_BLOCK && insert_page < nblocks {
@@ -77,7 +78,7 @@ fn place(rel: IndexRel, insert_page: u32, dim: usize, keys_len: usize, m: usize,
             nb: Tid { block: insert_page, offset: max_off + 2 },
         };
     }
-    if page::node_fits_one_page(dim, keys_len, m, level) {
+    if page::node_fits_one_page(dim, keys_len, m, level, tenant) {
         return Placement { el: Tid { block: nblocks, offset: 1 }, nb: Tid { block: nblocks, offset: 2 } };
     }
     // Very large vectors: the element fills a page of its own.
@@ -88,16 +89,63 @@ fn place(rel: IndexRel, insert_page: u32, dim: usize, keys_len: usize, m: usize,
     }
 }
 
+/// The new element's tenant group in the directory: its entry to update, or the page a
+/// new entry goes to.
+#[derive(Clone, Copy)]
+enum GroupSlot {
+    Existing { at: Tid, entry: DirEntry },
+    New { block: u32, hash: u64 },
+}
+
+/// Finds the group of `hash` in the tenant directory, first creating the directory (an
+/// index built empty through `ambuildempty`) or a bucket's overflow page when needed, each
+/// in its own WAL record: an empty directory page is harmless if we crash after it.
+fn group_slot(rel: IndexRel, g: &mut DiskGraph, hash: u64) -> GroupSlot {
+    if g.meta.dir_start == page::INVALID_BLOCK || g.meta.dir_pages == 0 {
+        g.reset();
+        let mut w = WalWrite::begin(rel);
+        let mut mp = w.page(page::METAPAGE_BLKNO);
+        let mut p = w.new_page();
+        p.add_item(&page::encode_dir_header(page::INVALID_BLOCK));
+        let mut meta = g.meta;
+        meta.dir_start = p.block;
+        meta.dir_pages = 1;
+        mp.set_meta(&meta);
+        w.commit();
+        g.meta = meta;
+    }
+    match g.dir_find(hash) {
+        Some(DirSlot::Found { at, entry }) => GroupSlot::Existing { at, entry },
+        Some(DirSlot::Missing { room: Some(block), .. }) => GroupSlot::New { block, hash },
+        Some(DirSlot::Missing { room: None, last }) => {
+            g.reset();
+            let mut w = WalWrite::begin(rel);
+            let mut lp = w.page(last);
+            let mut p = w.new_page();
+            p.add_item(&page::encode_dir_header(page::INVALID_BLOCK));
+            let block = p.block;
+            if let Some(h) = lp.item_mut(1) {
+                h.copy_from_slice(&page::encode_dir_header(block));
+            }
+            w.commit();
+            GroupSlot::New { block, hash }
+        }
+        None => pgrx::error!("index \"{}\" is corrupted: unreadable tenant directory", super::diskgraph::relation_name(rel)),
+    }
+}
+
 /// Inserts a prepared (normalised for cosine, dimension-checked) vector for `heap_tid`,
 /// with its encoded key columns.
 pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     let _lock = rel.lock_for_update();
     let mut g = DiskGraph::open(rel);
+    let tenant = g.meta.tenant_links();
+    let group = tenant.then(|| group_slot(rel, &mut g, keys::group_hash(keys, &key_types(rel))));
     let meta = g.meta;
     let m = meta.m as usize;
     let params = Params::new(m, meta.ef_construction as usize);
-    let level = params.random_level(rand::random::<u64>()).min(page::max_level(m));
-    let at = place(rel, meta.insert_page, v.len(), keys.len(), m, level);
+    let level = params.random_level(rand::random::<u64>()).min(page::max_level(m, tenant));
+    let at = place(rel, meta.insert_page, v.len(), keys.len(), m, level, tenant);
     let dist = g.dist;
     let plan = plan_insert(&mut g, at.el.pack(), v, level, params, dist);
 
@@ -153,16 +201,34 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
             by_block.entry(info.neighbor_tid.block).or_default().push((info.neighbor_tid.offset, *l, tids));
         }
     }
+    // The same for the tenant group's flat graph.
+    let tenant_plan = match group {
+        Some(GroupSlot::Existing { entry, .. }) => Some(plan_tenant(&mut g, entry.entry.pack(), new_id, v, params)),
+        _ => None,
+    };
+    if let Some((_, tupdates)) = &tenant_plan {
+        for u in tupdates {
+            let Some(info) = g.info(u.id) else { continue };
+            for (_, list) in &u.lists {
+                let tids = list.iter().map(|&x| Tid::unpack(x)).collect();
+                by_block.entry(info.neighbor_tid.block).or_default().push((info.neighbor_tid.offset, page::TENANT_LEVEL, tids));
+            }
+        }
+    }
     g.reset();
 
     // 1. The new node and the metapage, atomically.
     let mut el = vec![0u8; page::element_size(v.len()) + keys.len()];
     page::encode_element(&mut el, level, &[heap_tid], at.nb, v, keys);
-    let mut nb = vec![0u8; page::neighbor_size(m, level)];
-    page::encode_neighbors_empty(&mut nb, m, level);
+    let mut nb = vec![0u8; page::neighbor_size(m, level, tenant)];
+    page::encode_neighbors_empty(&mut nb, m, level, tenant);
     for (l, list) in plan.neighbors.iter().enumerate() {
         let tids: Vec<Tid> = list.iter().map(|&x| Tid::unpack(x)).collect();
         page::write_neighbors(&mut nb, l as u8, &tids);
+    }
+    if let Some((tplan, _)) = &tenant_plan {
+        let tids: Vec<Tid> = tplan.neighbors.first().into_iter().flatten().map(|&x| Tid::unpack(x)).collect();
+        page::write_neighbors(&mut nb, page::TENANT_LEVEL, &tids);
     }
     // The element counter is statistics, refreshed by builds; inserts rewrite the metapage
     // only when the entry point or the insert page moves (as pgvector does).
@@ -175,6 +241,25 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
         new_meta.insert_page = at.el.block.max(at.nb.block);
         let meta_changes = new_meta.entry != meta.entry || new_meta.insert_page != meta.insert_page;
         let mut meta_page = meta_changes.then(|| w.page(page::METAPAGE_BLKNO));
+        // The group's directory entry: one more element, or a new group entered here.
+        if let Some(slot) = group {
+            let (block, done) = match slot {
+                GroupSlot::Existing { at: d, entry } => {
+                    let mut dp = w.page(d.block);
+                    let e = DirEntry { count: entry.count.saturating_add(1), ..entry };
+                    let ok = dp.item_mut(d.offset).map(|b| b.copy_from_slice(&page::encode_dir_entry(&e))).is_some();
+                    (d.block, ok)
+                }
+                GroupSlot::New { block, hash } => {
+                    let mut dp = w.page(block);
+                    let e = DirEntry { hash, entry: at.el, count: 1 };
+                    (block, dp.add_item(&page::encode_dir_entry(&e)).is_some())
+                }
+            };
+            if !done {
+                pgrx::error!("hnsw insert: tenant directory page {block} changed under the update lock");
+            }
+        }
         let mut pages: Vec<super::storage::PageMut> = Vec::new();
         for (tid, bytes) in [(at.el, &el), (at.nb, &nb)] {
             let idx = match pages.iter().position(|p| p.block == tid.block) {
@@ -210,4 +295,29 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
         }
         w.commit();
     }
+}
+
+/// Plans the new node's place in its tenant group's flat graph (entered at `entry`): its
+/// tenant list, and the group members whose tenant lists gain it. Like the global plan,
+/// a newcomer the heuristic kept out of every full list gets an in-link from its nearest
+/// group member, so the group stays connected.
+fn plan_tenant(g: &mut DiskGraph, entry: u64, new_id: u64, v: &[f32], params: Params) -> (InsertPlan<u64>, Vec<NodeUpdate<u64>>) {
+    g.set_tenant_view(Some(Some(entry)));
+    let dist = g.dist;
+    let plan = plan_insert(g, new_id, v, 0, params, dist);
+    let mut updates = plan.updates.clone();
+    let linked = updates.iter().any(|u| u.lists.iter().any(|(_, l)| l.contains(&new_id)));
+    if !linked {
+        if let Some(&nearest) = plan.neighbors.first().and_then(|l| l.first()) {
+            let mut list = Vec::new();
+            g.neighbors(nearest, 0, &mut list);
+            if list.len() >= params.max_neighbors(0) {
+                list.pop();
+            }
+            list.push(new_id);
+            updates.push(NodeUpdate { id: nearest, lists: vec![(0, list)] });
+        }
+    }
+    g.set_tenant_view(None);
+    (plan, updates)
 }

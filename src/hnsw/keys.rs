@@ -163,6 +163,43 @@ pub fn matches(keys: &[u8], types: &[KeyType], conds: &[Cond]) -> bool {
     })
 }
 
+/// FNV-1a, fixed forever: group hashes are stored in the index's tenant directory.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Length of the first key column's encoding at the start of `keys`.
+fn first_len(keys: &[u8], ty: KeyType) -> Option<usize> {
+    let n = match ty {
+        KeyType::Int => 1 + 8,
+        KeyType::Uuid => 1 + 16,
+        KeyType::Text => 1 + 2 + u16::from_ne_bytes([*keys.get(1)?, *keys.get(2)?]) as usize,
+    };
+    (keys.len() >= n).then_some(n)
+}
+
+/// Tenant group of an element: the hash of its first key column's encoding. Elements
+/// with equal first keys (the tenant) share a group and are linked into one flat graph.
+pub fn group_hash(keys: &[u8], types: &[KeyType]) -> u64 {
+    let Some(&ty) = types.first() else { return fnv1a(&[]) };
+    match first_len(keys, ty) {
+        Some(n) => fnv1a(&keys[..n]),
+        None => fnv1a(&[]),
+    }
+}
+
+/// The group hash elements whose first key equals `v` carry (scans look groups up by it).
+pub fn value_group_hash(ty: KeyType, v: &KeyValue) -> u64 {
+    let mut b = Vec::with_capacity(24);
+    encode(&mut b, ty, Some(v));
+    fnv1a(&b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +248,24 @@ mod tests {
         assert!(matches(&r, &TYPES, &[cond(1, Op::Eq, vec![KeyValue::Bytes(vec![])])]), "empty string is not NULL");
         assert!(!matches(&r, &TYPES, &[cond(9, Op::Eq, vec![KeyValue::Int(1)])]), "no such column");
         assert!(!matches(&r[..3], &TYPES, &[cond(3, Op::Eq, vec![KeyValue::Int(0)])]), "truncated keys");
+    }
+
+    #[test]
+    fn group_hash_is_the_first_keys_hash() {
+        let a = row(Some(7), Some("acme"), Some([3; 16]), Some(2));
+        let b = row(Some(7), Some("other"), None, Some(9));
+        let c = row(Some(8), Some("acme"), Some([3; 16]), Some(2));
+        assert_eq!(group_hash(&a, &TYPES), group_hash(&b, &TYPES), "same tenant, other columns differ");
+        assert_ne!(group_hash(&a, &TYPES), group_hash(&c, &TYPES), "another tenant");
+        assert_eq!(group_hash(&a, &TYPES), value_group_hash(KeyType::Int, &KeyValue::Int(7)));
+        assert_ne!(group_hash(&row(None, None, None, None), &TYPES), value_group_hash(KeyType::Int, &KeyValue::Int(0)), "NULL is its own group");
+        let t = [KeyType::Text, KeyType::Int];
+        let mut k = Vec::new();
+        encode(&mut k, KeyType::Text, Some(&KeyValue::Bytes(b"acme".to_vec())));
+        encode(&mut k, KeyType::Int, Some(&KeyValue::Int(1)));
+        assert_eq!(group_hash(&k, &t), value_group_hash(KeyType::Text, &KeyValue::Bytes(b"acme".to_vec())));
+        assert_ne!(group_hash(&k, &t), value_group_hash(KeyType::Text, &KeyValue::Bytes(b"acm".to_vec())));
+        assert_eq!(group_hash(&k[..3], &t), group_hash(&[], &t), "truncated keys fall in one group");
     }
 
     #[test]

@@ -18,7 +18,7 @@
 /// "VGHN": vecguard HNSW.
 pub const MAGIC: u32 = 0x5647_484E;
 /// Bump on any incompatible layout change; scans refuse other versions.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const METAPAGE_BLKNO: u32 = 0;
 /// Last two bytes of every page's special area.
 pub const PAGE_ID: u16 = 0xFF95;
@@ -33,6 +33,15 @@ pub const INVALID_BLOCK: u32 = u32::MAX;
 
 pub const KIND_ELEMENT: u8 = 1;
 pub const KIND_NEIGHBORS: u8 = 2;
+/// First tuple of a tenant-directory page: the next page of its bucket chain.
+pub const KIND_DIR_HEADER: u8 = 3;
+/// A tenant-directory entry: group hash, entry element, element count.
+pub const KIND_DIR_ENTRY: u8 = 4;
+/// Pseudo-level naming the tenant list of a neighbour tuple in `read_neighbors` /
+/// `write_neighbors` (levels themselves never exceed `MAX_LEVEL`).
+pub const TENANT_LEVEL: u8 = 0xFF;
+/// Meta flag: neighbour tuples carry a tenant list and a tenant directory exists.
+pub const FLAG_TENANT_LINKS: u8 = 1;
 
 /// Postgres page geometry for BLCKSZ = 8192 (checked against the server at run time).
 pub const BLCKSZ: usize = 8192;
@@ -126,9 +135,15 @@ pub struct Meta {
     pub insert_page: u32,
     /// Elements ever added (statistics).
     pub elements: u64,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// First block of the tenant directory's bucket pages (INVALID_BLOCK until created)
+    /// and how many buckets there are (consecutive blocks).
+    pub dir_start: u32,
+    pub dir_pages: u32,
 }
 
-pub const META_BYTES: usize = 40;
+pub const META_BYTES: usize = 48;
 
 impl Meta {
     pub fn new(dimensions: u32, m: u16, ef_construction: u16, metric: Metric) -> Meta {
@@ -142,7 +157,15 @@ impl Meta {
             entry: None,
             insert_page: INVALID_BLOCK,
             elements: 0,
+            flags: 0,
+            dir_start: INVALID_BLOCK,
+            dir_pages: 0,
         }
+    }
+
+    /// Whether neighbour tuples hold a tenant list (indexes with key columns).
+    pub fn tenant_links(&self) -> bool {
+        self.flags & FLAG_TENANT_LINKS != 0
     }
 
     pub fn encode(&self) -> [u8; META_BYTES] {
@@ -164,7 +187,10 @@ impl Meta {
             }
         }
         b[24..28].copy_from_slice(&self.insert_page.to_ne_bytes());
+        b[28] = self.flags;
         b[32..40].copy_from_slice(&self.elements.to_ne_bytes());
+        b[40..44].copy_from_slice(&self.dir_start.to_ne_bytes());
+        b[44..48].copy_from_slice(&self.dir_pages.to_ne_bytes());
         b
     }
 
@@ -197,6 +223,9 @@ impl Meta {
             entry: if tid.is_valid() { Some((tid, b[17])) } else { None },
             insert_page: u32_at(24),
             elements: u64::from_ne_bytes(e),
+            flags: b[28],
+            dir_start: u32_at(40),
+            dir_pages: u32_at(44),
         })
     }
 }
@@ -317,68 +346,80 @@ pub fn add_element_heap_tid(b: &mut [u8], tid: Tid) -> bool {
 }
 
 // ---- neighbour tuple ---------------------------------------------------------------------
-//  0 kind u8 | 1 level u8 | 2..4 m u16 | then for level l in 0..=level: capacity(l) TIDs,
-//  unused slots INVALID; each list is nearest-first.
+//  0 kind u8 | 1 level u8 (bit 7: has a tenant list) | 2..4 m u16 | then for level l in
+//  0..=level: capacity(l) TIDs, then (indexes with key columns) the tenant list of 2m TIDs:
+//  the node's nearest neighbours among elements of its own tenant group (same first key),
+//  a flat graph per tenant that authorized scans walk without touching anyone else's
+//  nodes. Unused slots are INVALID; each list is nearest-first.
 const NB_LISTS: usize = 4;
+const NB_TENANT_BIT: u8 = 0x80;
 
 pub fn level_capacity(m: usize, level: u8) -> usize {
-    if level == 0 {
+    if level == 0 || level == TENANT_LEVEL {
         2 * m
     } else {
         m
     }
 }
 
-pub fn neighbor_size(m: usize, level: u8) -> usize {
-    NB_LISTS + (0..=level).map(|l| level_capacity(m, l)).sum::<usize>() * TID_BYTES
+pub fn neighbor_size(m: usize, level: u8, tenant: bool) -> usize {
+    let tenant_slots = if tenant { level_capacity(m, TENANT_LEVEL) } else { 0 };
+    NB_LISTS + ((0..=level).map(|l| level_capacity(m, l)).sum::<usize>() + tenant_slots) * TID_BYTES
 }
 
-fn list_offset(m: usize, level: u8) -> usize {
-    NB_LISTS + (0..level).map(|l| level_capacity(m, l)).sum::<usize>() * TID_BYTES
+/// (level, m, has tenant list) of a well-formed neighbour tuple.
+fn nb_header(b: &[u8]) -> Option<(u8, usize, bool)> {
+    if b.len() < NB_LISTS || b[0] != KIND_NEIGHBORS {
+        return None;
+    }
+    let level = b[1] & !NB_TENANT_BIT;
+    let tenant = b[1] & NB_TENANT_BIT != 0;
+    let m = u16::from_ne_bytes([b[2], b[3]]) as usize;
+    (b.len() >= neighbor_size(m, level, tenant)).then_some((level, m, tenant))
+}
+
+/// Byte offset of list `level` (or `TENANT_LEVEL`) in a tuple of `node_level`; None when
+/// the tuple has no such list.
+fn list_offset(m: usize, node_level: u8, tenant: bool, level: u8) -> Option<usize> {
+    if level == TENANT_LEVEL {
+        return tenant.then(|| NB_LISTS + (0..=node_level).map(|l| level_capacity(m, l)).sum::<usize>() * TID_BYTES);
+    }
+    (level <= node_level).then(|| NB_LISTS + (0..level).map(|l| level_capacity(m, l)).sum::<usize>() * TID_BYTES)
 }
 
 /// Writes an empty neighbour tuple for a node of `level`.
-pub fn encode_neighbors_empty(out: &mut [u8], m: usize, level: u8) {
-    debug_assert_eq!(out.len(), neighbor_size(m, level));
+pub fn encode_neighbors_empty(out: &mut [u8], m: usize, level: u8, tenant: bool) {
+    debug_assert_eq!(out.len(), neighbor_size(m, level, tenant));
     out.fill(0);
     out[0] = KIND_NEIGHBORS;
-    out[1] = level;
+    out[1] = level | if tenant { NB_TENANT_BIT } else { 0 };
     out[2..4].copy_from_slice(&(m as u16).to_ne_bytes());
     for l in 0..=level {
         let _ = write_neighbors(out, l, &[]);
     }
+    if tenant {
+        let _ = write_neighbors(out, TENANT_LEVEL, &[]);
+    }
 }
 
-/// Overwrites the list of `level` in a neighbour tuple (truncating to capacity).
-/// Returns false if the tuple is malformed or lacks that level.
+/// Overwrites the list of `level` (or `TENANT_LEVEL`) in a neighbour tuple (truncating to
+/// capacity). Returns false if the tuple is malformed or lacks that list.
 pub fn write_neighbors(b: &mut [u8], level: u8, list: &[Tid]) -> bool {
-    if b.len() < NB_LISTS || b[0] != KIND_NEIGHBORS || level > b[1] {
-        return false;
-    }
-    let m = u16::from_ne_bytes([b[2], b[3]]) as usize;
-    if b.len() < neighbor_size(m, b[1]) {
-        return false;
-    }
-    let cap = level_capacity(m, level);
-    let off = list_offset(m, level);
-    for i in 0..cap {
+    let Some((node_level, m, tenant)) = nb_header(b) else { return false };
+    let Some(off) = list_offset(m, node_level, tenant, level) else { return false };
+    for i in 0..level_capacity(m, level) {
         let t = list.get(i).copied().unwrap_or(Tid::INVALID);
         t.write(&mut b[off + i * 6..off + i * 6 + 6]);
     }
     true
 }
 
-/// Reads the list of `level` (valid TIDs only) into `out`; false if malformed.
+/// Reads the list of `level` (or `TENANT_LEVEL`; valid TIDs only) into `out`; false if
+/// malformed or absent.
 pub fn read_neighbors(b: &[u8], level: u8, out: &mut Vec<Tid>) -> bool {
     out.clear();
-    if b.len() < NB_LISTS || b[0] != KIND_NEIGHBORS || level > b[1] {
-        return false;
-    }
-    let m = u16::from_ne_bytes([b[2], b[3]]) as usize;
-    if b.len() < neighbor_size(m, b[1]) {
-        return false;
-    }
-    let off = list_offset(m, level);
+    let Some((node_level, m, tenant)) = nb_header(b) else { return false };
+    let Some(off) = list_offset(m, node_level, tenant, level) else { return false };
     for i in 0..level_capacity(m, level) {
         let t = Tid::read(&b[off + i * 6..]);
         if t.is_valid() {
@@ -390,19 +431,94 @@ pub fn read_neighbors(b: &[u8], level: u8, out: &mut Vec<Tid>) -> bool {
 
 /// Level of a neighbour tuple, if well-formed.
 pub fn neighbors_level(b: &[u8]) -> Option<u8> {
-    (b.len() >= NB_LISTS && b[0] == KIND_NEIGHBORS).then(|| b[1])
+    nb_header(b).map(|h| h.0)
 }
 
-/// Highest level a node may have for this m: its neighbour tuple must fit on one page.
-pub fn max_level(m: usize) -> u8 {
+/// Whether a neighbour tuple has a tenant list.
+pub fn neighbors_have_tenant_list(b: &[u8]) -> bool {
+    nb_header(b).is_some_and(|h| h.2)
+}
+
+/// Highest level a node may have for this m: its neighbour tuple (with the tenant list,
+/// when there is one) must fit on one page.
+pub fn max_level(m: usize, tenant: bool) -> u8 {
     let slots = (page_capacity() - ITEM_ID - NB_LISTS) / TID_BYTES / m.max(1);
-    (slots.saturating_sub(2)).min(MAX_LEVEL as usize) as u8
+    (slots.saturating_sub(if tenant { 4 } else { 2 })).min(MAX_LEVEL as usize) as u8
 }
 
 /// Whether an element of `dim` with `keys_len` bytes of key columns, plus its neighbour
 /// tuple at `level`, fit on one empty page.
-pub fn node_fits_one_page(dim: usize, keys_len: usize, m: usize, level: u8) -> bool {
-    footprint(element_size(dim) + keys_len) + footprint(neighbor_size(m, level)) <= page_capacity()
+pub fn node_fits_one_page(dim: usize, keys_len: usize, m: usize, level: u8, tenant: bool) -> bool {
+    footprint(element_size(dim) + keys_len) + footprint(neighbor_size(m, level, tenant)) <= page_capacity()
+}
+
+// ---- tenant directory ----------------------------------------------------------------------
+// Bucket pages (`Meta::dir_start .. + dir_pages`) map a tenant group's hash (`hash % dir_pages`
+// picks the bucket) to the group's entry element and element count. Item 1 of every
+// directory page is a header tuple naming the next page of the bucket's chain (overflow
+// pages are appended when a bucket page fills); entries follow.
+//  header: 0 kind u8 | 4..8 next block u32
+//  entry:  0 kind u8 | 2..8 entry element TID | 8..16 group hash u64 | 16..20 count u32
+pub const DIR_HEADER_BYTES: usize = 8;
+pub const DIR_ENTRY_BYTES: usize = 20;
+
+/// A directory entry: the group's hash, the element its traversal starts from, and how
+/// many elements the group has ever had (deleted ones stay traversable, so they count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirEntry {
+    pub hash: u64,
+    pub entry: Tid,
+    pub count: u32,
+}
+
+pub fn encode_dir_header(next: u32) -> [u8; DIR_HEADER_BYTES] {
+    let mut b = [0u8; DIR_HEADER_BYTES];
+    b[0] = KIND_DIR_HEADER;
+    b[4..8].copy_from_slice(&next.to_ne_bytes());
+    b
+}
+
+/// The next block of a directory chain from a header tuple (INVALID_BLOCK = end).
+pub fn decode_dir_header(b: &[u8]) -> Option<u32> {
+    (b.len() >= DIR_HEADER_BYTES && b[0] == KIND_DIR_HEADER).then(|| u32::from_ne_bytes([b[4], b[5], b[6], b[7]]))
+}
+
+pub fn encode_dir_entry(e: &DirEntry) -> [u8; DIR_ENTRY_BYTES] {
+    let mut b = [0u8; DIR_ENTRY_BYTES];
+    b[0] = KIND_DIR_ENTRY;
+    e.entry.write(&mut b[2..8]);
+    b[8..16].copy_from_slice(&e.hash.to_ne_bytes());
+    b[16..20].copy_from_slice(&e.count.to_ne_bytes());
+    b
+}
+
+pub fn decode_dir_entry(b: &[u8]) -> Option<DirEntry> {
+    if b.len() < DIR_ENTRY_BYTES || b[0] != KIND_DIR_ENTRY {
+        return None;
+    }
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&b[8..16]);
+    Some(DirEntry {
+        hash: u64::from_ne_bytes(h),
+        entry: Tid::read(&b[2..8]),
+        count: u32::from_ne_bytes([b[16], b[17], b[18], b[19]]),
+    })
+}
+
+/// Entries one directory page holds (after its header).
+pub const fn dir_entries_per_page() -> usize {
+    (page_capacity() - footprint(DIR_HEADER_BYTES)) / footprint(DIR_ENTRY_BYTES)
+}
+
+/// Bucket pages for `groups` tenant groups at build: pages half full, so inserts of new
+/// tenants rarely chain.
+pub fn dir_pages_for(groups: usize) -> u32 {
+    groups.div_ceil(dir_entries_per_page() / 2).max(1) as u32
+}
+
+/// Bucket of a hash.
+pub fn dir_bucket(hash: u64, dir_pages: u32) -> u32 {
+    (hash % dir_pages.max(1) as u64) as u32
 }
 
 /// The tuple kind byte of raw tuple bytes.
@@ -418,6 +534,9 @@ mod tests {
     fn meta_round_trip_and_validation() {
         let mut m = Meta::new(50, 16, 64, Metric::Cosine);
         m.entry = Some((Tid { block: 7, offset: 3 }, 4));
+        m.flags = FLAG_TENANT_LINKS;
+        m.dir_start = 1;
+        m.dir_pages = 3;
         m.insert_page = 9;
         m.elements = 123456789;
         let b = m.encode();
@@ -428,8 +547,10 @@ mod tests {
         let mut old = b;
         old[4] = 99;
         assert!(Meta::decode(&old).unwrap_err().contains("unsupported hnsw index version"));
+        assert!(Meta::decode(&b).unwrap().tenant_links());
         let empty = Meta::new(3, 16, 64, Metric::L2);
         assert_eq!(Meta::decode(&empty.encode()).unwrap().entry, None);
+        assert!(!empty.tenant_links());
     }
 
     #[test]
@@ -459,8 +580,8 @@ mod tests {
     #[test]
     fn neighbor_lists_round_trip_per_level() {
         let m = 4;
-        let mut b = vec![0u8; neighbor_size(m, 2)];
-        encode_neighbors_empty(&mut b, m, 2);
+        let mut b = vec![0u8; neighbor_size(m, 2, false)];
+        encode_neighbors_empty(&mut b, m, 2, false);
         let mut out = Vec::new();
         for l in 0..=2 {
             assert!(read_neighbors(&b, l, &mut out));
@@ -477,17 +598,58 @@ mod tests {
         assert!(out.is_empty(), "other levels untouched");
         assert!(!write_neighbors(&mut b, 3, &l0), "no level 3 in a level-2 node");
         assert_eq!(neighbors_level(&b), Some(2));
+        assert!(!read_neighbors(&b, TENANT_LEVEL, &mut out), "no tenant list in a plain index");
+        assert!(!neighbors_have_tenant_list(&b));
+    }
+
+    #[test]
+    fn tenant_list_is_separate_from_levels() {
+        let m = 4;
+        let mut b = vec![0u8; neighbor_size(m, 1, true)];
+        assert_eq!(b.len(), neighbor_size(m, 1, false) + 2 * m * 6);
+        encode_neighbors_empty(&mut b, m, 1, true);
+        assert!(neighbors_have_tenant_list(&b));
+        assert_eq!(neighbors_level(&b), Some(1));
+        let t: Vec<Tid> = (1..=9).map(|i| Tid { block: 100 + i, offset: 2 }).collect();
+        let l0: Vec<Tid> = (1..=3).map(|i| Tid { block: i, offset: 1 }).collect();
+        assert!(write_neighbors(&mut b, TENANT_LEVEL, &t));
+        assert!(write_neighbors(&mut b, 0, &l0));
+        let mut out = Vec::new();
+        assert!(read_neighbors(&b, TENANT_LEVEL, &mut out));
+        assert_eq!(out, t[..8].to_vec(), "tenant list holds 2m");
+        read_neighbors(&b, 0, &mut out);
+        assert_eq!(out, l0);
+        read_neighbors(&b, 1, &mut out);
+        assert!(out.is_empty());
+        assert!(!read_neighbors(&b[..b.len() - 1], 0, &mut out), "truncated tuple refused");
+    }
+
+    #[test]
+    fn directory_tuples_round_trip() {
+        let e = DirEntry { hash: 0xdead_beef_1234_5678, entry: Tid { block: 77, offset: 9 }, count: 4242 };
+        assert_eq!(decode_dir_entry(&encode_dir_entry(&e)), Some(e));
+        assert_eq!(decode_dir_header(&encode_dir_header(31)), Some(31));
+        assert_eq!(decode_dir_entry(&encode_dir_header(31)), None);
+        assert_eq!(decode_dir_header(&encode_dir_entry(&e)), None);
+        assert!(decode_element(&encode_dir_entry(&e)).is_none(), "directory tuples are not elements");
+        assert!(dir_entries_per_page() > 250);
+        assert_eq!(dir_pages_for(0), 1);
+        assert_eq!(dir_pages_for(10_000), 10_000usize.div_ceil(dir_entries_per_page() / 2) as u32);
+        assert!(dir_bucket(12345, 7) < 7);
     }
 
     #[test]
     fn page_limits_match_pgvector() {
-        assert!(node_fits_one_page(50, 0, 16, max_level(16)), "a 50-d node fits a page with its neighbours");
-        assert!(!node_fits_one_page(MAX_DIM, 0, 16, 0), "a 2000-d element needs its neighbour tuple elsewhere");
+        assert!(node_fits_one_page(50, 0, 16, max_level(16, false), false), "a 50-d node fits a page with its neighbours");
+        assert!(node_fits_one_page(50, 40, 16, max_level(16, true), true), "and with keys and a tenant list");
+        assert!(!node_fits_one_page(MAX_DIM, 0, 16, 0, false), "a 2000-d element needs its neighbour tuple elsewhere");
         assert!(footprint(element_size(MAX_DIM)) <= page_capacity(), "a 2000-d element fits a page");
         for m in [2, 16, 48, 100] {
-            assert!(footprint(neighbor_size(m, max_level(m))) <= page_capacity(), "m={m}: top neighbour tuple fits");
+            for t in [false, true] {
+                assert!(footprint(neighbor_size(m, max_level(m, t), t)) <= page_capacity(), "m={m}: top neighbour tuple fits");
+            }
         }
-        assert_eq!(max_level(16), MAX_LEVEL);
+        assert_eq!(max_level(16, false), MAX_LEVEL);
         assert_eq!(Tid::unpack(Tid { block: 123456, offset: 77 }.pack()), Tid { block: 123456, offset: 77 });
     }
 }

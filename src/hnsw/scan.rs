@@ -10,7 +10,7 @@ use super::am::{IterativeScan, EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES, SCAN_
 use super::build::tid_to_item_pointer;
 use super::diskgraph::{element_parts, prepare_vector, DiskGraph};
 use super::graph::{SearchOptions, Searcher};
-use super::keys::Cond;
+use super::keys::{self, Cond, Op};
 use super::page::{self, Tid};
 use super::scankeys::{columns, conds, Columns};
 use super::storage::IndexRel;
@@ -33,6 +33,37 @@ struct ScanState {
     swept: bool,
     query: Vec<f32>,
     batches: u32,
+    /// Tenant path: the groups' element counts summed (None: global graph).
+    tenant_count: Option<u64>,
+}
+
+/// Up to this many values in `tenant = ANY(...)` search the tenant graphs (one seed per
+/// value); longer lists use the global graph with the filter.
+const MAX_TENANT_SEEDS: usize = 16;
+
+/// The tenant path of an authorized scan: an `=` / `= ANY` condition on the first key
+/// column of an index with tenant graphs. Returns the groups' entry elements and their
+/// summed element counts (no entries: no authorized element exists).
+fn tenant_seeds(graph: &mut DiskGraph, cols: &Columns, conds: &[Cond]) -> Option<(Vec<u64>, u64)> {
+    if !graph.meta.tenant_links() {
+        return None;
+    }
+    let ty = cols.keys.first()?.1;
+    let c = conds.iter().filter(|c| c.col == 0 && c.op == Op::Eq).min_by_key(|c| c.values.len())?;
+    if c.values.len() > MAX_TENANT_SEEDS {
+        return None;
+    }
+    let mut hashes: Vec<u64> = c.values.iter().map(|v| keys::value_group_hash(ty, v)).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    let (mut seeds, mut count) = (Vec::new(), 0u64);
+    for h in hashes {
+        if let Some(e) = graph.dir_entry(h) {
+            seeds.push(e.entry.pack());
+            count += e.count as u64;
+        }
+    }
+    Some((seeds, count))
 }
 
 impl ScanState {
@@ -119,6 +150,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(
             swept: false,
             query: Vec::new(),
             batches: 0,
+            tenant_count: None,
         });
         (*scan).opaque = Box::into_raw(st) as *mut std::ffi::c_void;
         scan
@@ -151,6 +183,7 @@ pub unsafe extern "C-unwind" fn amrescan(
         st.pending.clear();
         st.returned.clear();
         st.swept = false;
+        st.tenant_count = None;
         st.started = false;
         st.done = false;
         st.conds = if (*scan).numberOfKeys > 0 {
@@ -205,6 +238,9 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 if filtered {
                     st.graph.set_filter(st.cols.key_types(), st.conds.clone(), &q);
                 }
+                let tenant = if filtered { tenant_seeds(&mut st.graph, &st.cols, &st.conds) } else { None };
+                st.tenant_count = tenant.as_ref().map(|t| t.1);
+                st.graph.set_tenant_view(tenant.is_some().then_some(None));
                 // Authorized scans always continue past ef_search: the filter lives inside
                 // the index, so "exactly k rows" is the index's job, not the user's.
                 st.iterative = filtered || ITERATIVE_SCAN.get() != IterativeScan::Off;
@@ -215,7 +251,10 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                     ..SearchOptions::default()
                 };
                 let ef = EF_SEARCH.get().max(1) as usize;
-                st.searcher = Some(Searcher::with_options(&mut st.graph, &q, ef, opts, Default::default()));
+                st.searcher = Some(match &tenant {
+                    Some((seeds, _)) => Searcher::with_seeds(&mut st.graph, &q, ef, opts, Default::default(), seeds),
+                    None => Searcher::with_options(&mut st.graph, &q, ef, opts, Default::default()),
+                });
                 if !st.fill() {
                     st.done = !filtered;
                 }
@@ -232,7 +271,14 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 return true;
             }
             if st.done {
-                if !st.conds.is_empty() && !st.swept {
+                // A tenant search that walked every element of its groups has seen all
+                // there is; otherwise (pruning left a member unlinked) sweep to be exact.
+                let complete = match (st.tenant_count, st.searcher.as_ref()) {
+                    (Some(n), Some(s)) => s.visited_count() as u64 >= n,
+                    (Some(n), None) => n == 0,
+                    _ => false,
+                };
+                if !st.conds.is_empty() && !st.swept && !complete {
                     let q = std::mem::take(&mut st.query);
                     st.sweep(&q);
                     continue;
@@ -256,12 +302,13 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
             let st = &*p;
             if SCAN_STATS.get() && st.started {
                 pgrx::notice!(
-                    "hnsw scan: {} distance computations, {} key checks, {} elements returned, {} batches, exact sweep {}",
+                    "hnsw scan: {} distance computations, {} key checks, {} elements returned, {} batches, exact sweep {}, tenant graph {}",
                     st.graph.distance_computations,
                     st.graph.filter_checks,
                     st.returned.len(),
                     st.batches,
-                    if st.swept && !st.conds.iter().any(|c| c.values.is_empty()) { "yes" } else { "no" }
+                    if st.swept && !st.conds.iter().any(|c| c.values.is_empty()) { "yes" } else { "no" },
+                    if st.tenant_count.is_some() { "yes" } else { "no" }
                 );
             }
             drop(Box::from_raw(p));

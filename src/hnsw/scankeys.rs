@@ -6,7 +6,7 @@ use super::keys::{self, Cond, KeyType, KeyValue, Op};
 use super::storage::IndexRel;
 use pgrx::pg_sys;
 
-fn key_type_of(typid: pg_sys::Oid) -> Option<KeyType> {
+pub fn key_type_of(typid: pg_sys::Oid) -> Option<KeyType> {
     match typid {
         pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::DATEOID | pg_sys::TIMESTAMPOID
         | pg_sys::TIMESTAMPTZOID => Some(KeyType::Int),
