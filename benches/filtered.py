@@ -5,6 +5,8 @@
 (the same index condition vecguard.protect's policy produces) on:
 - vecguard, planner's choice between the filtered HNSW `USING hnsw (tenant_id, embedding vector_cosine_ops)` and btree + sort (recall 1.000 means it chose btree);
 - vecguard unfiltered HNSW (no WHERE), the speed to match;
+- vecguard filtered HNSW forced (enable_sort = off rules out btree + sort): the tenant
+  graph path, taken for `=` / `= ANY` on the first key column;
 - vecguard exact btree path (btree on tenant_id + sort; hnsw disabled);
 - pgvector 0.8 default (post-filter) and hnsw.iterative_scan = relaxed_order.
 Reports rows returned per query, recall@10 against the exact authorized answer, and QPS.
@@ -20,6 +22,8 @@ import numpy as np
 from common import glove, machine, pgvector_cluster, vec_literal, vecguard_cluster
 
 SHARES = {1: 0.10, 2: 0.01, 3: 0.001, 4: 0.0001}
+# tenant 0 holds the rest (88.9%); "all" is a token naming every tenant (= ANY of 5)
+SWEEP = [("all", None), ("88.9%", 0)] + [(f"{s * 100:g}%", t) for t, s in SHARES.items()]
 
 
 def tenants_for(n, seed=7):
@@ -98,20 +102,21 @@ def main():
         r = run(vconn, f"SELECT id FROM docs {order}", queries, truth(None))
         unfiltered = r[2]
         print(f"{'100%':>11} {'vecguard unfiltered HNSW':<32} {r[0]:>7.1f} {r[1]:>7.3f} {r[2]:>7.0f}")
-        for tenant, share in SHARES.items():
-            where = f"SELECT id FROM docs WHERE tenant_id = {tenant} {order}"
-            sel = f"{share * 100:g}%"
+        for sel, tenant in SWEEP:
+            cond = "tenant_id = ANY('{0,1,2,3,4}')" if tenant is None else f"tenant_id = {tenant}"
+            where = f"SELECT id FROM docs WHERE {cond} {order}"
             # Each path gets its own statement text: a prepared statement keeps the plan it
             # was made with, whatever SET runs later.
             paths = [
                 ("vecguard, planner's choice", vconn, (), ""),
+                ("vecguard tenant HNSW (forced)", vconn, ("SET enable_sort = off",), " /* hnsw */"),
                 ("vecguard exact (btree + sort)", vconn, ("SET enable_indexscan = off",), " /* exact */"),
                 ("pgvector HNSW default", pconn, (), ""),
                 ("pgvector HNSW iterative relaxed", pconn, ("SET hnsw.iterative_scan = relaxed_order",), " /* iterative */"),
             ]
             for name, conn, settings, tag in paths:
                 r = run(conn, where + tag, queries, truth(tenant), settings)
-                extra = f"  ({r[2] / unfiltered:.2f}x unfiltered)" if name.startswith("vecguard, planner") else ""
+                extra = f"  ({r[2] / unfiltered:.2f}x unfiltered)" if name.startswith(("vecguard, planner", "vecguard tenant")) else ""
                 print(f"{sel:>11} {name:<32} {r[0]:>7.1f} {r[1]:>7.3f} {r[2]:>7.0f}{extra}")
     finally:
         vg.destroy()

@@ -279,3 +279,40 @@ def test_partitioned_table_with_an_index_per_partition(cluster, dbname, world):
         assert "pdocs_b" in plan, plan
         set_token(conn, token([99], 0))
         assert conn.execute("SELECT count(*) FROM pdocs").fetchone() == (0,)
+
+
+def test_build_beyond_maintenance_work_mem_inserts_the_rest_into_tenant_graphs(cluster, dbname, world):
+    """maintenance_work_mem too small for the graph: the build puts what fits in memory and
+    inserts the rest on disk (NOTICE), every row joining its tenant group's graph; the index
+    checks clean and each tenant's search stays inside its group with high recall."""
+    n = 6000
+    data = world["data"][:n]
+    tenants = np.arange(n) % 3
+    with cluster.connect(dbname) as su:
+        su.execute("CREATE TABLE mdocs (id int PRIMARY KEY, tenant_id int NOT NULL, clearance int NOT NULL, embedding vector(50))")
+        with su.cursor().copy("COPY mdocs FROM STDIN") as cp:
+            for i in range(n):
+                cp.write_row((i, int(tenants[i]), 0, lit(data[i])))
+        notes = []
+        su.add_notice_handler(lambda d: notes.append(d.message_primary))
+        su.execute("SET maintenance_work_mem = '1MB'")
+        su.execute("CREATE INDEX mdocs_hnsw ON mdocs USING hnsw (tenant_id, embedding vector_cosine_ops, clearance)")
+        assert any("no longer fits into maintenance_work_mem" in m for m in notes), notes
+        out = su.execute("SELECT vecguard.hnsw_check('mdocs_hnsw')").fetchone()[0]
+        assert f"ok: {n} live elements" in out and ", 3 tenant groups," in out, out
+        su.execute("GRANT SELECT ON mdocs TO app")
+        su.execute("SELECT vecguard.protect('mdocs', tenant => 'tenant_id', clearance => 'clearance')")
+    with cluster.connect(dbname) as conn:
+        conn.execute("SET ROLE app")
+        conn.execute("SET hnsw.ef_search = 100")
+        hits = 0
+        for t in range(3):
+            set_token(conn, token([t], 0))
+            allowed = np.nonzero(tenants == t)[0]
+            for q in np.asarray(GLOVE[330000:330010], dtype=np.float32):
+                rows, work = scan_work(conn, "mdocs", lit(q))
+                assert work["tenant_graph"] == "yes" and len(rows) == 10 and set(rows) <= set(allowed.tolist())
+                d = data[allowed].astype(np.float64)
+                dist = 1 - d @ q / (np.linalg.norm(d, axis=1) * np.linalg.norm(q))
+                hits += len(set(allowed[np.argsort(dist)[:10]].tolist()) & set(rows))
+        assert hits / 300 >= 0.95, hits / 300

@@ -1718,8 +1718,8 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
 
     /// Starts over from explicit layer-0 seeds instead of the entry point: the tenant
     /// graphs of an authorized index are flat, one seed per tenant group in the scan's
-    /// `= ANY` list. With several seeds, each group is first searched on its own with the
-    /// full beam and all it found seeds the joint search: one shared beam entered at
+    /// `= ANY` list. With several seeds, each group is first searched on its own with a
+    /// quarter of the beam and all it found seeds the joint search: one shared beam entered at
     /// each group's seed would fill with the group whose seed is nearest and never expand
     /// a group whose seed lies far but whose members lie near (greedy walks to a local
     /// minimum were not enough: recall 0.875 for two 10% groups in the unit test).
@@ -1738,7 +1738,8 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
                 continue;
             }
             self.visited.clear();
-            search_layer_with(store, &self.query, &[c], self.ef, 0, &mut self.visited, &mut self.scratch, &mut found);
+            let local_ef = (self.ef / 4).max(MIN_SEED_EF);
+            search_layer_with(store, &self.query, &[c], local_ef, 0, &mut self.visited, &mut self.scratch, &mut found);
             self.dist_count += std::mem::take(&mut self.scratch.distance_computations);
             self.seeds.extend(found.drain(..));
         }
@@ -2563,6 +2564,9 @@ pub struct GroupLinks {
     /// Per group (in `groups` order): the node its traversal starts from.
     pub entries: Vec<u32>,
 }
+
+/// Smallest beam of the per-group searches that seed a multi-group search.
+const MIN_SEED_EF: usize = 8;
 
 /// Groups at least this large (and a quarter of all nodes) are built with all
 /// threads one after another; smaller ones are built one per thread.
