@@ -6,14 +6,18 @@
 //!    again (new out-lists, and added to its new neighbours' lists), and so is any node a
 //!    reachability pass finds cut off, because its in-links all came from deleted nodes.
 //! 3. `relink_unreachable` (in amvacuumcleanup, so every VACUUM runs it): links back any
-//!    live node that inserts' pruning left without in-links.
+//!    live node that inserts' pruning left without in-links, in the global graph and in
+//!    its tenant group's graph (indexes with key columns). Tenant lists are otherwise left
+//!    alone: deleted elements are never reused, so they stay traversable group members.
 //! After pass 2 no live node links to a deleted element, so deleted elements are
 //! unreachable: their space is dead (not yet reused; REINDEX reclaims it).
 
 use super::build::tid_to_item_pointer;
 use super::diskgraph::DiskGraph;
 use super::graph::{ensure_reachable, plan_insert, GraphStore, GraphWrite, Params};
+use super::keys;
 use super::page::{self, Tid};
+use super::scankeys::key_types;
 use super::storage::{IndexRel, WalWrite};
 use pgrx::pg_sys;
 use std::collections::{HashMap, HashSet};
@@ -160,7 +164,33 @@ fn relink_unreachable(rel: IndexRel) -> usize {
     let mut g = DiskGraph::open(rel);
     let params = Params::new(g.meta.m as usize, g.meta.ef_construction as usize);
     let (live, _) = live_graph(&mut g, rel);
-    ensure_reachable(&mut g, &live, params)
+    ensure_reachable(&mut g, &live, params) + relink_tenant_groups(rel, &mut g, &live, params)
+}
+
+/// Pass 3, tenant part: every live element reachable from its group's directory entry
+/// through tenant lists (deleted members included, as scans walk them).
+fn relink_tenant_groups(rel: IndexRel, g: &mut DiskGraph, live: &[(u64, u8)], params: Params) -> usize {
+    if !g.meta.tenant_links() {
+        return 0;
+    }
+    let types = key_types(rel);
+    let mut groups: HashMap<u64, Vec<(u64, u8)>> = HashMap::new();
+    for &(id, _) in live {
+        if let Some(k) = g.keys_of(id) {
+            groups.entry(keys::group_hash(&k, &types)).or_default().push((id, 0));
+        }
+    }
+    g.reset();
+    let mut total = 0;
+    for (hash, members) in groups {
+        pgrx::check_for_interrupts!();
+        let Some(e) = g.dir_entry(hash) else { continue };
+        g.set_tenant_view(Some(Some(e.entry.pack())));
+        total += ensure_reachable(g, &members, params);
+        g.set_tenant_view(None);
+        g.reset();
+    }
+    total
 }
 
 fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
