@@ -305,21 +305,23 @@ struct Tenants {
     links: GroupLinks,
 }
 
-/// Spreads directory entries over `buckets` bucket pages; entries a bucket page cannot
-/// hold go to overflow pages, numbered from `first_overflow`. Returns the pages in block
-/// order: buckets first, then overflow pages, each with its next-page link.
-fn directory_pages(entries: &[page::DirEntry], buckets: u32, first_overflow: u32) -> Vec<(u32, Vec<page::DirEntry>)> {
+/// Spreads directory tuples (group hash, encoded entry or pivot) over `buckets` bucket
+/// pages; tuples a bucket page cannot hold go to overflow pages, numbered from
+/// `first_overflow`. Returns the pages in block order: buckets first, then overflow pages,
+/// each with its next-page link.
+type DirTuple = (u64, [u8; page::DIR_ENTRY_BYTES]);
+fn directory_pages(tuples: &[DirTuple], buckets: u32, first_overflow: u32) -> Vec<(u32, Vec<DirTuple>)> {
     let per = page::dir_entries_per_page();
-    let mut by_bucket: Vec<Vec<page::DirEntry>> = vec![Vec::new(); buckets as usize];
-    for e in entries {
-        by_bucket[page::dir_bucket(e.hash, buckets) as usize].push(*e);
+    let mut by_bucket: Vec<Vec<DirTuple>> = vec![Vec::new(); buckets as usize];
+    for t in tuples {
+        by_bucket[page::dir_bucket(t.0, buckets) as usize].push(*t);
     }
     let mut heads = Vec::new();
-    let mut overflow: Vec<(u32, Vec<page::DirEntry>)> = Vec::new();
+    let mut overflow: Vec<(u32, Vec<DirTuple>)> = Vec::new();
     for list in by_bucket {
         let mut chunks = list.chunks(per).map(|c| c.to_vec());
         let head = chunks.next().unwrap_or_default();
-        let rest: Vec<Vec<page::DirEntry>> = chunks.collect();
+        let rest: Vec<Vec<DirTuple>> = chunks.collect();
         let next = if rest.is_empty() { page::INVALID_BLOCK } else { first_overflow + overflow.len() as u32 };
         heads.push((next, head));
         let n = rest.len();
@@ -355,18 +357,20 @@ fn write_graph(
         meta.flags |= page::FLAG_TENANT_LINKS;
         meta.dir_start = 1;
         meta.dir_pages = dir_pages;
-        let entries: Vec<page::DirEntry> = (0..t.hashes.len())
-            .filter(|&gi| (t.links.entries[gi] as usize) < pos.len())
-            .map(|gi| page::DirEntry { hash: t.hashes[gi], entry: pos[t.links.entries[gi] as usize].0, count: t.sizes[gi] })
-            .collect();
-        directory = directory_pages(&entries, dir_pages, 1 + dir_pages + pages.len() as u32);
+        let mut tuples: Vec<DirTuple> = Vec::new();
+        for gi in (0..t.hashes.len()).filter(|&gi| (t.links.entries[gi] as usize) < pos.len()) {
+            let h = t.hashes[gi];
+            let e = page::DirEntry { hash: h, entry: pos[t.links.entries[gi] as usize].0, count: t.sizes[gi] };
+            tuples.push((h, page::encode_dir_entry(&e)));
+            tuples.extend(t.links.pivots[gi].iter().map(|&p| (h, page::encode_dir_pivot(h, pos[p as usize].0))));
+        }
+        directory = directory_pages(&tuples, dir_pages, 1 + dir_pages + pages.len() as u32);
     }
     let mut w = BulkWriter::new(rel);
     w.append(|p| p.set_meta(&meta));
-    let write_dir = |w: &mut BulkWriter, next: u32, list: &[page::DirEntry]| {
+    let write_dir = |w: &mut BulkWriter, next: u32, list: &[DirTuple]| {
         w.append(|p| {
-            let ok = p.add_item(&page::encode_dir_header(next)) == Some(1)
-                && list.iter().all(|e| p.add_item(&page::encode_dir_entry(e)).is_some());
+            let ok = p.add_item(&page::encode_dir_header(next)) == Some(1) && list.iter().all(|t| p.add_item(&t.1).is_some());
             if !ok {
                 pgrx::error!("hnsw build: tenant directory page overflow");
             }

@@ -8,7 +8,8 @@
 //! - the entry point is a live element of the highest live level;
 //! - indexes with key columns: every tenant list links only elements of the same tenant
 //!   group, each group has exactly one directory entry, naming an element of the group and
-//!   the group's element count (deleted elements included: they stay traversable);
+//!   the group's element count (deleted elements included: they stay traversable), and
+//!   the metapage counts every element; directory pivots are members of their group;
 //! Returns a one-line summary with the counts of live elements, heap pointers and live
 //! elements not reachable from the entry point on level 0 (where every search ends). Unreachable elements are not corruption:
 //! HNSW pruning can cut a node's last in-link on insert (pgvector shares this); VACUUM's
@@ -41,6 +42,7 @@ pub fn check(rel: IndexRel) -> String {
     // group hash per element, and the directory's entries by hash
     let mut group_of: HashMap<u64, u64> = HashMap::new();
     let mut directory: HashMap<u64, page::DirEntry> = HashMap::new();
+    let mut pivots: Vec<(u64, Tid)> = Vec::new();
     for blk in 1..nblocks {
         let p = rel.read_shared(blk);
         if !p.is_ours() {
@@ -66,6 +68,10 @@ pub fn check(rel: IndexRel) -> String {
                     }
                 }
                 Some(page::KIND_DIR_HEADER) if tenant && off == 1 => {}
+                Some(page::KIND_DIR_PIVOT) if tenant => {
+                    let pv = page::decode_dir_pivot(bytes).unwrap_or_else(|| corrupted(format!("directory pivot {blk},{off} does not decode")));
+                    pivots.push(pv);
+                }
                 Some(page::KIND_DIR_ENTRY) if tenant => {
                     let e = page::decode_dir_entry(bytes).unwrap_or_else(|| corrupted(format!("directory entry {blk},{off} does not decode")));
                     if directory.insert(e.hash, e).is_some() {
@@ -114,7 +120,12 @@ pub fn check(rel: IndexRel) -> String {
             }
         }
     }
-    let tenant_unreachable = if tenant { check_tenant_graphs(rel, &elements, &group_of, &directory) } else { 0 };
+    for (h, t) in &pivots {
+        if group_of.get(&t.pack()) != Some(h) {
+            corrupted(format!("tenant group {h:#x}: pivot {t:?} is not a member"));
+        }
+    }
+    let tenant_unreachable = if tenant { check_tenant_graphs(rel, &elements, &group_of, &directory, meta.elements) } else { 0 };
     let live: Vec<u64> = elements.iter().filter(|(_, e)| !e.1).map(|(&id, _)| id).collect();
     let top = live.iter().map(|id| elements[id].0).max();
     let reached = match (meta.entry, top) {
@@ -161,6 +172,7 @@ fn check_tenant_graphs(
     elements: &HashMap<u64, (u8, bool, Tid)>,
     group_of: &HashMap<u64, u64>,
     directory: &HashMap<u64, page::DirEntry>,
+    meta_elements: u64,
 ) -> usize {
     let mut sizes: HashMap<u64, u32> = HashMap::new();
     let mut tadj: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -188,6 +200,9 @@ fn check_tenant_graphs(
         if group_of.get(&e.entry.pack()) != Some(&g) {
             corrupted(format!("tenant group {g:#x}: directory entry {:?} is not a member", e.entry));
         }
+    }
+    if meta_elements != elements.len() as u64 {
+        corrupted(format!("metapage counts {meta_elements} elements, index has {}", elements.len()));
     }
     if let Some(g) = directory.keys().find(|g| !sizes.contains_key(g)) {
         corrupted(format!("directory entry for tenant group {g:#x} without elements"));

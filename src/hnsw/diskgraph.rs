@@ -211,6 +211,29 @@ impl DiskGraph {
         }
     }
 
+    /// A group's entry and pivots (its starting elements, entry first) and element count.
+    pub fn dir_group(&mut self, hash: u64) -> Option<(Vec<u64>, u32)> {
+        let entry = self.dir_entry(hash)?;
+        let mut starts = vec![entry.entry.pack()];
+        let mut blk = self.meta.dir_start + page::dir_bucket(hash, self.meta.dir_pages);
+        for _ in 0..self.rel.nblocks() {
+            let p = self.pins.read_shared(blk);
+            let Some(next) = p.item(1).and_then(page::decode_dir_header) else { break };
+            for off in 2..=p.max_offset() {
+                if let Some((h, t)) = p.item(off).and_then(page::decode_dir_pivot) {
+                    if h == hash {
+                        starts.push(t.pack());
+                    }
+                }
+            }
+            if next == page::INVALID_BLOCK {
+                break;
+            }
+            blk = next;
+        }
+        Some((starts, entry.count))
+    }
+
     fn read(&mut self, blk: u32) -> SharedPage {
         self.pins.read_shared(blk)
     }

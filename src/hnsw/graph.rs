@@ -1694,7 +1694,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         s
     }
 
-    /// Like [`Searcher::with_options`], starting from explicit layer-0 seeds
+    /// Like [`Searcher::with_options`], starting from explicit layer-0 seed groups
     /// ([`Searcher::reset_with_seeds`]).
     pub fn with_seeds<S: GraphStore<Id = Id>>(
         store: &mut S,
@@ -1702,7 +1702,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         ef: usize,
         opts: SearchOptions,
         visited: V,
-        seeds: &[Id],
+        seeds: &[Vec<Id>],
     ) -> Self {
         let mut s = Self::blank(ef, opts, visited);
         s.reset_with_seeds(store, query, seeds);
@@ -1717,23 +1717,32 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     }
 
     /// Starts over from explicit layer-0 seeds instead of the entry point: the tenant
-    /// graphs of an authorized index are flat, one seed per tenant group in the scan's
-    /// `= ANY` list. With several seeds, each group is first searched on its own with a
-    /// quarter of the beam and all it found seeds the joint search: one shared beam entered at
-    /// each group's seed would fill with the group whose seed is nearest and never expand
-    /// a group whose seed lies far but whose members lie near (greedy walks to a local
+    /// graphs of an authorized index are flat, one group of seeds (entry and pivots) per
+    /// tenant group in the scan's `= ANY` list; each group starts from its seed nearest the
+    /// query. With several groups, each is first searched on its own with a quarter of the
+    /// beam and all it found seeds the joint search: one shared beam entered at each
+    /// group's start would fill with the group whose start is nearest and never expand a
+    /// group whose start lies far but whose members lie near (greedy walks to a local
     /// minimum were not enough: recall 0.875 for two 10% groups in the unit test).
-    pub fn reset_with_seeds<S: GraphStore<Id = Id>>(&mut self, store: &mut S, query: &[f32], seeds: &[Id]) {
+    pub fn reset_with_seeds<S: GraphStore<Id = Id>>(&mut self, store: &mut S, query: &[f32], groups: &[Vec<Id>]) {
         self.clear_for(query);
         let mut found = Vec::new();
-        for &id in seeds {
-            if self.seeds.iter().any(|c| c.id == id) {
+        let live = groups.iter().filter(|g| !g.is_empty()).count();
+        for group in groups {
+            let mut best: Option<Candidate<Id>> = None;
+            for &id in group {
+                let Some(d) = store.distance(id, &self.query) else { continue };
+                self.dist_count += 1;
+                let c = Candidate { id, distance: clean(d) };
+                if best.is_none_or(|b| cand_cmp(&c, &b) == Ordering::Less) {
+                    best = Some(c);
+                }
+            }
+            let Some(c) = best else { continue };
+            if self.seeds.iter().any(|s| s.id == c.id) {
                 continue;
             }
-            let Some(d) = store.distance(id, &self.query) else { continue };
-            self.dist_count += 1;
-            let c = Candidate { id, distance: clean(d) };
-            if seeds.len() == 1 {
+            if live == 1 {
                 self.seeds.push(c);
                 continue;
             }
@@ -2563,6 +2572,38 @@ pub struct GroupLinks {
     pub lists: Vec<Vec<u32>>,
     /// Per group (in `groups` order): the node its traversal starts from.
     pub entries: Vec<u32>,
+    /// Per group: more starting nodes for large groups (the top levels of the group's
+    /// HNSW, which the flat tenant graph does not keep): a scan starts from whichever of
+    /// entry and pivots lies nearest the query instead of walking there from one node.
+    pub pivots: Vec<Vec<u32>>,
+}
+
+/// Groups smaller than this get no pivots (a walk across them is short).
+const PIVOT_GROUP_MIN: usize = 1_000;
+/// Pivots per large group: the nodes of the group HNSW's highest levels holding at least
+/// `MIN_PIVOTS` of them, at most `MAX_PIVOTS`.
+const MIN_PIVOTS: usize = 16;
+const MAX_PIVOTS: usize = 64;
+
+/// The pivots of a group graph: nodes of its highest levels, entry excluded.
+fn pivots_of(g: &MemGraph) -> Vec<u32> {
+    if g.len() < PIVOT_GROUP_MIN {
+        return Vec::new();
+    }
+    let entry = g.entry().map(|e| e.0);
+    let mut by_level: Vec<u32> = (0..g.len() as u32).filter(|&i| Some(i) != entry && g.level(i) > 0).collect();
+    by_level.sort_by_key(|&i| (Reverse(g.level(i)), i));
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < by_level.len() && out.len() < MIN_PIVOTS {
+        let l = g.level(by_level[i]);
+        while i < by_level.len() && g.level(by_level[i]) == l {
+            out.push(by_level[i]);
+            i += 1;
+        }
+    }
+    out.truncate(MAX_PIVOTS);
+    out
 }
 
 /// Smallest beam of the per-group searches that seed a multi-group search.
@@ -2586,11 +2627,12 @@ pub fn build_group_links(
     use rayon::prelude::*;
     let n = vectors.len().checked_div(dim).unwrap_or(0);
     let params = params.sanitized();
-    let build_one = |gi: usize, threads: usize| -> (Vec<(u32, Vec<u32>)>, u32) {
+    type Built = (Vec<(u32, Vec<u32>)>, u32, Vec<u32>);
+    let build_one = |gi: usize, threads: usize| -> Built {
         let members: Vec<u32> = groups[gi].iter().copied().filter(|&i| (i as usize) < n).collect();
-        let Some(&first) = members.first() else { return (Vec::new(), u32::MAX) };
+        let Some(&first) = members.first() else { return (Vec::new(), u32::MAX, Vec::new()) };
         if members.len() == 1 {
-            return (vec![(first, Vec::new())], first);
+            return (vec![(first, Vec::new())], first, Vec::new());
         }
         let mut v = Vec::with_capacity(members.len() * dim);
         for &i in &members {
@@ -2602,17 +2644,18 @@ pub fn build_group_links(
         let lists = (0..g.len() as u32)
             .map(|i| (members[i as usize], g.neighbors(i, 0).iter().map(|&j| members[j as usize]).collect()))
             .collect();
-        (lists, g.entry().map_or(first, |(e, _)| members[e as usize]))
+        let pivots = pivots_of(&g).into_iter().map(|p| members[p as usize]).collect();
+        (lists, g.entry().map_or(first, |(e, _)| members[e as usize]), pivots)
     };
     let is_big = |gi: usize| groups[gi].len() >= BIG_GROUP && groups[gi].len() * 4 >= n;
-    let mut results: Vec<Option<(Vec<(u32, Vec<u32>)>, u32)>> = (0..groups.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Built>> = (0..groups.len()).map(|_| None).collect();
     for (gi, r) in results.iter_mut().enumerate() {
         if is_big(gi) {
             *r = Some(build_one(gi, threads));
         }
     }
     let small: Vec<usize> = (0..groups.len()).filter(|&gi| !is_big(gi)).collect();
-    let built: Vec<(usize, (Vec<(u32, Vec<u32>)>, u32))> =
+    let built: Vec<(usize, Built)> =
         match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
             Ok(pool) => pool.install(|| small.par_iter().map(|&gi| (gi, build_one(gi, 1))).collect()),
             Err(_) => small.iter().map(|&gi| (gi, build_one(gi, 1))).collect(),
@@ -2620,13 +2663,14 @@ pub fn build_group_links(
     for (gi, r) in built {
         results[gi] = Some(r);
     }
-    let mut out = GroupLinks { lists: vec![Vec::new(); n], entries: Vec::with_capacity(groups.len()) };
+    let mut out = GroupLinks { lists: vec![Vec::new(); n], entries: Vec::with_capacity(groups.len()), pivots: Vec::new() };
     for r in results {
-        let (lists, entry) = r.unwrap_or((Vec::new(), u32::MAX));
+        let (lists, entry, pivots) = r.unwrap_or((Vec::new(), u32::MAX, Vec::new()));
         for (i, l) in lists {
             out.lists[i as usize] = l;
         }
         out.entries.push(entry);
+        out.pivots.push(pivots);
     }
     out
 }
@@ -3445,9 +3489,15 @@ mod tests {
             if !groups[gi].is_empty() {
                 assert_eq!(labels[e as usize], gi as u32, "entry of group {gi}");
             }
+            assert!(links.pivots[gi].iter().all(|&p| labels[p as usize] == gi as u32 && p != e), "pivots of group {gi}");
+            assert_eq!(links.pivots[gi].is_empty(), groups[gi].len() < PIVOT_GROUP_MIN, "group {gi}: pivots iff large");
         }
         for want in [vec![0u32], vec![7], vec![30], vec![3, 9, 15], vec![0, 1]] {
-            let seeds: Vec<u32> = want.iter().filter(|&&w| !groups[w as usize].is_empty()).map(|&w| links.entries[w as usize]).collect();
+            let seeds: Vec<Vec<u32>> = want
+                .iter()
+                .filter(|&&w| !groups[w as usize].is_empty())
+                .map(|&w| std::iter::once(links.entries[w as usize]).chain(links.pivots[w as usize].iter().copied()).collect())
+                .collect();
             let size: usize = want.iter().map(|&w| groups[w as usize].len()).sum();
             let mut store = Tenants { data: &data, dim, links: &links, labels: &labels, want: &want, foreign_reads: 0 };
             let mut h = 0;

@@ -230,16 +230,22 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
         let tids: Vec<Tid> = tplan.neighbors.first().into_iter().flatten().map(|&x| Tid::unpack(x)).collect();
         page::write_neighbors(&mut nb, page::TENANT_LEVEL, &tids);
     }
-    // The element counter is statistics, refreshed by builds; inserts rewrite the metapage
-    // only when the entry point or the insert page moves (as pgvector does).
+    // Without key columns the element counter is statistics, refreshed by builds, and
+    // inserts rewrite the metapage only when the entry point or the insert page moves (as
+    // pgvector does).
     let mut new_meta = meta;
+    if tenant {
+        // Indexes with tenant groups count their elements exactly: a scan whose groups
+        // hold every element has no other tenant to protect and may use the global graph.
+        new_meta.elements += 1;
+    }
     if let Some((id, lvl)) = plan.new_entry {
         new_meta.entry = Some((Tid::unpack(id), lvl));
     }
     {
         let mut w = WalWrite::begin(rel);
         new_meta.insert_page = at.el.block.max(at.nb.block);
-        let meta_changes = new_meta.entry != meta.entry || new_meta.insert_page != meta.insert_page;
+        let meta_changes = new_meta != meta;
         let mut meta_page = meta_changes.then(|| w.page(page::METAPAGE_BLKNO));
         // The group's directory entry: one more element, or a new group entered here.
         if let Some(slot) = group {

@@ -37,6 +37,9 @@ pub const KIND_NEIGHBORS: u8 = 2;
 pub const KIND_DIR_HEADER: u8 = 3;
 /// A tenant-directory entry: group hash, entry element, element count.
 pub const KIND_DIR_ENTRY: u8 = 4;
+/// A tenant-directory pivot: another starting element of a large group (same layout as an
+/// entry, count unused): scans start from the pivot nearest the query.
+pub const KIND_DIR_PIVOT: u8 = 5;
 /// Pseudo-level naming the tenant list of a neighbour tuple in `read_neighbors` /
 /// `write_neighbors` (levels themselves never exceed `MAX_LEVEL`).
 pub const TENANT_LEVEL: u8 = 0xFF;
@@ -492,6 +495,24 @@ pub fn encode_dir_entry(e: &DirEntry) -> [u8; DIR_ENTRY_BYTES] {
     b
 }
 
+/// A pivot tuple of a group: `encode_dir_entry`'s layout with its own kind.
+pub fn encode_dir_pivot(hash: u64, element: Tid) -> [u8; DIR_ENTRY_BYTES] {
+    let mut b = encode_dir_entry(&DirEntry { hash, entry: element, count: 0 });
+    b[0] = KIND_DIR_PIVOT;
+    b
+}
+
+/// (group hash, element) of a pivot tuple.
+pub fn decode_dir_pivot(b: &[u8]) -> Option<(u64, Tid)> {
+    if b.len() < DIR_ENTRY_BYTES || b[0] != KIND_DIR_PIVOT {
+        return None;
+    }
+    let mut c = [0u8; DIR_ENTRY_BYTES];
+    c.copy_from_slice(&b[..DIR_ENTRY_BYTES]);
+    c[0] = KIND_DIR_ENTRY;
+    decode_dir_entry(&c).map(|e| (e.hash, e.entry))
+}
+
 pub fn decode_dir_entry(b: &[u8]) -> Option<DirEntry> {
     if b.len() < DIR_ENTRY_BYTES || b[0] != KIND_DIR_ENTRY {
         return None;
@@ -632,6 +653,10 @@ mod tests {
         assert_eq!(decode_dir_entry(&encode_dir_header(31)), None);
         assert_eq!(decode_dir_header(&encode_dir_entry(&e)), None);
         assert!(decode_element(&encode_dir_entry(&e)).is_none(), "directory tuples are not elements");
+        let pv = encode_dir_pivot(e.hash, Tid { block: 5, offset: 6 });
+        assert_eq!(decode_dir_pivot(&pv), Some((e.hash, Tid { block: 5, offset: 6 })));
+        assert_eq!(decode_dir_entry(&pv), None, "a pivot is not the group's entry");
+        assert_eq!(decode_dir_pivot(&encode_dir_entry(&e)), None);
         assert!(dir_entries_per_page() > 250);
         assert_eq!(dir_pages_for(0), 1);
         assert_eq!(dir_pages_for(10_000), 10_000usize.div_ceil(dir_entries_per_page() / 2) as u32);

@@ -42,9 +42,9 @@ struct ScanState {
 const MAX_TENANT_SEEDS: usize = 16;
 
 /// The tenant path of an authorized scan: an `=` / `= ANY` condition on the first key
-/// column of an index with tenant graphs. Returns the groups' entry elements and their
-/// summed element counts (no entries: no authorized element exists).
-fn tenant_seeds(graph: &mut DiskGraph, cols: &Columns, conds: &[Cond]) -> Option<(Vec<u64>, u64)> {
+/// column of an index with tenant graphs. Returns each group's starting elements (entry
+/// and pivots) and the groups' summed element counts (no groups: no authorized element).
+fn tenant_seeds(graph: &mut DiskGraph, cols: &Columns, conds: &[Cond]) -> Option<(Vec<Vec<u64>>, u64)> {
     if !graph.meta.tenant_links() {
         return None;
     }
@@ -58,9 +58,9 @@ fn tenant_seeds(graph: &mut DiskGraph, cols: &Columns, conds: &[Cond]) -> Option
     hashes.dedup();
     let (mut seeds, mut count) = (Vec::new(), 0u64);
     for h in hashes {
-        if let Some(e) = graph.dir_entry(h) {
-            seeds.push(e.entry.pack());
-            count += e.count as u64;
+        if let Some((starts, n)) = graph.dir_group(h) {
+            seeds.push(starts);
+            count += n as u64;
         }
     }
     Some((seeds, count))
@@ -238,7 +238,13 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 if filtered {
                     st.graph.set_filter(st.cols.key_types(), st.conds.clone(), &q);
                 }
-                let tenant = if filtered { tenant_seeds(&mut st.graph, &st.cols, &st.conds) } else { None };
+                let mut tenant = if filtered { tenant_seeds(&mut st.graph, &st.cols, &st.conds) } else { None };
+                if tenant.as_ref().is_some_and(|t| t.1 > 0 && t.1 >= st.graph.meta.elements) {
+                    // The caller's groups hold every element: no other tenant's data exists
+                    // to leak, and the hierarchical global graph is faster than walking
+                    // each group (an admin token, a single-tenant table).
+                    tenant = None;
+                }
                 st.tenant_count = tenant.as_ref().map(|t| t.1);
                 st.graph.set_tenant_view(tenant.is_some().then_some(None));
                 // Authorized scans always continue past ef_search: the filter lives inside
