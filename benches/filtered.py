@@ -113,7 +113,7 @@ def main():
         for sel, tenant in SWEEP:
             # The ratio's denominator is measured right before each row: this machine is
             # shared and its speed drifts within a run.
-            r = run(vconn, f"SELECT id FROM docs {order} /* ref {sel} */", queries, truth(None))
+            r = run(vconn, f"SELECT id FROM docs {order} /* ref {sel.replace('%', ' pct')} */", queries, truth(None))
             unfiltered = r[2]
             print(f"{sel:>11} {'vecguard unfiltered (reference)':<32} {r[0]:>7.1f} {r[1]:>7.3f} {r[2]:>7.0f}")
             cond = "tenant_id = ANY('{0,1,2,3,4}')" if tenant is None else f"tenant_id = {tenant}"

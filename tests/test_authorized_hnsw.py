@@ -168,11 +168,13 @@ def scan_work(conn, table, q, k=10):
     conn.add_notice_handler(handler)
     conn.execute("SET vecguard.hnsw_scan_stats = on")
     conn.execute("SET enable_seqscan = off")
+    conn.execute("SET enable_sort = off")
     try:
         rows = [r[0] for r in conn.execute(f"SELECT id FROM {table} ORDER BY embedding <=> %s::vector LIMIT {k}", [q])]
     finally:
         conn.execute("RESET vecguard.hnsw_scan_stats")
         conn.execute("RESET enable_seqscan")
+        conn.execute("RESET enable_sort")
         conn.remove_notice_handler(handler)
     stats = [n for n in notes if n.startswith("hnsw scan:")]
     assert len(stats) == 1, notes
@@ -208,6 +210,19 @@ def test_leak_resistance_planted_neighbours_change_nothing(cluster, dbname, app,
     finally:
         with cluster.connect(dbname) as su:
             su.execute(f"DELETE FROM hdocs WHERE id >= {base} AND id < {base + 2000}")
+
+
+def test_token_holding_every_group_uses_the_global_graph(app, world):
+    """When the caller's groups hold every element there is no other tenant to protect,
+    and the hierarchical global graph answers; one group fewer and the tenant graphs do."""
+    q = lit(world["data"][11])
+    set_token(app, token([0, 1, 2, 3, 4, 5]))
+    rows, work = scan_work(app, "adocs", q)
+    assert work["tenant_graph"] == "no" and len(rows) == 10, work
+    set_token(app, token([1, 2, 3, 4, 5]))
+    rows, work = scan_work(app, "adocs", q)
+    assert work["tenant_graph"] == "yes" and len(rows) == 10, work
+    assert set(rows) <= set(authorized(world, [1, 2, 3, 4, 5], 3).tolist())
 
 
 def test_check_reports_tenant_groups(cluster, dbname, world):

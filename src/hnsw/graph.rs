@@ -1636,6 +1636,7 @@ pub struct Searcher<Id, V = IdHashSet<Id>> {
     nbrs: Vec<Id>,
     nbrs2: Vec<Id>,
     failing_buf: Vec<Id>,
+    pass_buf: Vec<Id>,
     dist_count: u64,
     filter_checks: u64,
     returned: u64,
@@ -1675,6 +1676,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             nbrs: Vec::new(),
             nbrs2: Vec::new(),
             failing_buf: Vec::new(),
+            pass_buf: Vec::new(),
             dist_count: 0,
             filter_checks: 0,
             returned: 0,
@@ -1986,6 +1988,10 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             let mut fb = std::mem::take(&mut self.failing_buf);
             fb.clear();
             let mut found = 0usize;
+            // Passing neighbours are announced together first, so the store can score
+            // them page by page as in the unfiltered path.
+            let mut pass = std::mem::take(&mut self.pass_buf);
+            pass.clear();
             for &n in nbrs.iter() {
                 if self.visited.contains(n) {
                     continue;
@@ -1996,12 +2002,19 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
                 }
                 if self.eligible(store, n) {
                     self.visited.insert(n);
-                    found += self.score(store, n, Some(true)) as usize;
+                    pass.push(n);
                 } else {
                     self.failing.insert(n);
                     fb.push(n);
                 }
             }
+            for &n in pass.iter() {
+                store.prefetch(n);
+            }
+            for &n in pass.iter() {
+                found += self.score(store, n, Some(true)) as usize;
+            }
+            self.pass_buf = pass;
             let limit = if self.opts.two_hop_limit == 0 { nbrs.len().max(1) } else { self.opts.two_hop_limit };
             let mut n2s = std::mem::take(&mut self.nbrs2);
             for &f in fb.iter() {

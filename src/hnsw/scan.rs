@@ -239,7 +239,8 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                     st.graph.set_filter(st.cols.key_types(), st.conds.clone(), &q);
                 }
                 let mut tenant = if filtered { tenant_seeds(&mut st.graph, &st.cols, &st.conds) } else { None };
-                if tenant.as_ref().is_some_and(|t| t.1 > 0 && t.1 >= st.graph.meta.elements) {
+                let covers_all = tenant.as_ref().is_some_and(|t| t.1 > 0 && t.1 >= st.graph.meta.elements);
+                if covers_all {
                     // The caller's groups hold every element: no other tenant's data exists
                     // to leak, and the hierarchical global graph is faster than walking
                     // each group (an admin token, a single-tenant table).
@@ -250,8 +251,13 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 // Authorized scans always continue past ef_search: the filter lives inside
                 // the index, so "exactly k rows" is the index's job, not the user's.
                 st.iterative = filtered || ITERATIVE_SCAN.get() != IterativeScan::Off;
+                // In a tenant walk every node is in the caller's groups: with no other
+                // condition there is nothing to look through, and the unfiltered
+                // expansion (page-batched scoring) is used; the key check still runs on
+                // each node before it is returned.
+                let only_tenant = (tenant.is_some() || covers_all) && st.conds.iter().all(|c| c.col == 0);
                 let opts = SearchOptions {
-                    filtered,
+                    filtered: filtered && !only_tenant,
                     two_hop_limit: TWO_HOP_LIMIT.get().max(0) as usize,
                     max_visited: if st.iterative && !filtered { MAX_SCAN_TUPLES.get().max(1) as usize } else { 0 },
                     ..SearchOptions::default()
