@@ -112,10 +112,9 @@ pub struct DiskGraph {
     pending: Vec<u64>,
     /// Distances computed ahead by a batch, consumed by `distance`.
     batch: IdHashMap<u64, f32>,
-    /// Key-column filter of an authorized scan, its query, and cached verdicts.
+    /// Key-column filter of an authorized scan and its query.
     filter: Option<(Vec<KeyType>, Vec<Cond>)>,
     query: Vec<f32>,
-    pass: IdHashMap<u64, bool>,
     /// Elements whose keys were checked (work counter for EXPLAIN-free tests).
     pub filter_checks: u64,
     fixed: FixedCache,
@@ -151,7 +150,6 @@ impl DiskGraph {
             batch: IdHashMap::default(),
             filter: None,
             query: Vec::new(),
-            pass: IdHashMap::default(),
             filter_checks: 0,
             fixed: {
                 let node = relfilenode(rel);
@@ -278,7 +276,6 @@ impl DiskGraph {
     pub fn set_filter(&mut self, types: Vec<KeyType>, conds: Vec<Cond>, query: &[f32]) {
         self.filter = Some((types, conds));
         self.query = query.to_vec();
-        self.pass.clear();
     }
 
     /// Whether element bytes satisfy the filter (true without one).
@@ -294,7 +291,6 @@ impl DiskGraph {
         self.nodes.clear();
         self.pending.clear();
         self.batch.clear();
-        self.pass.clear();
         self.pins.release_all();
     }
 
@@ -373,14 +369,11 @@ impl GraphStore for DiskGraph {
 
     fn passes(&mut self, id: u64) -> bool {
         let Some((types, conds)) = &self.filter else { return true };
-        if let Some(&p) = self.pass.get(&id) {
-            return p;
-        }
-        let cached = self.fixed.nodes.get(&id).map(|f| keys::matches(&f.keys, types, conds));
-        if let Some(ok) = cached {
+        // Cached keys answer without a page read; the verdict is cheap to recompute, so it
+        // is not memoised (the searcher asks once per node).
+        if let Some(f) = self.fixed.nodes.get(&id) {
             self.filter_checks += 1;
-            self.pass.insert(id, ok);
-            return ok;
+            return keys::matches(&f.keys, types, conds);
         }
         let tid = Tid::unpack(id);
         let dist = self.dist;
@@ -396,7 +389,6 @@ impl GraphStore for DiskGraph {
         }
         drop(p);
         self.nodes.entry(id).or_insert(info);
-        self.pass.insert(id, ok);
         ok
     }
 
