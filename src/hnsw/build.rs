@@ -265,18 +265,18 @@ pub unsafe extern "C-unwind" fn ambuild(
     let tenants = (!st.cols.keys.is_empty()).then(|| {
         let types = st.cols.key_types();
         let mut index: HashMap<u64, usize> = HashMap::new();
-        let mut groups = Vec::new();
+        let (mut hashes, mut members): (Vec<u64>, Vec<Vec<u32>>) = (Vec::new(), Vec::new());
         for (i, k) in st.keys[..fit].iter().enumerate() {
             let h = keys::group_hash(k, &types);
             let g = *index.entry(h).or_insert_with(|| {
-                groups.push((h, Vec::new()));
-                groups.len() - 1
+                hashes.push(h);
+                members.push(Vec::new());
+                members.len() - 1
             });
-            groups[g].1.push(i as u32);
+            members[g].push(i as u32);
         }
-        let members: Vec<Vec<u32>> = groups.iter().map(|(_, m)| m.clone()).collect();
         let links = build_group_links(dim, graph.vectors_flat(), &members, params, graph_distance(metric), 0x7e4a, 2);
-        Tenants { hashes: groups.iter().map(|(h, _)| *h).collect(), sizes: members.iter().map(|m| m.len() as u32).collect(), links }
+        Tenants { hashes, sizes: members.iter().map(|m| m.len() as u32).collect(), links }
     });
     write_graph(rel, &graph, &st.heap_tids[..fit], &st.keys[..fit], metric, params, tenants.as_ref());
     // SAFETY: progress reporting.

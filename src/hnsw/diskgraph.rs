@@ -170,35 +170,56 @@ impl DiskGraph {
         self.tenant = view;
     }
 
-    /// Looks a tenant group up in the directory.
-    pub fn dir_find(&mut self, hash: u64) -> Option<DirSlot> {
+    /// Walks the directory chain of `hash`'s bucket, calling `visit(block, page)` on each
+    /// page until it returns false. Returns the last block visited, or None when there is
+    /// no directory or a page of the chain is not a directory page.
+    fn dir_walk(&mut self, hash: u64, mut visit: impl FnMut(u32, &SharedPage) -> bool) -> Option<u32> {
         let meta = self.meta;
         if !meta.tenant_links() || meta.dir_pages == 0 || meta.dir_start == page::INVALID_BLOCK {
             return None;
         }
-        let need = page::footprint(page::DIR_ENTRY_BYTES);
         let mut blk = meta.dir_start + page::dir_bucket(hash, meta.dir_pages);
-        let mut room = None;
         // A chain never loops in a sound index; the bound protects against a corrupt one.
         for _ in 0..self.rel.nblocks() {
             let p = self.pins.read_shared(blk);
             let next = p.item(1).and_then(page::decode_dir_header)?;
+            if !visit(blk, &p) || next == page::INVALID_BLOCK {
+                return Some(blk);
+            }
+            blk = next;
+        }
+        None
+    }
+
+    /// The neighbour-tuple list that `level` of the current view reads and writes: the level
+    /// itself, or in tenant view the tenant list for layer 0 (None: no such layer there).
+    fn view_list(&self, level: u8) -> Option<u8> {
+        match self.tenant {
+            Some(_) if level == 0 => Some(page::TENANT_LEVEL),
+            Some(_) => None,
+            None => Some(level),
+        }
+    }
+
+    /// Looks a tenant group up in the directory.
+    pub fn dir_find(&mut self, hash: u64) -> Option<DirSlot> {
+        let need = page::footprint(page::DIR_ENTRY_BYTES);
+        let (mut found, mut room) = (None, None);
+        let last = self.dir_walk(hash, |blk, p| {
             for off in 2..=p.max_offset() {
                 if let Some(e) = p.item(off).and_then(page::decode_dir_entry) {
                     if e.hash == hash {
-                        return Some(DirSlot::Found { at: Tid { block: blk, offset: off }, entry: e });
+                        found = Some(DirSlot::Found { at: Tid { block: blk, offset: off }, entry: e });
+                        return false;
                     }
                 }
             }
             if room.is_none() && p.free_space() >= need {
                 room = Some(blk);
             }
-            if next == page::INVALID_BLOCK {
-                return Some(DirSlot::Missing { room, last: blk });
-            }
-            blk = next;
-        }
-        None
+            true
+        })?;
+        Some(found.unwrap_or(DirSlot::Missing { room, last }))
     }
 
     /// The directory entry of a group, if the group exists.
@@ -209,27 +230,23 @@ impl DiskGraph {
         }
     }
 
-    /// A group's entry and pivots (its starting elements, entry first) and element count.
+    /// A group's entry and pivots (its starting elements, entry first) and element count,
+    /// read in one walk of the bucket's chain.
     pub fn dir_group(&mut self, hash: u64) -> Option<(Vec<u64>, u32)> {
-        let entry = self.dir_entry(hash)?;
-        let mut starts = vec![entry.entry.pack()];
-        let mut blk = self.meta.dir_start + page::dir_bucket(hash, self.meta.dir_pages);
-        for _ in 0..self.rel.nblocks() {
-            let p = self.pins.read_shared(blk);
-            let Some(next) = p.item(1).and_then(page::decode_dir_header) else { break };
+        let (mut entry, mut pivots) = (None, Vec::new());
+        self.dir_walk(hash, |_, p| {
             for off in 2..=p.max_offset() {
-                if let Some((h, t)) = p.item(off).and_then(page::decode_dir_pivot) {
-                    if h == hash {
-                        starts.push(t.pack());
-                    }
+                let Some(bytes) = p.item(off) else { continue };
+                if let Some(e) = page::decode_dir_entry(bytes).filter(|e| e.hash == hash) {
+                    entry = Some(e);
+                } else if let Some((_, t)) = page::decode_dir_pivot(bytes).filter(|pv| pv.0 == hash) {
+                    pivots.push(t.pack());
                 }
             }
-            if next == page::INVALID_BLOCK {
-                break;
-            }
-            blk = next;
-        }
-        Some((starts, entry.count))
+            true
+        })?;
+        let e = entry?;
+        Some((std::iter::once(e.entry.pack()).chain(pivots).collect(), e.count))
     }
 
     fn read(&mut self, blk: u32) -> SharedPage {
@@ -426,12 +443,10 @@ impl GraphStore for DiskGraph {
                 None => return,
             },
         };
-        let list = match self.tenant {
-            Some(_) if level == 0 => page::TENANT_LEVEL,
-            Some(_) => return,
-            None if level > node_level => return,
-            None => level,
-        };
+        let Some(list) = self.view_list(level) else { return };
+        if self.tenant.is_none() && level > node_level {
+            return;
+        }
         if !nb.is_valid() {
             return;
         }
@@ -458,11 +473,7 @@ impl GraphWrite for DiskGraph {
         let nb = info.neighbor_tid;
         self.pins.release_all();
         let list: Vec<Tid> = neighbors.iter().map(|&n| Tid::unpack(n)).collect();
-        let level = match self.tenant {
-            Some(_) if level == 0 => page::TENANT_LEVEL,
-            Some(_) => return,
-            None => level,
-        };
+        let Some(level) = self.view_list(level) else { return };
         let mut w = WalWrite::begin(self.rel);
         let mut pm = w.page(nb.block);
         if let Some(bytes) = pm.item_mut(nb.offset) {

@@ -176,44 +176,18 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
         }
     }
 
-    // Updated lists of existing nodes, resolved to their neighbour tuples before writing.
+    // Updated lists of existing nodes, resolved to their neighbour tuples before writing:
+    // the global graph's, then the same for the tenant group's flat graph.
     let mut by_block: BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>> = BTreeMap::new();
-    let mut updates = plan.updates.clone();
     let new_id = at.el.pack();
-    let linked = updates.iter().any(|u| u.lists.iter().any(|(_, l)| l.contains(&new_id)));
-    if !linked {
-        // The heuristic kept the newcomer out of every full list: give it an in-link from
-        // its nearest neighbour anyway, or no scan could ever reach it.
-        if let Some(&nearest) = plan.neighbors.first().and_then(|l| l.first()) {
-            let mut list = Vec::new();
-            g.neighbors(nearest, 0, &mut list);
-            if list.len() >= params.max_neighbors(0) {
-                list.pop();
-            }
-            list.push(new_id);
-            updates.push(NodeUpdate { id: nearest, lists: vec![(0, list)] });
-        }
-    }
-    for u in &updates {
-        let Some(info) = g.info(u.id) else { continue };
-        for (l, list) in &u.lists {
-            let tids = list.iter().map(|&x| Tid::unpack(x)).collect();
-            by_block.entry(info.neighbor_tid.block).or_default().push((info.neighbor_tid.offset, *l, tids));
-        }
-    }
-    // The same for the tenant group's flat graph.
+    let updates = updates_with_in_link(&mut g, &plan, new_id, params);
+    queue_updates(&mut g, &updates, |l| l, &mut by_block);
     let tenant_plan = match group {
         Some(GroupSlot::Existing { entry, .. }) => Some(plan_tenant(&mut g, entry.entry.pack(), new_id, v, params)),
         _ => None,
     };
     if let Some((_, tupdates)) = &tenant_plan {
-        for u in tupdates {
-            let Some(info) = g.info(u.id) else { continue };
-            for (_, list) in &u.lists {
-                let tids = list.iter().map(|&x| Tid::unpack(x)).collect();
-                by_block.entry(info.neighbor_tid.block).or_default().push((info.neighbor_tid.offset, page::TENANT_LEVEL, tids));
-            }
-        }
+        queue_updates(&mut g, tupdates, |_| page::TENANT_LEVEL, &mut by_block);
     }
     g.reset();
 
@@ -303,14 +277,10 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     }
 }
 
-/// Plans the new node's place in its tenant group's flat graph (entered at `entry`): its
-/// tenant list, and the group members whose tenant lists gain it. Like the global plan,
-/// a newcomer the heuristic kept out of every full list gets an in-link from its nearest
-/// group member, so the group stays connected.
-fn plan_tenant(g: &mut DiskGraph, entry: u64, new_id: u64, v: &[f32], params: Params) -> (InsertPlan<u64>, Vec<NodeUpdate<u64>>) {
-    g.set_tenant_view(Some(Some(entry)));
-    let dist = g.dist;
-    let plan = plan_insert(g, new_id, v, 0, params, dist);
+/// The plan's list updates, plus, when the heuristic kept the newcomer out of every full
+/// list, an in-link from its nearest neighbour (on the store's current view), or no scan
+/// could ever reach it.
+fn updates_with_in_link(g: &mut DiskGraph, plan: &InsertPlan<u64>, new_id: u64, params: Params) -> Vec<NodeUpdate<u64>> {
     let mut updates = plan.updates.clone();
     let linked = updates.iter().any(|u| u.lists.iter().any(|(_, l)| l.contains(&new_id)));
     if !linked {
@@ -324,6 +294,34 @@ fn plan_tenant(g: &mut DiskGraph, entry: u64, new_id: u64, v: &[f32], params: Pa
             updates.push(NodeUpdate { id: nearest, lists: vec![(0, list)] });
         }
     }
+    updates
+}
+
+/// Resolves each update to its node's neighbour tuple, grouped by page; `list` names the
+/// tuple list a plan level is written to (itself, or the tenant list).
+fn queue_updates(
+    g: &mut DiskGraph,
+    updates: &[NodeUpdate<u64>],
+    list: impl Fn(u8) -> u8,
+    by_block: &mut BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>>,
+) {
+    for u in updates {
+        let Some(info) = g.info(u.id) else { continue };
+        for (l, ids) in &u.lists {
+            let tids = ids.iter().map(|&x| Tid::unpack(x)).collect();
+            by_block.entry(info.neighbor_tid.block).or_default().push((info.neighbor_tid.offset, list(*l), tids));
+        }
+    }
+}
+
+/// Plans the new node's place in its tenant group's flat graph (entered at `entry`): its
+/// tenant list, and the group members whose tenant lists gain it (with the same in-link
+/// rule as the global graph, so the group stays connected).
+fn plan_tenant(g: &mut DiskGraph, entry: u64, new_id: u64, v: &[f32], params: Params) -> (InsertPlan<u64>, Vec<NodeUpdate<u64>>) {
+    g.set_tenant_view(Some(Some(entry)));
+    let dist = g.dist;
+    let plan = plan_insert(g, new_id, v, 0, params, dist);
+    let updates = updates_with_in_link(g, &plan, new_id, params);
     g.set_tenant_view(None);
     (plan, updates)
 }
