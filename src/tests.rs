@@ -75,3 +75,70 @@ fn nan_is_rejected() {
 fn empty_vector_is_rejected() {
     one::<String>("SELECT '[]'::vector::text");
 }
+
+/// Resets the test-only hash folding even when an assertion fails.
+struct Collide;
+impl Collide {
+    fn on() -> Collide {
+        crate::hnsw::keys::COLLIDE_GROUPS.store(true, std::sync::atomic::Ordering::Relaxed);
+        Collide
+    }
+}
+impl Drop for Collide {
+    fn drop(&mut self) {
+        crate::hnsw::keys::COLLIDE_GROUPS.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn ids(q: &str) -> Vec<i32> {
+    Spi::connect(|c| c.select(q, None, &[]).expect("query").map(|r| r.get::<i32>(1).expect("id").expect("not null")).collect())
+}
+
+/// Two tenants whose group hashes collide share one tenant graph. The directory must mark
+/// that group impure (at build, and when an insert brings the second tenant), so scans
+/// test every node's key again: each tenant gets exactly its own nearest rows although the
+/// other tenant's rows lie nearer the query.
+#[pg_test]
+fn colliding_tenant_groups_are_impure_and_still_exact() {
+    let _c = Collide::on();
+    Spi::run(
+        "SET LOCAL enable_seqscan = off;
+         CREATE TABLE coll (id int, tenant_id int, embedding vector(3));
+         -- tenant 1 far from the query [0,0,1]; tenant 2 (inserted later) right at it
+         INSERT INTO coll SELECT i, 1, ARRAY[cos(i), sin(i), -1]::real[]::vector FROM generate_series(1, 200) i;
+         CREATE INDEX coll_hnsw ON coll USING hnsw (tenant_id, embedding vector_l2_ops);",
+    )
+    .expect("setup");
+    let check = || one::<String>("SELECT vecguard.hnsw_check('coll_hnsw')").unwrap_or_default();
+    assert!(check().ends_with(", 1 tenant groups, 0 unreachable in their group, 1 pure"), "{}", check());
+    Spi::run("INSERT INTO coll SELECT i, 1, ARRAY[cos(i), sin(i), -1.1]::real[]::vector FROM generate_series(201, 220) i")
+        .expect("same tenant");
+    assert!(check().ends_with(", 1 pure"), "same first key keeps the group pure: {}", check());
+    Spi::run("INSERT INTO coll SELECT i, 2, ARRAY[cos(i) / 10, sin(i) / 10, 1]::real[]::vector FROM generate_series(1001, 1100) i")
+        .expect("colliding tenant");
+    assert!(check().ends_with(", 1 tenant groups, 0 unreachable in their group, 0 pure"), "{}", check());
+    let q = |t: i32| format!("SELECT id FROM coll WHERE tenant_id = {t} ORDER BY embedding <-> '[0,0,1]' LIMIT 10");
+    let plan: Vec<String> = Spi::connect(|c| {
+        let rows = c.select(&format!("EXPLAIN (COSTS OFF) {}", q(1)), None, &[]).expect("explain");
+        rows.map(|r| r.get::<String>(1).expect("line").unwrap_or_default()).collect()
+    });
+    assert!(plan.iter().any(|l| l.contains("Index Scan using coll_hnsw")), "{plan:?}");
+    let one_rows = ids(&q(1));
+    assert_eq!(one_rows.len(), 10);
+    assert!(one_rows.iter().all(|&i| (1..=220).contains(&i)), "tenant 1 got another tenant's rows: {one_rows:?}");
+    let two_rows = ids(&q(2));
+    assert_eq!(two_rows.len(), 10);
+    assert!(two_rows.iter().all(|&i| (1001..=1100).contains(&i)), "{two_rows:?}");
+    // built with both tenants present: impure from the start
+    Spi::run("REINDEX INDEX coll_hnsw").expect("reindex");
+    assert!(check().ends_with(", 0 pure"), "{}", check());
+    let again = ids(&q(1));
+    assert_eq!(again.len(), 10);
+    assert!(again.iter().all(|&i| (1..=220).contains(&i)), "{again:?}");
+    // folding off: the same rows are two pure groups
+    drop(_c);
+    Spi::run("REINDEX INDEX coll_hnsw").expect("reindex");
+    assert!(check().ends_with(", 2 tenant groups, 0 unreachable in their group, 2 pure"), "{}", check());
+    assert_eq!(ids(&q(1)).len(), 10);
+    assert!(ids(&q(1)).iter().all(|&i| (1..=220).contains(&i)));
+}

@@ -276,7 +276,9 @@ pub unsafe extern "C-unwind" fn ambuild(
             members[g].push(i as u32);
         }
         let links = build_group_links(dim, graph.vectors_flat(), &members, params, graph_distance(metric), 0x7e4a, 2);
-        Tenants { hashes, sizes: members.iter().map(|m| m.len() as u32).collect(), links }
+        let first = |i: u32| keys::first_key(&st.keys[i as usize], &types);
+        let pure = members.iter().map(|m| m.iter().all(|&i| first(i) == first(m[0]))).collect();
+        Tenants { hashes, sizes: members.iter().map(|m| m.len() as u32).collect(), pure, links }
     });
     write_graph(rel, &graph, &st.heap_tids[..fit], &st.keys[..fit], metric, params, tenants.as_ref());
     // SAFETY: progress reporting.
@@ -302,6 +304,8 @@ pub unsafe extern "C-unwind" fn ambuild(
 struct Tenants {
     hashes: Vec<u64>,
     sizes: Vec<u32>,
+    /// Whether every member carries the same first key bytes (no hash collision).
+    pure: Vec<bool>,
     links: GroupLinks,
 }
 
@@ -360,7 +364,7 @@ fn write_graph(
         let mut tuples: Vec<DirTuple> = Vec::new();
         for gi in (0..t.hashes.len()).filter(|&gi| (t.links.entries[gi] as usize) < pos.len()) {
             let h = t.hashes[gi];
-            let e = page::DirEntry { hash: h, entry: pos[t.links.entries[gi] as usize].0, count: t.sizes[gi] };
+            let e = page::DirEntry { hash: h, entry: pos[t.links.entries[gi] as usize].0, count: t.sizes[gi], pure: t.pure[gi] };
             tuples.push((h, page::encode_dir_entry(&e)));
             tuples.extend(t.links.pivots[gi].iter().map(|&p| (h, page::encode_dir_pivot(h, pos[p as usize].0))));
         }

@@ -41,6 +41,7 @@ pub fn check(rel: IndexRel) -> String {
     let tenant = meta.tenant_links();
     // group hash per element, and the directory's entries by hash
     let mut group_of: HashMap<u64, u64> = HashMap::new();
+    let mut first_of: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut directory: HashMap<u64, page::DirEntry> = HashMap::new();
     let mut pivots: Vec<(u64, Tid)> = Vec::new();
     for blk in 1..nblocks {
@@ -64,7 +65,9 @@ pub fn check(rel: IndexRel) -> String {
                     heap_pointers += el.heap_tids.len();
                     elements.insert(tid.pack(), (el.level, el.deleted, el.neighbor_tid));
                     if tenant {
-                        group_of.insert(tid.pack(), keys::group_hash(page::element_keys(bytes, el.dim), &types));
+                        let k = page::element_keys(bytes, el.dim);
+                        group_of.insert(tid.pack(), keys::group_hash(k, &types));
+                        first_of.insert(tid.pack(), keys::first_key(k, &types).to_vec());
                     }
                 }
                 Some(page::KIND_DIR_HEADER) if tenant && off == 1 => {}
@@ -125,7 +128,7 @@ pub fn check(rel: IndexRel) -> String {
             corrupted(format!("tenant group {h:#x}: pivot {t:?} is not a member"));
         }
     }
-    let tenant_unreachable = if tenant { check_tenant_graphs(rel, &elements, &group_of, &directory, meta.elements) } else { 0 };
+    let tenant_unreachable = if tenant { check_tenant_graphs(rel, &elements, &group_of, &first_of, &directory, meta.elements) } else { 0 };
     let live: Vec<u64> = elements.iter().filter(|(_, e)| !e.1).map(|(&id, _)| id).collect();
     let top = live.iter().map(|id| elements[id].0).max();
     let reached = match (meta.entry, top) {
@@ -159,18 +162,25 @@ pub fn check(rel: IndexRel) -> String {
         edges,
         nblocks,
         top.map(|t| t as i32).unwrap_or(-1),
-        if tenant { format!(", {} tenant groups, {} unreachable in their group", directory.len(), tenant_unreachable) } else { String::new() }
+        if tenant {
+            let pure = directory.values().filter(|e| e.pure).count();
+            format!(", {} tenant groups, {} unreachable in their group, {pure} pure", directory.len(), tenant_unreachable)
+        } else {
+            String::new()
+        }
     )
 }
 
 /// Tenant lists and directory: lists stay inside their group, the directory names each
-/// group once with an element of the group and the group's size. Returns how many live
+/// group once with an element of the group and the group's size, and a group marked pure
+/// has one first key (scans skip the tenant check in pure groups). Returns how many live
 /// elements their group's traversal (from the directory entry, through deleted members
 /// too) does not reach: like the global count, not corruption (scans then sweep).
 fn check_tenant_graphs(
     rel: IndexRel,
     elements: &HashMap<u64, (u8, bool, Tid)>,
     group_of: &HashMap<u64, u64>,
+    first_of: &HashMap<u64, Vec<u8>>,
     directory: &HashMap<u64, page::DirEntry>,
     meta_elements: u64,
 ) -> usize {
@@ -206,6 +216,12 @@ fn check_tenant_graphs(
     }
     if let Some(g) = directory.keys().find(|g| !sizes.contains_key(g)) {
         corrupted(format!("directory entry for tenant group {g:#x} without elements"));
+    }
+    for (&id, &g) in group_of {
+        let e = &directory[&g];
+        if e.pure && first_of.get(&id) != first_of.get(&e.entry.pack()) {
+            corrupted(format!("tenant group {g:#x} is marked pure but element {:?} has another first key", Tid::unpack(id)));
+        }
     }
     let mut live_by_group: HashMap<u64, Vec<u64>> = HashMap::new();
     for (&id, el) in elements {

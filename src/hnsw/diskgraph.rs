@@ -112,8 +112,12 @@ pub struct DiskGraph {
     pending: Vec<u64>,
     /// Distances computed ahead by a batch, consumed by `distance`.
     batch: IdHashMap<u64, f32>,
-    /// Key-column filter of an authorized scan and its query.
+    /// Key-column filter of an authorized scan and its query. Every returned element and
+    /// every element of the exact sweep is tested against all of it.
     filter: Option<(Vec<KeyType>, Vec<Cond>)>,
+    /// The part of the filter the traversal tests on each node: all of it, unless the
+    /// scan's tenant groups already prove some conditions for every member they hold.
+    walk: Vec<Cond>,
     query: Vec<f32>,
     /// Elements whose keys were checked (work counter for EXPLAIN-free tests).
     pub filter_checks: u64,
@@ -149,6 +153,7 @@ impl DiskGraph {
             pending: Vec::new(),
             batch: IdHashMap::default(),
             filter: None,
+            walk: Vec::new(),
             query: Vec::new(),
             filter_checks: 0,
             fixed: {
@@ -230,9 +235,9 @@ impl DiskGraph {
         }
     }
 
-    /// A group's entry and pivots (its starting elements, entry first) and element count,
-    /// read in one walk of the bucket's chain.
-    pub fn dir_group(&mut self, hash: u64) -> Option<(Vec<u64>, u32)> {
+    /// A group's directory entry and its starting elements (entry first, then pivots), read
+    /// in one walk of the bucket's chain.
+    pub fn dir_group(&mut self, hash: u64) -> Option<(page::DirEntry, Vec<u64>)> {
         let (mut entry, mut pivots) = (None, Vec::new());
         self.dir_walk(hash, |_, p| {
             for off in 2..=p.max_offset() {
@@ -246,7 +251,7 @@ impl DiskGraph {
             true
         })?;
         let e = entry?;
-        Some((std::iter::once(e.entry.pack()).chain(pivots).collect(), e.count))
+        Some((e, std::iter::once(e.entry.pack()).chain(pivots).collect()))
     }
 
     fn read(&mut self, blk: u32) -> SharedPage {
@@ -291,8 +296,40 @@ impl DiskGraph {
     /// Restricts the traversal to elements whose keys satisfy `conds`, and scores passing
     /// elements against `query` while their page is locked for the key check.
     pub fn set_filter(&mut self, types: Vec<KeyType>, conds: Vec<Cond>, query: &[f32]) {
+        self.walk = conds.clone();
         self.filter = Some((types, conds));
         self.query = query.to_vec();
+    }
+
+    /// Stops testing conditions on the first key column node by node: the caller has
+    /// proven them for every element the traversal can reach (pure tenant groups whose key
+    /// satisfies them). Returned elements are still tested against the whole filter.
+    pub fn first_key_proven(&mut self) {
+        self.walk.retain(|c| c.col != 0);
+    }
+
+    /// Whether the traversal tests keys at all.
+    pub fn walk_filtered(&self) -> bool {
+        self.filter.is_some() && !self.walk.is_empty()
+    }
+
+    /// Heap TIDs of element `id` if it is live and satisfies the whole filter (the check
+    /// before a row leaves the index, whatever the traversal tested), appended to `out`.
+    pub fn result_tids(&mut self, id: u64, out: &mut Vec<Tid>) {
+        let tid = Tid::unpack(id);
+        let p = self.pins.read_shared(tid.block);
+        let Some(bytes) = p.item(tid.offset) else { return };
+        let Some((_, deleted, _, dim, n)) = page::element_header(bytes) else { return };
+        if deleted {
+            return;
+        }
+        if self.filter.is_some() {
+            self.filter_checks += 1;
+            if !self.bytes_pass(bytes, dim) {
+                return;
+            }
+        }
+        out.extend((0..n).map(|i| page::element_heap_tid(bytes, i)));
     }
 
     /// Whether element bytes satisfy the filter (true without one).
@@ -385,19 +422,22 @@ impl GraphStore for DiskGraph {
     }
 
     fn passes(&mut self, id: u64) -> bool {
-        let Some((types, conds)) = &self.filter else { return true };
+        let Some((types, _)) = &self.filter else { return true };
+        if self.walk.is_empty() {
+            return true;
+        }
         // Cached keys answer without a page read; the verdict is cheap to recompute, so it
         // is not memoised (the searcher asks once per node).
         if let Some(f) = self.fixed.nodes.get(&id) {
             self.filter_checks += 1;
-            return keys::matches(&f.keys, types, conds);
+            return keys::matches(&f.keys, types, &self.walk);
         }
         let tid = Tid::unpack(id);
         let dist = self.dist;
         let p = self.pins.read_shared(tid.block);
         let Some(bytes) = p.item(tid.offset) else { return false };
         let Some((info, v)) = element_parts(bytes) else { return false };
-        let ok = self.bytes_pass(bytes, v.len());
+        let ok = keys::matches(page::element_keys(bytes, v.len()), types, &self.walk);
         self.filter_checks += 1;
         self.fixed.remember(id, info, page::element_keys(bytes, v.len()));
         if ok && v.len() == self.query.len() {

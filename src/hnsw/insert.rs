@@ -10,7 +10,7 @@
 use super::build::tid_from_ptr;
 use super::diskgraph::{prepare_vector, DirSlot, DiskGraph};
 use super::graph::{plan_insert, GraphStore, GraphWrite, InsertPlan, NodeUpdate, Params};
-use super::keys;
+use super::keys::{self, KeyType};
 use super::page::{self, DirEntry, Tid};
 use super::scankeys::{columns, encode_row, key_types};
 use super::storage::{IndexRel, WalWrite};
@@ -100,7 +100,8 @@ enum GroupSlot {
 /// Finds the group of `hash` in the tenant directory, first creating the directory (an
 /// index built empty through `ambuildempty`) or a bucket's overflow page when needed, each
 /// in its own WAL record: an empty directory page is harmless if we crash after it.
-fn group_slot(rel: IndexRel, g: &mut DiskGraph, hash: u64) -> GroupSlot {
+fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) -> GroupSlot {
+    let hash = keys::group_hash(keys, types);
     if g.meta.dir_start == page::INVALID_BLOCK || g.meta.dir_pages == 0 {
         g.reset();
         let mut w = WalWrite::begin(rel);
@@ -115,7 +116,12 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, hash: u64) -> GroupSlot {
         g.meta = meta;
     }
     match g.dir_find(hash) {
-        Some(DirSlot::Found { at, entry }) => GroupSlot::Existing { at, entry },
+        Some(DirSlot::Found { at, entry }) => {
+            // A member whose first key differs from the entry's (a hash collision) makes the
+            // group impure for good: scans then check every member's keys again.
+            let same = entry.pure && g.keys_of(entry.entry.pack()).is_some_and(|k| keys::first_key(&k, types) == keys::first_key(keys, types));
+            GroupSlot::Existing { at, entry: DirEntry { pure: same, ..entry } }
+        }
         Some(DirSlot::Missing { room: Some(block), .. }) => GroupSlot::New { block, hash },
         Some(DirSlot::Missing { room: None, last }) => {
             g.reset();
@@ -140,7 +146,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     let _lock = rel.lock_for_update();
     let mut g = DiskGraph::open(rel);
     let tenant = g.meta.tenant_links();
-    let group = tenant.then(|| group_slot(rel, &mut g, keys::group_hash(keys, &key_types(rel))));
+    let group = tenant.then(|| group_slot(rel, &mut g, keys, &key_types(rel)));
     let meta = g.meta;
     let m = meta.m as usize;
     let params = Params::new(m, meta.ef_construction as usize);
@@ -232,7 +238,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
                 }
                 GroupSlot::New { block, hash } => {
                     let mut dp = w.page(block);
-                    let e = DirEntry { hash, entry: at.el, count: 1 };
+                    let e = DirEntry { hash, entry: at.el, count: 1, pure: true };
                     (block, dp.add_item(&page::encode_dir_entry(&e)).is_some())
                 }
             };

@@ -183,21 +183,41 @@ fn first_len(keys: &[u8], ty: KeyType) -> Option<usize> {
     (keys.len() >= n).then_some(n)
 }
 
+/// The encoding of the first key column at the start of `keys` (empty when unreadable).
+pub fn first_key<'a>(keys: &'a [u8], types: &[KeyType]) -> &'a [u8] {
+    match types.first().and_then(|&ty| first_len(keys, ty)) {
+        Some(n) => &keys[..n],
+        None => &[],
+    }
+}
+
 /// Tenant group of an element: the hash of its first key column's encoding. Elements
 /// with equal first keys (the tenant) share a group and are linked into one flat graph.
+/// The hash is not collision-proof; a group whose members all share one first key is
+/// marked pure in the directory (`page::DirEntry::pure`).
 pub fn group_hash(keys: &[u8], types: &[KeyType]) -> u64 {
-    let Some(&ty) = types.first() else { return fnv1a(&[]) };
-    match first_len(keys, ty) {
-        Some(n) => fnv1a(&keys[..n]),
-        None => fnv1a(&[]),
+    fold(fnv1a(first_key(keys, types)))
+}
+
+/// Test builds only: when set, every group hash folds to one value, so tests can make
+/// different tenants collide the way two values with equal 64-bit hashes would.
+#[cfg(any(test, feature = "pg_test"))]
+pub static COLLIDE_GROUPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[inline]
+fn fold(h: u64) -> u64 {
+    #[cfg(any(test, feature = "pg_test"))]
+    if COLLIDE_GROUPS.load(std::sync::atomic::Ordering::Relaxed) {
+        return 0x5a5a;
     }
+    h
 }
 
 /// The group hash elements whose first key equals `v` carry (scans look groups up by it).
 pub fn value_group_hash(ty: KeyType, v: &KeyValue) -> u64 {
     let mut b = Vec::with_capacity(24);
     encode(&mut b, ty, Some(v));
-    fnv1a(&b)
+    fold(fnv1a(&b))
 }
 
 #[cfg(test)]
@@ -266,6 +286,21 @@ mod tests {
         assert_eq!(group_hash(&k, &t), value_group_hash(KeyType::Text, &KeyValue::Bytes(b"acme".to_vec())));
         assert_ne!(group_hash(&k, &t), value_group_hash(KeyType::Text, &KeyValue::Bytes(b"acm".to_vec())));
         assert_eq!(group_hash(&k[..3], &t), group_hash(&[], &t), "truncated keys fall in one group");
+    }
+
+    #[test]
+    fn first_key_is_the_first_columns_encoding() {
+        let a = row(Some(7), Some("acme"), None, Some(2));
+        let mut seven = Vec::new();
+        encode(&mut seven, KeyType::Int, Some(&KeyValue::Int(7)));
+        assert_eq!(first_key(&a, &TYPES), &seven[..]);
+        assert_eq!(first_key(&a, &TYPES), first_key(&row(Some(7), None, Some([1; 16]), None), &TYPES));
+        assert_ne!(first_key(&a, &TYPES), first_key(&row(Some(8), Some("acme"), None, Some(2)), &TYPES));
+        let t = [KeyType::Text];
+        let mut k = Vec::new();
+        encode(&mut k, KeyType::Text, Some(&KeyValue::Bytes(b"acme".to_vec())));
+        assert_eq!(first_key(&k, &t), &k[..]);
+        assert_eq!(first_key(&k[..4], &t), b"", "truncated keys have no first key");
     }
 
     #[test]

@@ -461,17 +461,24 @@ pub fn node_fits_one_page(dim: usize, keys_len: usize, m: usize, level: u8, tena
 // directory page is a header tuple naming the next page of the bucket's chain (overflow
 // pages are appended when a bucket page fills); entries follow.
 //  header: 0 kind u8 | 4..8 next block u32
-//  entry:  0 kind u8 | 2..8 entry element TID | 8..16 group hash u64 | 16..20 count u32
+//  entry:  0 kind u8 | 1 flags u8 | 2..8 entry element TID | 8..16 group hash u64 | 16..20 count u32
+// Flag DIR_PURE: every element the group has ever had carries the same first key bytes as
+// its entry element (set when the group is created, cleared for good by the first insert
+// whose first key differs, i.e. a hash collision). Entries written before the flag existed
+// read as not pure, which only costs speed.
 pub const DIR_HEADER_BYTES: usize = 8;
 pub const DIR_ENTRY_BYTES: usize = 20;
+pub const DIR_PURE: u8 = 1;
 
 /// A directory entry: the group's hash, the element its traversal starts from, and how
-/// many elements the group has ever had (deleted ones stay traversable, so they count).
+/// many elements the group has ever had (deleted ones stay traversable, so they count),
+/// and whether they all share the entry's first key (`pure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirEntry {
     pub hash: u64,
     pub entry: Tid,
     pub count: u32,
+    pub pure: bool,
 }
 
 pub fn encode_dir_header(next: u32) -> [u8; DIR_HEADER_BYTES] {
@@ -489,6 +496,7 @@ pub fn decode_dir_header(b: &[u8]) -> Option<u32> {
 pub fn encode_dir_entry(e: &DirEntry) -> [u8; DIR_ENTRY_BYTES] {
     let mut b = [0u8; DIR_ENTRY_BYTES];
     b[0] = KIND_DIR_ENTRY;
+    b[1] = if e.pure { DIR_PURE } else { 0 };
     e.entry.write(&mut b[2..8]);
     b[8..16].copy_from_slice(&e.hash.to_ne_bytes());
     b[16..20].copy_from_slice(&e.count.to_ne_bytes());
@@ -497,7 +505,7 @@ pub fn encode_dir_entry(e: &DirEntry) -> [u8; DIR_ENTRY_BYTES] {
 
 /// A pivot tuple of a group: `encode_dir_entry`'s layout with its own kind.
 pub fn encode_dir_pivot(hash: u64, element: Tid) -> [u8; DIR_ENTRY_BYTES] {
-    let mut b = encode_dir_entry(&DirEntry { hash, entry: element, count: 0 });
+    let mut b = encode_dir_entry(&DirEntry { hash, entry: element, count: 0, pure: false });
     b[0] = KIND_DIR_PIVOT;
     b
 }
@@ -523,6 +531,7 @@ pub fn decode_dir_entry(b: &[u8]) -> Option<DirEntry> {
         hash: u64::from_ne_bytes(h),
         entry: Tid::read(&b[2..8]),
         count: u32::from_ne_bytes([b[16], b[17], b[18], b[19]]),
+        pure: b[1] & DIR_PURE != 0,
     })
 }
 
@@ -647,8 +656,11 @@ mod tests {
 
     #[test]
     fn directory_tuples_round_trip() {
-        let e = DirEntry { hash: 0xdead_beef_1234_5678, entry: Tid { block: 77, offset: 9 }, count: 4242 };
+        let e = DirEntry { hash: 0xdead_beef_1234_5678, entry: Tid { block: 77, offset: 9 }, count: 4242, pure: false };
         assert_eq!(decode_dir_entry(&encode_dir_entry(&e)), Some(e));
+        let pure = DirEntry { pure: true, ..e };
+        assert_eq!(decode_dir_entry(&encode_dir_entry(&pure)), Some(pure));
+        assert_eq!(encode_dir_entry(&pure)[1], DIR_PURE);
         assert_eq!(decode_dir_header(&encode_dir_header(31)), Some(31));
         assert_eq!(decode_dir_entry(&encode_dir_header(31)), None);
         assert_eq!(decode_dir_header(&encode_dir_entry(&e)), None);

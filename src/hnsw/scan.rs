@@ -41,10 +41,23 @@ struct ScanState {
 /// value); longer lists use the global graph with the filter.
 const MAX_TENANT_SEEDS: usize = 16;
 
-/// The tenant path of an authorized scan: an `=` / `= ANY` condition on the first key
-/// column of an index with tenant graphs. Returns each group's starting elements (entry
-/// and pivots) and the groups' summed element counts (no groups: no authorized element).
-fn tenant_seeds(graph: &mut DiskGraph, cols: &Columns, conds: &[Cond]) -> Option<(Vec<Vec<u64>>, u64)> {
+/// The caller's tenant groups, from an `=` / `= ANY` condition on the first key column of
+/// an index with tenant graphs.
+struct TenantGroups {
+    /// Each group's starting elements (entry, then pivots).
+    seeds: Vec<Vec<u64>>,
+    /// The groups' element counts summed.
+    count: u64,
+    /// Every group is pure and its one first key satisfies every condition on the first
+    /// key column: each element the groups hold passes those conditions.
+    proven: bool,
+}
+
+/// The tenant path of an authorized scan: looks the condition's values up in the tenant
+/// directory (no groups: no authorized element). A pure group whose key fails the first
+/// key conditions (a hash collision with another value) holds nothing for the caller and
+/// is left out.
+fn tenant_groups(graph: &mut DiskGraph, cols: &Columns, conds: &[Cond]) -> Option<TenantGroups> {
     if !graph.meta.tenant_links() {
         return None;
     }
@@ -56,14 +69,23 @@ fn tenant_seeds(graph: &mut DiskGraph, cols: &Columns, conds: &[Cond]) -> Option
     let mut hashes: Vec<u64> = c.values.iter().map(|v| keys::value_group_hash(ty, v)).collect();
     hashes.sort_unstable();
     hashes.dedup();
-    let (mut seeds, mut count) = (Vec::new(), 0u64);
+    let types = cols.key_types();
+    let first: Vec<Cond> = conds.iter().filter(|c| c.col == 0).cloned().collect();
+    let mut out = TenantGroups { seeds: Vec::new(), count: 0, proven: true };
     for h in hashes {
-        if let Some((starts, n)) = graph.dir_group(h) {
-            seeds.push(starts);
-            count += n as u64;
+        let Some((entry, starts)) = graph.dir_group(h) else { continue };
+        if entry.pure {
+            let Some(k) = graph.keys_of(entry.entry.pack()) else { continue };
+            if !keys::matches(&k, &types, &first) {
+                continue;
+            }
+        } else {
+            out.proven = false;
         }
+        out.seeds.push(starts);
+        out.count += entry.count as u64;
     }
-    Some((seeds, count))
+    Some(out)
 }
 
 impl ScanState {
@@ -81,7 +103,7 @@ impl ScanState {
                 continue;
             }
             tids.clear();
-            self.graph.heap_tids(c.id, &mut tids);
+            self.graph.result_tids(c.id, &mut tids);
             self.pending.extend(tids.iter().copied());
         }
         true
@@ -238,15 +260,23 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 if filtered {
                     st.graph.set_filter(st.cols.key_types(), st.conds.clone(), &q);
                 }
-                let mut tenant = if filtered { tenant_seeds(&mut st.graph, &st.cols, &st.conds) } else { None };
-                let covers_all = tenant.as_ref().is_some_and(|t| t.1 > 0 && t.1 >= st.graph.meta.elements);
+                let mut tenant = if filtered { tenant_groups(&mut st.graph, &st.cols, &st.conds) } else { None };
+                let covers_all = tenant.as_ref().is_some_and(|t| t.count > 0 && t.count >= st.graph.meta.elements);
+                if tenant.as_ref().is_some_and(|t| t.proven) {
+                    // Every element of the caller's groups passes the first key conditions,
+                    // and the walk below reaches only those elements (or, covering all,
+                    // every element of the index is one of them): they need no per-node
+                    // test. Rows are still tested before they leave the index, so an
+                    // element inserted meanwhile into another group is never returned.
+                    st.graph.first_key_proven();
+                }
                 if covers_all {
                     // The caller's groups hold every element: no other tenant's data exists
                     // to leak, and the hierarchical global graph is faster than walking
                     // each group (an admin token, a single-tenant table).
                     tenant = None;
                 }
-                st.tenant_count = tenant.as_ref().map(|t| t.1);
+                st.tenant_count = tenant.as_ref().map(|t| t.count);
                 st.graph.set_tenant_view(tenant.is_some().then_some(None));
                 // Authorized scans always continue past ef_search: the filter lives inside
                 // the index, so "exactly k rows" is the index's job, not the user's.
@@ -254,7 +284,7 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 // In a tenant walk every node is in the caller's groups: with no other
                 // condition there is nothing to look through, and the unfiltered
                 // expansion (page-batched scoring) is used; the key check still runs on
-                // each node before it is returned.
+                // each node (impure groups) or on each returned row (pure groups).
                 let only_tenant = (tenant.is_some() || covers_all) && st.conds.iter().all(|c| c.col == 0);
                 let opts = SearchOptions {
                     filtered: filtered && !only_tenant,
@@ -264,7 +294,7 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 };
                 let ef = EF_SEARCH.get().max(1) as usize;
                 st.searcher = Some(match &tenant {
-                    Some((seeds, _)) => Searcher::with_seeds(&mut st.graph, &q, ef, opts, Default::default(), seeds),
+                    Some(t) => Searcher::with_seeds(&mut st.graph, &q, ef, opts, Default::default(), &t.seeds),
                     None => Searcher::with_options(&mut st.graph, &q, ef, opts, Default::default()),
                 });
                 if !st.fill() {
