@@ -6,7 +6,7 @@
 use super::graph::{Distance, FxHasher, GraphStore, GraphWrite};
 use super::keys::{self, Cond, KeyType};
 use super::page::{self, Meta, Metric, Tid};
-use super::storage::{IndexRel, PinCache, SharedPage, WalWrite};
+use super::storage::{IndexRel, PagePrefetch, PinCache, SharedPage, WalWrite};
 use crate::distance;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -110,6 +110,7 @@ pub struct DiskGraph {
     tids: Vec<Tid>,
     /// Ids announced by `prefetch`, scored together page by page on the next `distance`.
     pending: Vec<u64>,
+    prefetched: Vec<(u32, PagePrefetch)>,
     /// Distances computed ahead by a batch, consumed by `distance`.
     batch: IdHashMap<u64, f32>,
     /// Key-column filter of an authorized scan and its query. Every returned element and
@@ -148,10 +149,11 @@ impl DiskGraph {
             meta,
             dist: graph_distance(meta.metric),
             pins: PinCache::new(rel),
-            nodes: IdHashMap::default(),
+            nodes: IdHashMap::with_capacity_and_hasher(2048, Default::default()),
             tids: Vec::new(),
             pending: Vec::new(),
-            batch: IdHashMap::default(),
+            prefetched: Vec::new(),
+            batch: IdHashMap::with_capacity_and_hasher(64, Default::default()),
             filter: None,
             walk: Vec::new(),
             query: Vec::new(),
@@ -353,6 +355,29 @@ impl DiskGraph {
         let mut ids = std::mem::take(&mut self.pending);
         ids.sort_unstable();
         let dist = self.dist;
+        // Memory first: every page is pinned and its header requested, then every tuple
+        // (its line pointer has arrived meanwhile), so the cache misses of the whole batch
+        // overlap instead of stalling one by one under each page's lock.
+        if ids.len() > 1 {
+            let len = page::element_size(query.len());
+            let mut pages = std::mem::take(&mut self.prefetched);
+            pages.clear();
+            for &id in &ids {
+                let t = Tid::unpack(id);
+                if pages.last().is_none_or(|(b, _)| *b != t.block) {
+                    pages.push((t.block, self.pins.prefetch_page(t.block)));
+                }
+            }
+            let mut j = 0;
+            for &id in &ids {
+                let t = Tid::unpack(id);
+                while pages[j].0 != t.block {
+                    j += 1;
+                }
+                pages[j].1.items(t.offset, len);
+            }
+            self.prefetched = pages;
+        }
         let mut i = 0;
         while i < ids.len() {
             let blk = Tid::unpack(ids[i]).block;
