@@ -362,6 +362,14 @@ impl DiskGraph {
             let len = page::element_size(query.len());
             let mut pages = std::mem::take(&mut self.prefetched);
             pages.clear();
+            let mut last = page::INVALID_BLOCK;
+            for &id in &ids {
+                let b = Tid::unpack(id).block;
+                if b != last {
+                    self.pins.prefetch_descriptor(b);
+                    last = b;
+                }
+            }
             for &id in &ids {
                 let t = Tid::unpack(id);
                 if pages.last().is_none_or(|(b, _)| *b != t.block) {

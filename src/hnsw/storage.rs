@@ -275,6 +275,21 @@ impl PinCache {
         }
     }
 
+    /// Asks the CPU for the header of the buffer that last held `blk`, when `blk` is not
+    /// pinned yet: `pin` reads it next (ReadRecentBuffer locks that header).
+    pub fn prefetch_descriptor(&self, blk: BlockNumber) {
+        if self.pins.contains_key(&blk) {
+            return;
+        }
+        if let Some(&b) = self.recent.get(blk as usize) {
+            if b > 0 {
+                // SAFETY: b is a shared buffer id this backend obtained (1..=NBuffers), so the
+                // address lies in the descriptor array; prefetching reads nothing.
+                unsafe { prefetch(pg_sys::BufferDescriptors.add(b as usize - 1) as *const u8) };
+            }
+        }
+    }
+
     /// Pins `blk` for the rest of the scan without locking it, and asks the CPU to fetch
     /// its header and line pointers: the first half of `prefetch_items`.
     pub fn prefetch_page(&mut self, blk: BlockNumber) -> PagePrefetch {
