@@ -13,6 +13,7 @@ Reports rows returned per query, recall@10 against the exact authorized answer, 
 
     bash benches/run.sh filtered --rows 100000 --queries 100
     bash benches/run.sh filtered --rows 100000 --queries 1000 --vecguard-only
+    bash benches/run.sh filtered --rows 100000 --queries 200 --ef-search 60
 
 Ratios are to the unfiltered QPS measured right before each selectivity's rows.
 """
@@ -77,6 +78,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--ef-search", type=int, default=40, help="hnsw.ef_search on both servers")
     ap.add_argument("--vecguard-only", action="store_true", help="skip the pgvector peer (more queries in the same time)")
     args = ap.parse_args()
     data = glove(args.rows + args.queries)
@@ -93,7 +95,7 @@ def main():
             return order[:10].tolist()
         return f
 
-    print(f"GloVe 50-d, {args.rows} rows, {args.queries} queries, top-10 cosine, ef_search 40; {machine()}")
+    print(f"GloVe 50-d, {args.rows} rows, {args.queries} queries, top-10 cosine, ef_search {args.ef_search}; {machine()}")
     vg = vecguard_cluster()
     pv = None if args.vecguard_only else pgvector_cluster()
     try:
@@ -102,6 +104,7 @@ def main():
         for conn in (vconn, pconn):
             if conn is not None:
                 load(conn, base, tenants)
+                conn.execute(f"SET hnsw.ef_search = {args.ef_search}")
         vconn.execute("CREATE INDEX docs_hnsw ON docs USING hnsw (tenant_id, embedding vector_cosine_ops)")
         if pconn is not None:
             pconn.execute("CREATE INDEX docs_hnsw ON docs USING hnsw (embedding vector_cosine_ops)")

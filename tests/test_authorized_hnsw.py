@@ -123,6 +123,65 @@ def test_exactly_k_authorized_rows_at_every_selectivity(app, world, table, tenan
     assert r >= 0.95, f"{table} tenant {tenant} ({SHARES[tenant]:.2%}): recall {r}"
 
 
+ZIPF_TENANTS = 100
+
+
+@pytest.fixture(scope="module")
+def zipf(cluster, dbname, world):
+    """20k GloVe rows over 100 tenants with Zipf sizes (share of rank r proportional to
+    1/r: rank 1 holds 19%, rank 100 about 0.2%), tenant and clearance in the index."""
+    rank = np.arange(1, ZIPF_TENANTS + 1)
+    share = (1 / rank) / (1 / rank).sum()
+    rng = np.random.default_rng(11)
+    tenants = rng.choice(rank, size=N, p=share)
+    data = np.asarray(GLOVE[20000:20000 + N], dtype=np.float32)
+    with cluster.connect(dbname) as su:
+        su.execute("CREATE TABLE zdocs (id int PRIMARY KEY, tenant_id int NOT NULL, clearance int NOT NULL, embedding vector(50))")
+        with su.cursor().copy("COPY zdocs FROM STDIN") as cp:
+            for i in range(N):
+                cp.write_row((i, int(tenants[i]), i % 4, lit(data[i])))
+        su.execute("CREATE INDEX zdocs_hnsw ON zdocs USING hnsw (tenant_id, embedding vector_cosine_ops, clearance)")
+        su.execute("ANALYZE zdocs")
+        su.execute("GRANT SELECT ON zdocs TO app")
+        su.execute("SELECT vecguard.protect('zdocs', tenant => 'tenant_id', clearance => 'clearance')")
+        out = su.execute("SELECT vecguard.hnsw_check('zdocs_hnsw')").fetchone()[0]
+        assert f", {ZIPF_TENANTS} tenant groups, 0 unreachable in their group, {ZIPF_TENANTS} pure" in out, out
+    return {"tenants": tenants, "data": data}
+
+
+@pytest.mark.parametrize("rank", [1, 2, 5, 20, 60, 100])
+def test_zipf_tenant_sizes_exactly_k_and_recall(app, zipf, rank):
+    """Exactly min(10, authorized rows), only authorized rows, recall@10 >= 0.95 for
+    tenants from the head to the tail of a Zipf distribution, through the planner's choice
+    and through the hnsw scan alone; clearance 1 on top."""
+    for clearance, forced in ((3, False), (3, True), (1, True)):
+        set_token(app, token([rank], clearance))
+        for knob in ("enable_seqscan", "enable_sort"):
+            app.execute(f"SET {knob} = {'off' if forced else 'on'}")
+        ok = (zipf["tenants"] == rank) & (np.arange(N) % 4 <= clearance)
+        allowed = np.nonzero(ok)[0]
+        hits = need = 0
+        for q in np.asarray(GLOVE[300000:300020], dtype=np.float32):
+            rows = [r[0] for r in app.execute("SELECT id FROM zdocs ORDER BY embedding <=> %s::vector LIMIT 10", [lit(q)])]
+            assert len(rows) == min(10, len(allowed)) and set(rows) <= set(allowed.tolist()), (rank, clearance, rows)
+            d = zipf["data"][allowed].astype(np.float64)
+            dist = 1 - d @ q / (np.linalg.norm(d, axis=1) * np.linalg.norm(q))
+            truth = set(allowed[np.argsort(dist, kind="stable")[:10]].tolist())
+            hits += len(truth & set(rows))
+            need += len(truth)
+        assert hits / need >= 0.95, (rank, clearance, forced, hits / need)
+        if forced:
+            plan = "\n".join(r[0] for r in app.execute("EXPLAIN SELECT id FROM zdocs ORDER BY embedding <=> %s::vector LIMIT 10", [lit(q)]))
+            assert "Index Scan using zdocs_hnsw" in plan, plan
+    app.execute("RESET enable_seqscan")
+    app.execute("RESET enable_sort")
+    # the negative twin: the next tenant's rows never reach this one
+    set_token(app, token([rank]))
+    other = np.nonzero(zipf["tenants"] == (rank % ZIPF_TENANTS) + 1)[0]
+    rows = [r[0] for r in app.execute("SELECT id FROM zdocs ORDER BY embedding <=> %s::vector LIMIT 10", [lit(zipf["data"][other[0]])])]
+    assert rows and not set(rows) & set(other.tolist())
+
+
 def test_several_tenants_in_one_token_and_clearance(app, world):
     assert sweep(app, world, "hdocs", [3, 4]) >= 0.95
     assert sweep(app, world, "hdocs", [0, 1, 2, 3, 4, 5]) >= 0.95, "every tenant: 100% selectivity"
