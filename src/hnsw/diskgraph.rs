@@ -454,6 +454,22 @@ impl GraphStore for DiskGraph {
         self.pending.push(id);
     }
 
+    /// Starts loading the neighbour tuple of a node whose header is known (the next
+    /// candidate of a search), so its expansion does not wait for memory.
+    fn prefetch_neighbors(&mut self, id: u64, _level: u8) {
+        let (level, nb) = match self.nodes.get(&id) {
+            Some(i) => (i.level, i.neighbor_tid),
+            None => match self.fixed.nodes.get(&id) {
+                Some(f) => (f.level, f.neighbor_tid),
+                None => return,
+            },
+        };
+        if nb.is_valid() {
+            let len = page::neighbor_size(self.meta.m as usize, level, self.meta.tenant_links());
+            self.pins.prefetch_page(nb.block).items(nb.offset, len.min(512));
+        }
+    }
+
     fn passes(&mut self, id: u64) -> bool {
         let Some((types, _)) = &self.filter else { return true };
         if self.walk.is_empty() {

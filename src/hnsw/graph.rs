@@ -1954,6 +1954,10 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             if let Some(&Reverse(c)) = self.cand.peek() {
                 if !full || c.d <= bound {
                     self.cand.pop();
+                    // Likely next expansion: start loading its list now.
+                    if let Some(&Reverse(nx)) = self.cand.peek() {
+                        store.prefetch_neighbors(nx.id, 0);
+                    }
                     self.expand(store, c);
                     continue;
                 }
