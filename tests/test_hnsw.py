@@ -256,6 +256,38 @@ def test_unlogged_reindex_and_concurrently(cluster, dbname, db):
     check(db, "ul_idx")
 
 
+def test_temporary_table_index_beside_a_permanent_one(cluster, dbname, db):
+    """A temporary table's index lives in local buffers; scans keep a per-backend map of
+    the shared buffers that held each block of permanent indexes, which a temporary index
+    must neither use nor feed. Alternate scans of both, with inserts in between."""
+    data = np.asarray(GLOVE[70000:73000], dtype=np.float32)
+    db.execute("CREATE TEMP TABLE tmp_items (id int PRIMARY KEY, embedding vector(50))")
+    db.execute("CREATE TABLE perm_items (id int PRIMARY KEY, embedding vector(50))")
+    for t, rows in (("tmp_items", data[:2000]), ("perm_items", data[1000:3000])):
+        with db.cursor().copy(f"COPY {t} FROM STDIN") as cp:
+            for i, v in enumerate(rows):
+                cp.write_row((i, lit(v)))
+        db.execute(f"CREATE INDEX {t}_idx ON {t} USING hnsw (embedding vector_l2_ops)")
+    db.execute("ANALYZE tmp_items")
+    db.execute("ANALYZE perm_items")
+    db.execute("SET enable_seqscan = off")
+    plan = "\n".join(r[0] for r in db.execute("EXPLAIN SELECT id FROM tmp_items ORDER BY embedding <-> %s::vector LIMIT 1", [lit(data[0])]))
+    assert "tmp_items_idx" in plan, plan
+    for round_ in range(3):
+        for i in (3, 77, 1500):
+            assert ann(db, "tmp_items", "<->", data[i], 1) == [i]
+            assert ann(db, "perm_items", "<->", data[1000 + i], 1) == [i]
+        base = 10000 + round_ * 100
+        with db.cursor() as cur:
+            cur.executemany("INSERT INTO tmp_items VALUES (%s, %s)", [(base + j, lit(data[2000 + round_ * 100 + j])) for j in range(100)])
+            cur.executemany("INSERT INTO perm_items VALUES (%s, %s)", [(base + j, lit(-data[round_ * 100 + j])) for j in range(100)])
+        assert ann(db, "tmp_items", "<->", data[2000 + round_ * 100 + 5], 1) == [base + 5]
+        assert ann(db, "perm_items", "<->", -data[round_ * 100 + 5], 1) == [base + 5]
+    db.execute("RESET enable_seqscan")
+    check(db, "tmp_items_idx", reachable=False)
+    check(db, "perm_items_idx", reachable=False)
+
+
 def test_progress_is_reported(cluster, dbname, db):
     data = np.asarray(GLOVE[100000:140000], dtype=np.float32)
     load(db, "prog", data)

@@ -199,6 +199,7 @@ pub struct PinCache {
     /// `RECENT` for the cache's lifetime).
     recent: Vec<pg_sys::Buffer>,
     node: pg_sys::RelFileNode,
+    temp: bool,
 }
 
 /// Blocks past this are not remembered (4 bytes per block of the relation).
@@ -221,11 +222,17 @@ fn node_key(n: &pg_sys::RelFileNode) -> (u32, u32, u32) {
 
 impl PinCache {
     pub fn new(rel: IndexRel) -> PinCache {
-        // SAFETY: rd_node of an open relation.
-        let node = unsafe { (*rel.raw()).rd_node };
-        let recent = RECENT.with(|r| r.borrow_mut().remove(&node_key(&node))).unwrap_or_default();
+        // SAFETY: rd_node and rd_rel of an open relation.
+        let (node, temp) = unsafe {
+            let r = rel.raw();
+            ((*r).rd_node, (*(*r).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char)
+        };
+        // A temporary relation lives in local buffers, and its relfilenode number may equal
+        // a permanent relation's (only the backend id, which is not part of a buffer tag,
+        // tells them apart): it neither uses nor feeds the map.
+        let recent = if temp { Vec::new() } else { RECENT.with(|r| r.borrow_mut().remove(&node_key(&node))).unwrap_or_default() };
         let pins = HashMap::with_capacity_and_hasher(512, Default::default());
-        PinCache { rel, pins, recent, node }
+        PinCache { rel, pins, recent, node, temp }
     }
 
     /// Pins `blk`: through the buffer that last held it when it still does, else by a
@@ -255,7 +262,7 @@ impl PinCache {
             pg_sys::ReadBufferExtended(rel, pg_sys::ForkNumber::MAIN_FORKNUM, blk, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut())
         };
         // Local buffers (temporary indexes) are negative and not remembered.
-        if buf > 0 && blk < RECENT_MAX_BLOCKS {
+        if !self.temp && buf > 0 && blk < RECENT_MAX_BLOCKS {
             if self.recent.len() <= blk as usize {
                 self.recent.resize(blk as usize + 1, 0);
             }
