@@ -129,29 +129,6 @@ pub fn params_of(rel: IndexRel) -> Params {
     Params::new(m as usize, efc as usize)
 }
 
-/// Element order on disk: breadth-first over level 0 from the entry point (neighbours end
-/// up on nearby pages), then any node BFS did not reach.
-fn layout_order(g: &MemGraph) -> Vec<u32> {
-    let n = g.len();
-    let mut seen = vec![false; n];
-    let mut order = Vec::with_capacity(n);
-    if let Some((ep, _)) = g.entry() {
-        let mut queue = std::collections::VecDeque::from([ep]);
-        seen[ep as usize] = true;
-        while let Some(x) = queue.pop_front() {
-            order.push(x);
-            for &y in g.neighbors(x, 0) {
-                if !seen[y as usize] {
-                    seen[y as usize] = true;
-                    queue.push_back(y);
-                }
-            }
-        }
-    }
-    order.extend((0..n as u32).filter(|&i| !seen[i as usize]));
-    order
-}
-
 /// Assigns (element TID, neighbour TID) to every node, packing pages in `order`.
 fn assign_tids(g: &MemGraph, keys: &[Vec<u8>], order: &[u32], m: usize, first_block: u32, tenant: bool) -> (Vec<(Tid, Tid)>, Vec<Vec<u32>>) {
     let mut pos = vec![(Tid::INVALID, Tid::INVALID); g.len()];
@@ -349,7 +326,10 @@ fn write_graph(
     tenants: Option<&Tenants>,
 ) {
     let m = params.m;
-    let order = layout_order(g);
+    // nodes per page at level 0 (most nodes): runs of that many share a page
+    let key_len = keys.first().map_or(0, |k| k.len());
+    let node_fp = page::footprint(page::element_size(g.dim()) + key_len) + page::footprint(page::neighbor_size(m, 0, tenants.is_some()));
+    let order = g.page_layout(page::page_capacity() / node_fp);
     let dir_pages = tenants.map_or(0, |t| page::dir_pages_for(t.hashes.len()));
     let (pos, pages) = assign_tids(g, keys, &order, m, 1 + dir_pages, tenants.is_some());
     let mut meta = Meta::new(g.dim() as u32, m as u16, params.ef_construction as u16, metric);

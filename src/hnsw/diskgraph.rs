@@ -342,6 +342,11 @@ impl DiskGraph {
         }
     }
 
+    /// Pages the scan holds pinned (distinct pages read since the last reset).
+    pub fn pinned_pages(&self) -> usize {
+        self.pins.pinned_count()
+    }
+
     /// Forgets cached headers and pins (between scans, or after writing).
     pub fn reset(&mut self) {
         self.nodes.clear();

@@ -1409,6 +1409,71 @@ impl MemGraph {
         self.entry
     }
 
+    /// Order in which to lay nodes out on pages holding about `per_page` nodes each: runs
+    /// of `per_page` nodes, each run a node followed by its level-0 neighbourhood
+    /// (breadth-first, nearest lists first), runs started in breadth-first order from the
+    /// entry point. A search scores a node's neighbours right after reaching it, so
+    /// neighbourhoods sharing pages means fewer distinct pages (buffer pins, TLB and cache
+    /// misses) per query than a plain breadth-first order, whose neighbours spread over
+    /// whole BFS layers. Nodes BFS does not reach come last, clustered the same way.
+    pub fn page_layout(&self, per_page: usize) -> Vec<u32> {
+        let n = self.len();
+        let per_page = per_page.max(1);
+        let mut placed = vec![false; n];
+        let mut order = Vec::with_capacity(n);
+        // seeds: BFS from the entry point, then everything else in id order
+        let mut seeds = Vec::with_capacity(n);
+        let mut seen = vec![false; n];
+        let mut queue = std::collections::VecDeque::new();
+        if let Some((ep, _)) = self.entry() {
+            seen[ep as usize] = true;
+            queue.push_back(ep);
+            while let Some(x) = queue.pop_front() {
+                seeds.push(x);
+                for &y in self.neighbors(x, 0) {
+                    if !std::mem::replace(&mut seen[y as usize], true) {
+                        queue.push_back(y);
+                    }
+                }
+            }
+        }
+        seeds.extend((0..n as u32).filter(|&i| !seen[i as usize]));
+        // in-edges, so a candidate's ties to the page count both ways
+        let mut rev: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for i in 0..n as u32 {
+            for &j in self.neighbors(i, 0) {
+                rev[j as usize].push(i);
+            }
+        }
+        // candidate -> links to the page being filled
+        let mut score: HashMap<u32, u32> = HashMap::new();
+        for seed in seeds {
+            if placed[seed as usize] {
+                continue;
+            }
+            score.clear();
+            let mut next = Some(seed);
+            let mut filled = 0;
+            while let Some(x) = next {
+                placed[x as usize] = true;
+                order.push(x);
+                filled += 1;
+                score.remove(&x);
+                if filled >= per_page {
+                    break;
+                }
+                for &y in self.neighbors(x, 0).iter().chain(rev[x as usize].iter()) {
+                    if !placed[y as usize] {
+                        *score.entry(y).or_default() += 1;
+                    }
+                }
+                // the unplaced node most linked to the page (lowest id among equals)
+                next = score.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(&y, _)| y);
+            }
+        }
+        order
+    }
+
     /// Heap bytes held (the glue compares this with maintenance_work_mem).
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
@@ -3474,6 +3539,51 @@ mod tests {
     // Per-group graphs link only within a group, and seeded searches over them return
     // exactly k authorized nodes with high recall at 10%, 1% and tiny groups, for one
     // group and for several (`= ANY`), without ever reading a node of another group.
+    #[test]
+    fn page_layout_is_a_permutation_with_local_pages() {
+        let dim = 16;
+        let n = 6000;
+        let data = clustered(n, dim, 30, 5);
+        let g = MemGraph::build(dim, data, Params::new(8, 40), l2, 3, 1, &|_| {});
+        let per_page = 12;
+        let order = g.page_layout(per_page);
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..n as u32).collect::<Vec<_>>(), "every node exactly once");
+        // share of level-0 edges whose ends land on the same page, against plain BFS
+        let same_page = |order: &[u32]| {
+            let mut page = vec![0usize; n];
+            for (pos, &i) in order.iter().enumerate() {
+                page[i as usize] = pos / per_page;
+            }
+            let (mut same, mut all) = (0usize, 0usize);
+            for i in 0..n as u32 {
+                for &j in g.neighbors(i, 0) {
+                    all += 1;
+                    same += (page[i as usize] == page[j as usize]) as usize;
+                }
+            }
+            same as f64 / all as f64
+        };
+        let mut bfs = Vec::new();
+        let mut seen = vec![false; n];
+        let ep = g.entry().unwrap().0;
+        let mut q = std::collections::VecDeque::from([ep]);
+        seen[ep as usize] = true;
+        while let Some(x) = q.pop_front() {
+            bfs.push(x);
+            for &y in g.neighbors(x, 0) {
+                if !std::mem::replace(&mut seen[y as usize], true) {
+                    q.push_back(y);
+                }
+            }
+        }
+        bfs.extend((0..n as u32).filter(|&i| !seen[i as usize]));
+        let (local, plain) = (same_page(&order), same_page(&bfs));
+        // measured 0.20 against 0.08
+        assert!(local > 2.0 * plain && local > 0.15, "page-local edges: clustered {local:.3}, BFS {plain:.3}");
+    }
+
     #[test]
     fn group_links_search_stays_inside_the_group() {
         let (n, dim, nq, k) = (20_000, 32, 60, 10);

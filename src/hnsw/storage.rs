@@ -320,6 +320,11 @@ impl PinCache {
         }
     }
 
+    /// How many pages are pinned.
+    pub fn pinned_count(&self) -> usize {
+        self.pins.len()
+    }
+
     /// Drops every pin (rescans and end of scan).
     pub fn release_all(&mut self) {
         for (_, buf) in self.pins.drain() {
