@@ -16,6 +16,42 @@ use std::collections::HashMap;
 pub type BlockNumber = u32;
 pub const P_NEW: BlockNumber = pg_sys::InvalidBlockNumber;
 
+/// Share-locks or unlocks the content lock of a pinned buffer without pgrx's ERROR guard.
+///
+/// Every `pg_sys` call runs behind a sigsetjmp guard so that a Postgres ERROR becomes a
+/// Rust panic. A scan takes and drops a content lock for every page it reads, two calls
+/// per node visited, and the guard then costs as much as the lock. These two modes of
+/// LockBuffer cannot raise an ERROR: LWLockAcquire errors only when a backend already
+/// holds MAX_SIMUL_LWLOCKS (200) locks, and this module holds at most one content lock
+/// at a time on the read path; LWLockRelease errors only for a lock not held, and every
+/// unlock here pairs with its own lock. (A FATAL or PANIC ends the process without
+/// unwinding, so no Rust frame is skipped either way.)
+mod unguarded {
+    use pgrx::pg_sys;
+    unsafe extern "C" {
+        #[link_name = "LockBuffer"]
+        pub fn lock_buffer(buffer: pg_sys::Buffer, mode: std::ffi::c_int);
+    }
+}
+
+/// Takes the share content lock of a buffer this backend has pinned.
+///
+/// # Safety
+/// `buf` must be pinned by this backend and not locked by it.
+unsafe fn share_lock(buf: pg_sys::Buffer) {
+    // SAFETY: see `unguarded`: a share lock on a pinned buffer raises no ERROR.
+    unsafe { unguarded::lock_buffer(buf, pg_sys::BUFFER_LOCK_SHARE as i32) }
+}
+
+/// Releases the content lock taken by `share_lock`.
+///
+/// # Safety
+/// `buf` must be share-locked by this backend.
+unsafe fn unlock(buf: pg_sys::Buffer) {
+    // SAFETY: see `unguarded`: releasing a lock this backend holds raises no ERROR.
+    unsafe { unguarded::lock_buffer(buf, pg_sys::BUFFER_LOCK_UNLOCK as i32) }
+}
+
 /// Writes the opaque trailer (next block, page id) of a freshly initialised page.
 ///
 /// # Safety
@@ -113,7 +149,7 @@ impl IndexRel {
                 pg_sys::ReadBufferMode::RBM_NORMAL,
                 std::ptr::null_mut(),
             );
-            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_SHARE as i32);
+            share_lock(buf);
             SharedPage { buf, page: pg_sys::BufferGetPage(buf), unpin: true }
         }
     }
@@ -183,7 +219,7 @@ impl Drop for SharedPage {
     fn drop(&mut self) {
         // SAFETY: unlocks the share lock taken at creation; unpins only pins we own.
         unsafe {
-            pg_sys::LockBuffer(self.buf, pg_sys::BUFFER_LOCK_UNLOCK as i32);
+            unlock(self.buf);
             if self.unpin {
                 pg_sys::ReleaseBuffer(self.buf);
             }
@@ -194,7 +230,11 @@ impl Drop for SharedPage {
 /// Pins held for one scan, so a page revisited during the traversal costs only a lock.
 pub struct PinCache {
     rel: IndexRel,
-    pins: HashMap<BlockNumber, pg_sys::Buffer, std::hash::BuildHasherDefault<super::graph::FxHasher>>,
+    /// The buffer this scan pinned for each block (0: none), indexed by block number: a
+    /// revisited page costs an array read, not a hash lookup.
+    slots: Vec<pg_sys::Buffer>,
+    /// The blocks pinned, to release them.
+    held: Vec<BlockNumber>,
     /// The buffers that last held this relation's blocks (taken from the backend's
     /// `RECENT` for the cache's lifetime).
     recent: Vec<pg_sys::Buffer>,
@@ -231,8 +271,7 @@ impl PinCache {
         // a permanent relation's (only the backend id, which is not part of a buffer tag,
         // tells them apart): it neither uses nor feeds the map.
         let recent = if temp { Vec::new() } else { RECENT.with(|r| r.borrow_mut().remove(&node_key(&node))).unwrap_or_default() };
-        let pins = HashMap::with_capacity_and_hasher(512, Default::default());
-        PinCache { rel, pins, recent, node, temp }
+        PinCache { rel, slots: Vec::new(), held: Vec::with_capacity(1024), recent, node, temp }
     }
 
     /// Pins `blk`: through the buffer that last held it when it still does, else by a
@@ -272,20 +311,29 @@ impl PinCache {
     }
 
     fn pinned(&mut self, blk: BlockNumber) -> pg_sys::Buffer {
-        match self.pins.get(&blk) {
-            Some(&b) => b,
-            None => {
-                let b = self.pin(blk);
-                self.pins.insert(blk, b);
-                b
+        if let Some(&b) = self.slots.get(blk as usize) {
+            if b != 0 {
+                return b;
             }
         }
+        let b = self.pin(blk);
+        if self.slots.len() <= blk as usize {
+            // Sized to the relation at once (blocks past the end ERROR in `pin`).
+            self.slots.resize((blk as usize + 1).max(self.rel.nblocks() as usize), 0);
+        }
+        self.slots[blk as usize] = b;
+        self.held.push(blk);
+        b
+    }
+
+    fn is_pinned(&self, blk: BlockNumber) -> bool {
+        self.slots.get(blk as usize).is_some_and(|&b| b != 0)
     }
 
     /// Asks the CPU for the header of the buffer that last held `blk`, when `blk` is not
     /// pinned yet: `pin` reads it next (ReadRecentBuffer locks that header).
     pub fn prefetch_descriptor(&self, blk: BlockNumber) {
-        if self.pins.contains_key(&blk) {
+        if self.is_pinned(blk) {
             return;
         }
         if let Some(&b) = self.recent.get(blk as usize) {
@@ -315,20 +363,21 @@ impl PinCache {
         let buf = self.pinned(blk);
         // SAFETY: buf is pinned by us; the SharedPage unlocks but does not unpin.
         unsafe {
-            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_SHARE as i32);
+            share_lock(buf);
             SharedPage { buf, page: pg_sys::BufferGetPage(buf), unpin: false }
         }
     }
 
     /// How many pages are pinned.
     pub fn pinned_count(&self) -> usize {
-        self.pins.len()
+        self.held.len()
     }
 
     /// Drops every pin (rescans and end of scan).
     pub fn release_all(&mut self) {
-        for (_, buf) in self.pins.drain() {
-            // SAFETY: each buffer was pinned once by read_shared.
+        for blk in self.held.drain(..) {
+            let buf = std::mem::take(&mut self.slots[blk as usize]);
+            // SAFETY: each held block's buffer was pinned once by `pinned`.
             unsafe { pg_sys::ReleaseBuffer(buf) };
         }
     }
