@@ -108,8 +108,8 @@ pub struct DiskGraph {
     pins: PinCache,
     nodes: IdHashMap<u64, NodeInfo>,
     tids: Vec<Tid>,
-    /// Ids announced by `prefetch`, scored together page by page on the next `distance`.
-    pending: Vec<u64>,
+    /// `score_batch`'s ids with their positions, sorted by page.
+    order: Vec<(u64, u32)>,
     prefetched: Vec<(u32, PagePrefetch)>,
     /// Distances computed ahead by a batch, consumed by `distance`.
     batch: IdHashMap<u64, f32>,
@@ -151,7 +151,7 @@ impl DiskGraph {
             pins: PinCache::new(rel),
             nodes: IdHashMap::with_capacity_and_hasher(2048, Default::default()),
             tids: Vec::new(),
-            pending: Vec::new(),
+            order: Vec::new(),
             prefetched: Vec::new(),
             batch: IdHashMap::with_capacity_and_hasher(64, Default::default()),
             filter: None,
@@ -350,64 +350,8 @@ impl DiskGraph {
     /// Forgets cached headers and pins (between scans, or after writing).
     pub fn reset(&mut self) {
         self.nodes.clear();
-        self.pending.clear();
         self.batch.clear();
         self.pins.release_all();
-    }
-
-    /// Scores every announced id against `query`, one share lock per page.
-    fn score_pending(&mut self, query: &[f32]) {
-        let mut ids = std::mem::take(&mut self.pending);
-        ids.sort_unstable();
-        let dist = self.dist;
-        // Memory first: every page is pinned and its header requested, then every tuple
-        // (its line pointer has arrived meanwhile), so the cache misses of the whole batch
-        // overlap instead of stalling one by one under each page's lock.
-        if ids.len() > 1 {
-            let len = page::element_size(query.len());
-            let mut pages = std::mem::take(&mut self.prefetched);
-            pages.clear();
-            let mut last = page::INVALID_BLOCK;
-            for &id in &ids {
-                let b = Tid::unpack(id).block;
-                if b != last {
-                    self.pins.prefetch_descriptor(b);
-                    last = b;
-                }
-            }
-            for &id in &ids {
-                let t = Tid::unpack(id);
-                if pages.last().is_none_or(|(b, _)| *b != t.block) {
-                    pages.push((t.block, self.pins.prefetch_page(t.block)));
-                }
-            }
-            let mut j = 0;
-            for &id in &ids {
-                let t = Tid::unpack(id);
-                while pages[j].0 != t.block {
-                    j += 1;
-                }
-                pages[j].1.items(t.offset, len);
-            }
-            self.prefetched = pages;
-        }
-        let mut i = 0;
-        while i < ids.len() {
-            let blk = Tid::unpack(ids[i]).block;
-            let p = self.pins.read_shared(blk);
-            while i < ids.len() && Tid::unpack(ids[i]).block == blk {
-                let id = ids[i];
-                i += 1;
-                let Some((info, v)) = p.item(Tid::unpack(id).offset).and_then(element_parts) else { continue };
-                if v.len() != query.len() {
-                    continue;
-                }
-                self.batch.insert(id, dist(v, query));
-                self.nodes.entry(id).or_insert(info);
-            }
-        }
-        ids.clear();
-        self.pending = ids;
     }
 
     /// Re-reads the metapage (after a write changed it).
@@ -455,8 +399,75 @@ impl GraphStore for DiskGraph {
         }
     }
 
-    fn prefetch(&mut self, id: u64) {
-        self.pending.push(id);
+    /// Scores a neighbour list page by page, one share lock per page. Memory first:
+    /// every page is pinned and its header requested, then every tuple (its line pointer
+    /// has arrived meanwhile), so the cache misses of the whole list overlap instead of
+    /// stalling one by one under each page's lock.
+    fn score_batch(&mut self, ids: &[u64], query: &[f32], out: &mut Vec<Option<(f32, bool)>>) {
+        out.clear();
+        out.resize(ids.len(), None);
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        order.extend(ids.iter().enumerate().map(|(i, &id)| (id, i as u32)));
+        order.sort_unstable();
+        // Distances a key check already computed (`passes`) are taken, not recomputed.
+        if !self.batch.is_empty() {
+            order.retain(|&(id, i)| match self.batch.remove(&id) {
+                Some(d) => {
+                    let deleted = self.nodes.get(&id).is_some_and(|n| n.deleted);
+                    out[i as usize] = Some((d, deleted));
+                    self.distance_computations += 1;
+                    false
+                }
+                None => true,
+            });
+        }
+        if order.len() > 1 {
+            let len = page::element_size(query.len());
+            let mut pages = std::mem::take(&mut self.prefetched);
+            pages.clear();
+            let mut last = page::INVALID_BLOCK;
+            for &(id, _) in &order {
+                let b = Tid::unpack(id).block;
+                if b != last {
+                    self.pins.prefetch_descriptor(b);
+                    last = b;
+                }
+            }
+            for &(id, _) in &order {
+                let t = Tid::unpack(id);
+                if pages.last().is_none_or(|(b, _)| *b != t.block) {
+                    pages.push((t.block, self.pins.prefetch_page(t.block)));
+                }
+            }
+            let mut j = 0;
+            for &(id, _) in &order {
+                let t = Tid::unpack(id);
+                while pages[j].0 != t.block {
+                    j += 1;
+                }
+                pages[j].1.items(t.offset, len);
+            }
+            self.prefetched = pages;
+        }
+        let dist = self.dist;
+        let mut k = 0;
+        while k < order.len() {
+            let blk = Tid::unpack(order[k].0).block;
+            let p = self.pins.read_shared(blk);
+            while k < order.len() && Tid::unpack(order[k].0).block == blk {
+                let (id, i) = order[k];
+                k += 1;
+                let Some((info, v)) = p.item(Tid::unpack(id).offset).and_then(element_parts) else { continue };
+                if v.len() != query.len() {
+                    continue;
+                }
+                out[i as usize] = Some((dist(v, query), info.deleted));
+                self.distance_computations += 1;
+                self.nodes.entry(id).or_insert(info);
+            }
+        }
+        self.order = order;
     }
 
     /// Starts loading the neighbour tuple of a node whose header is known (the next
@@ -504,9 +515,6 @@ impl GraphStore for DiskGraph {
     }
 
     fn distance(&mut self, id: u64, query: &[f32]) -> Option<f32> {
-        if !self.pending.is_empty() {
-            self.score_pending(query);
-        }
         if let Some(d) = self.batch.remove(&id) {
             self.distance_computations += 1;
             return Some(d);

@@ -494,6 +494,20 @@ pub trait GraphStore {
     fn prefetch(&mut self, _id: Self::Id) {}
     /// Hint that `neighbors(id, level, ..)` follows shortly (same purpose).
     fn prefetch_neighbors(&mut self, _id: Self::Id, _level: u8) {}
+    /// Scores a whole neighbour list: `out[i]` is `Some((distance, deleted))` for
+    /// `ids[i]`, None when that node is unreadable. The default announces every id
+    /// (`prefetch`) before the first `distance`, so the memory latencies overlap; a
+    /// page store overrides it to score page by page under one lock each.
+    fn score_batch(&mut self, ids: &[Self::Id], query: &[f32], out: &mut Vec<Option<(f32, bool)>>) {
+        out.clear();
+        for &id in ids {
+            self.prefetch(id);
+        }
+        for &id in ids {
+            let s = self.distance(id, query).map(|d| (d, self.is_deleted(id)));
+            out.push(s);
+        }
+    }
 }
 
 /// Write access for aminsert and vacuum.
@@ -520,6 +534,7 @@ pub struct SearchScratch<Id> {
     cand: BinaryHeap<Reverse<Item<Id>>>,
     res: BinaryHeap<Item<Id>>,
     nbrs: Vec<Id>,
+    scores: Vec<Option<(f32, bool)>>,
     /// Distances computed by searches that used this scratch.
     pub distance_computations: u64,
 }
@@ -527,7 +542,7 @@ pub struct SearchScratch<Id> {
 impl<Id: Ord> Default for SearchScratch<Id> {
     // Empty heaps; they grow to ef and stay allocated.
     fn default() -> Self {
-        SearchScratch { cand: BinaryHeap::new(), res: BinaryHeap::new(), nbrs: Vec::new(), distance_computations: 0 }
+        SearchScratch { cand: BinaryHeap::new(), res: BinaryHeap::new(), nbrs: Vec::new(), scores: Vec::new(), distance_computations: 0 }
     }
 }
 
@@ -589,14 +604,12 @@ pub fn search_layer_with<S: GraphStore, V: VisitedSet<S::Id>>(
         }
         nbrs.clear();
         store.neighbors(c.id, level, &mut nbrs);
-        // Keep only unvisited ids and start fetching their vectors before
-        // computing the first distance.
+        // Keep only unvisited ids and score them together.
         nbrs.retain(|&n| visited.insert(n));
-        for &n in nbrs.iter() {
-            store.prefetch(n);
-        }
-        for &n in nbrs.iter() {
-            let Some(d) = store.distance(n, query) else { continue };
+        let mut scores = std::mem::take(&mut scratch.scores);
+        store.score_batch(&nbrs, query, &mut scores);
+        for (&n, s) in nbrs.iter().zip(scores.iter()) {
+            let Some((d, _)) = *s else { continue };
             scratch.distance_computations += 1;
             let d = clean(d);
             let admit = scratch.res.len() < ef || scratch.res.peek().is_some_and(|f| d < f.d);
@@ -609,6 +622,7 @@ pub fn search_layer_with<S: GraphStore, V: VisitedSet<S::Id>>(
                 }
             }
         }
+        scratch.scores = scores;
     }
     scratch.nbrs = nbrs;
     out.extend(scratch.res.drain().map(|it| Candidate { id: it.id, distance: it.d }));
@@ -1637,6 +1651,11 @@ pub struct SearchOptions {
     /// `hnsw.max_scan_tuples`); 0 = unlimited. Later batches then only drain
     /// the discarded pool.
     pub max_visited: usize,
+    /// Only the first batch will be asked for (a plain scan without
+    /// `hnsw.iterative_scan`): a node that cannot enter a full batch is
+    /// dropped at once instead of being kept for later batches, as in the
+    /// paper's search, which saves two heap pushes per such node.
+    pub one_batch: bool,
 }
 
 /// Failing node waiting to be expanded, ordered by the distance of the
@@ -1702,6 +1721,7 @@ pub struct Searcher<Id, V = IdHashSet<Id>> {
     nbrs2: Vec<Id>,
     failing_buf: Vec<Id>,
     pass_buf: Vec<Id>,
+    scores: Vec<Option<(f32, bool)>>,
     dist_count: u64,
     filter_checks: u64,
     returned: u64,
@@ -1742,6 +1762,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             nbrs2: Vec::new(),
             failing_buf: Vec::new(),
             pass_buf: Vec::new(),
+            scores: Vec::new(),
             dist_count: 0,
             filter_checks: 0,
             returned: 0,
@@ -1977,18 +1998,26 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     /// eligible, into the batch or, when it does not make the cut, the pool.
     fn push_scored(&mut self, id: Id, d: f32, eligible: bool) {
         let it = Item { d, id };
+        let full = self.w.len() >= self.ef;
+        if self.opts.one_batch && full && self.w.peek().is_some_and(|f| d > f.d) {
+            // Farther than the whole full batch: never expanded (the batch's worst
+            // only shrinks) and never returned, since no later batch comes.
+            return;
+        }
         self.cand.push(Reverse(it));
         if !eligible {
             return;
         }
-        if self.w.len() < self.ef {
+        if !full {
             self.w.push(it);
         } else if self.w.peek().is_some_and(|f| it < *f) {
             self.w.push(it);
             if let Some(o) = self.w.pop() {
-                self.pool.push(Reverse(o));
+                if !self.opts.one_batch {
+                    self.pool.push(Reverse(o));
+                }
             }
-        } else {
+        } else if !self.opts.one_batch {
             self.pool.push(Reverse(it));
         }
     }
@@ -2046,12 +2075,17 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         store.neighbors(c.id, 0, &mut nbrs);
         if !self.opts.filtered {
             nbrs.retain(|&n| self.visited.insert(n));
-            for &n in nbrs.iter() {
-                store.prefetch(n);
+            let mut scores = std::mem::take(&mut self.scores);
+            store.score_batch(&nbrs, &self.query, &mut scores);
+            for (&n, s) in nbrs.iter().zip(scores.iter()) {
+                let Some((d, deleted)) = *s else { continue };
+                self.dist_count += 1;
+                // `eligible`, with the deleted flag the batch already read.
+                self.filter_checks += 1;
+                let e = !deleted && store.passes(n);
+                self.push_scored(n, clean(d), e);
             }
-            for &n in nbrs.iter() {
-                self.score(store, n, None);
-            }
+            self.scores = scores;
         } else {
             // ACORN-1: score passing neighbours, look through failing ones.
             let mut fb = std::mem::take(&mut self.failing_buf);
@@ -2077,12 +2111,15 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
                     fb.push(n);
                 }
             }
-            for &n in pass.iter() {
-                store.prefetch(n);
+            let mut scores = std::mem::take(&mut self.scores);
+            store.score_batch(&pass, &self.query, &mut scores);
+            for (&n, s) in pass.iter().zip(scores.iter()) {
+                let Some((d, _)) = *s else { continue };
+                self.dist_count += 1;
+                self.push_scored(n, clean(d), true);
+                found += 1;
             }
-            for &n in pass.iter() {
-                found += self.score(store, n, Some(true)) as usize;
-            }
+            self.scores = scores;
             self.pass_buf = pass;
             let limit = if self.opts.two_hop_limit == 0 { nbrs.len().max(1) } else { self.opts.two_hop_limit };
             let mut n2s = std::mem::take(&mut self.nbrs2);
@@ -3106,6 +3143,30 @@ mod tests {
         // the generic path (hash visited set) agrees
         let r = knn(&mut store, &queries[..dim], k, 64);
         assert_eq!(r.len(), k);
+    }
+
+    // A one-batch search drops what cannot enter the batch; its batch must be the same
+    // as the first batch of a resumable search, with no more distances computed.
+    #[test]
+    fn one_batch_search_equals_first_batch() {
+        let (n, dim, nq) = (5000, 16, 200);
+        let data = clustered(n, dim, 20, 3);
+        let queries = normal_data(nq, dim, 9);
+        let g = MemGraph::build(dim, data, Params::new(8, 32), l2, 5, 1, &noprog);
+        let mut store = &g;
+        for ef in [1usize, 10, 40, 100] {
+            for i in 0..nq {
+                let q = &queries[i * dim..(i + 1) * dim];
+                let mut full = Searcher::with_options(&mut store, q, ef, SearchOptions::default(), IdHashSet::default());
+                let one_opts = SearchOptions { one_batch: true, ..SearchOptions::default() };
+                let mut one = Searcher::with_options(&mut store, q, ef, one_opts, IdHashSet::default());
+                let a = full.next_batch(&mut store);
+                let b = one.next_batch(&mut store);
+                assert_eq!(a.iter().map(|c| c.id).collect::<Vec<_>>(), b.iter().map(|c| c.id).collect::<Vec<_>>(), "ef {ef} query {i}");
+                assert_eq!(a.len(), ef.min(n));
+                assert_eq!(full.distance_computations(), one.distance_computations());
+            }
+        }
     }
 
     // Cosine distance on clustered data.

@@ -290,7 +290,7 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                     filtered: filtered && !only_tenant,
                     two_hop_limit: TWO_HOP_LIMIT.get().max(0) as usize,
                     max_visited: if st.iterative && !filtered { MAX_SCAN_TUPLES.get().max(1) as usize } else { 0 },
-                    ..SearchOptions::default()
+                    one_batch: !st.iterative,
                 };
                 let ef = EF_SEARCH.get().max(1) as usize;
                 st.searcher = Some(match &tenant {
