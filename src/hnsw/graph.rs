@@ -2022,17 +2022,13 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         }
     }
 
-    /// Computes a node's distance and records it; returns whether it was
-    /// eligible (`known` skips the filter check when the caller did it).
-    fn score<S: GraphStore<Id = Id>>(&mut self, store: &mut S, id: Id, known: Option<bool>) -> bool {
+    /// Computes the distance of a node the caller found eligible and records it;
+    /// false when the node is unreadable.
+    fn score_eligible<S: GraphStore<Id = Id>>(&mut self, store: &mut S, id: Id) -> bool {
         let Some(d) = store.distance(id, &self.query) else { return false };
         self.dist_count += 1;
-        let e = match known {
-            Some(e) => e,
-            None => self.eligible(store, id),
-        };
-        self.push_scored(id, clean(d), e);
-        e
+        self.push_scored(id, clean(d), true);
+        true
     }
 
     /// Best-first loop until the batch is full and no candidate can improve
@@ -2140,7 +2136,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
                     }
                     if self.eligible(store, n2) {
                         self.visited.insert(n2);
-                        found += self.score(store, n2, Some(true)) as usize;
+                        found += self.score_eligible(store, n2) as usize;
                     } else {
                         self.failing.insert(n2);
                         self.frontier.push(Reverse(Front { prio: c.d, hops: 2, id: n2 }));
@@ -2165,7 +2161,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             }
             if self.eligible(store, n) {
                 self.visited.insert(n);
-                self.score(store, n, Some(true));
+                self.score_eligible(store, n);
             } else {
                 self.failing.insert(n);
                 self.frontier.push(Reverse(Front { prio: f.prio, hops: f.hops.saturating_add(1), id: n }));
