@@ -1705,6 +1705,13 @@ pub struct Searcher<Id, V = IdHashSet<Id>> {
     cand: BinaryHeap<Reverse<Item<Id>>>,
     /// Eligible nodes pushed out of (or never admitted to) a batch.
     pool: BinaryHeap<Reverse<Item<Id>>>,
+    /// Nodes that could not enter the full batch, kept unordered until a later
+    /// batch needs them (`merge_spilled`): `later` belongs to `cand` (such a node
+    /// is never expanded in this batch, whose worst distance only shrinks),
+    /// `spill` to `pool`. Most scans ask for one batch and never pay for their
+    /// heap order.
+    later: Vec<Item<Id>>,
+    spill: Vec<Item<Id>>,
     /// Filtered mode: failing nodes not expanded yet.
     frontier: BinaryHeap<Reverse<Front<Id>>>,
     /// Current batch (max-heap, size <= ef).
@@ -1751,6 +1758,8 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             failing: V::default(),
             cand: BinaryHeap::new(),
             pool: BinaryHeap::new(),
+            later: Vec::new(),
+            spill: Vec::new(),
             frontier: BinaryHeap::new(),
             w: BinaryHeap::new(),
             seeds: Vec::new(),
@@ -1851,6 +1860,8 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         self.failing.clear();
         self.cand.clear();
         self.pool.clear();
+        self.later.clear();
+        self.spill.clear();
         self.frontier.clear();
         self.w.clear();
         self.seeds.clear();
@@ -1914,6 +1925,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     pub fn next_batch_into<S: GraphStore<Id = Id>>(&mut self, store: &mut S, out: &mut Vec<Candidate<Id>>) {
         out.clear();
         self.w.clear();
+        self.merge_spilled();
         while self.w.len() < self.ef {
             match self.pool.pop() {
                 Some(Reverse(it)) => self.w.push(it),
@@ -1932,6 +1944,21 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         out.extend(self.w.drain().map(|it| Candidate { id: it.id, distance: it.d }));
         out.sort_unstable_by(cand_cmp);
         self.returned += out.len() as u64;
+    }
+
+    /// Moves the nodes set aside by the last batch into their heaps (one
+    /// rebuild each, not a push per node).
+    fn merge_spilled(&mut self) {
+        if !self.later.is_empty() {
+            let mut v = std::mem::take(&mut self.cand).into_vec();
+            v.extend(self.later.drain(..).map(Reverse));
+            self.cand = BinaryHeap::from(v);
+        }
+        if !self.spill.is_empty() {
+            let mut v = std::mem::take(&mut self.pool).into_vec();
+            v.extend(self.spill.drain(..).map(Reverse));
+            self.pool = BinaryHeap::from(v);
+        }
     }
 
     /// Nodes visited so far (scored plus expanded failing nodes).
@@ -1958,7 +1985,9 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     pub fn is_exhausted(&self) -> bool {
         self.planted
             && self.pool.is_empty()
-            && (self.stopped || (self.cand.is_empty() && (!self.opts.filtered || self.frontier.is_empty())))
+            && self.spill.is_empty()
+            && (self.stopped
+                || (self.cand.is_empty() && self.later.is_empty() && (!self.opts.filtered || self.frontier.is_empty())))
     }
 
     /// Eligible = may be returned: passes the filter and is not deleted.
@@ -1999,9 +2028,16 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     fn push_scored(&mut self, id: Id, d: f32, eligible: bool) {
         let it = Item { d, id };
         let full = self.w.len() >= self.ef;
-        if self.opts.one_batch && full && self.w.peek().is_some_and(|f| d > f.d) {
-            // Farther than the whole full batch: never expanded (the batch's worst
-            // only shrinks) and never returned, since no later batch comes.
+        if full && self.w.peek().is_some_and(|f| d > f.d) {
+            // Farther than the whole full batch: not expanded in this batch (its
+            // worst only shrinks) and not returned by it; set aside for a later
+            // batch, or dropped when no later batch comes.
+            if !self.opts.one_batch {
+                self.later.push(it);
+                if eligible {
+                    self.spill.push(it);
+                }
+            }
             return;
         }
         self.cand.push(Reverse(it));
@@ -2014,11 +2050,11 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             self.w.push(it);
             if let Some(o) = self.w.pop() {
                 if !self.opts.one_batch {
-                    self.pool.push(Reverse(o));
+                    self.spill.push(o);
                 }
             }
         } else if !self.opts.one_batch {
-            self.pool.push(Reverse(it));
+            self.spill.push(it);
         }
     }
 
