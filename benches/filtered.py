@@ -16,6 +16,14 @@ Reports rows returned per query, recall@10 against the exact authorized answer, 
     bash benches/run.sh filtered --rows 100000 --queries 200 --ef-search 60
 
 Ratios are to the unfiltered QPS measured right before each selectivity's rows.
+
+`--cpu-rounds N` then measures the server's CPU time per query (/proc/PID/schedstat of the
+backend) for the unfiltered search and each selectivity's tenant HNSW path, all queries of a
+path run by one statement (`LATERAL`, no client round trip), the paths interleaved over N
+rounds; it prints medians and the median of each round's ratio. Wall-clock QPS on this shared
+machine moves by 2x between adjacent runs of the same query; CPU time moves far less.
+
+    bash benches/run.sh filtered --rows 100000 --queries 200 --ef-search 60 --cpu-rounds 7
 """
 
 import argparse
@@ -23,7 +31,7 @@ import time
 
 import numpy as np
 
-from common import glove, machine, pgvector_cluster, vec_literal, vecguard_cluster
+from common import backend_cpu_seconds, glove, machine, median, pgvector_cluster, vec_literal, vecguard_cluster
 
 SHARES = {1: 0.10, 2: 0.01, 3: 0.001, 4: 0.0001}
 # tenant 0 holds the rest (88.9%); "all" is a token naming every tenant (= ANY of 5)
@@ -74,12 +82,46 @@ def run(conn, sql_for, queries, truth_for, settings=()):
     return rows / len(queries), hits / max(n, 1), len(queries) / elapsed
 
 
+def cpu_sweep(conn, queries, rounds):
+    """Server CPU time per query of each path, interleaved over rounds (see the docstring)."""
+    conn.execute("DROP TABLE IF EXISTS queries")
+    conn.execute(f"CREATE TABLE queries (qid int, v vector({queries.shape[1]}))")
+    with conn.cursor().copy("COPY queries FROM STDIN") as cp:
+        for i, v in enumerate(queries):
+            cp.write_row((i, vec_literal(v)))
+    conn.execute("ANALYZE queries")
+    conn.execute("SET enable_sort = off")  # the tenant HNSW path, not btree + sort
+    inner = "SELECT id FROM docs {} ORDER BY embedding <=> q.v LIMIT 10"
+    paths = [("unfiltered", "")] + [
+        (sel, "WHERE tenant_id = ANY('{0,1,2,3,4}')" if t is None else f"WHERE tenant_id = {t}") for sel, t in SWEEP]
+    per_query = {name: [] for name, _ in paths}
+    ratio = {name: [] for name, _ in paths}
+    for _ in range(rounds):
+        for name, where in paths:
+            sql = f"SELECT count(*) FROM queries q, LATERAL ({inner.format(where)}) s"
+            conn.execute(sql).fetchone()  # warm
+            before = backend_cpu_seconds(conn)
+            conn.execute(sql).fetchone()
+            per_query[name].append((backend_cpu_seconds(conn) - before) / len(queries) * 1e6)
+        for name, _ in paths:
+            ratio[name].append(per_query["unfiltered"][-1] / per_query[name][-1])
+    conn.execute("RESET enable_sort")
+    print(f"\nserver CPU per query, tenant HNSW path (enable_sort = off), {rounds} interleaved rounds")
+    base = median(per_query["unfiltered"])
+    print(f"{'selectivity':>11} {'median us':>10} {'QPS-equiv.':>11} {'ratio of medians':>17} {'median of ratios':>17}  rounds (us)")
+    for name, _ in paths:
+        us = median(per_query[name])
+        rounds_us = " ".join(f"{x:.0f}" for x in per_query[name])
+        print(f"{name:>11} {us:>10.0f} {1e6 / us:>11.0f} {base / us:>16.2f}x {median(ratio[name]):>16.2f}x  {rounds_us}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--ef-search", type=int, default=40, help="hnsw.ef_search on both servers")
     ap.add_argument("--vecguard-only", action="store_true", help="skip the pgvector peer (more queries in the same time)")
+    ap.add_argument("--cpu-rounds", type=int, default=0, help="then measure server CPU per query over this many rounds")
     args = ap.parse_args()
     data = glove(args.rows + args.queries)
     base, queries = data[: args.rows], data[args.rows:]
@@ -136,6 +178,8 @@ def main():
                 r = run(conn, where + tag, queries, truth(tenant), settings)
                 extra = f"  ({r[2] / unfiltered:.2f}x unfiltered)" if name.startswith(("vecguard, planner", "vecguard tenant")) else ""
                 print(f"{sel:>11} {name:<32} {r[0]:>7.1f} {r[1]:>7.3f} {r[2]:>7.0f}{extra}")
+        if args.cpu_rounds > 0:
+            cpu_sweep(vconn, queries, args.cpu_rounds)
     finally:
         vg.destroy()
         if pv:
