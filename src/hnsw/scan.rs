@@ -16,7 +16,7 @@ use super::scankeys::{columns, conds, Columns};
 use super::storage::IndexRel;
 use crate::vector::sql::datum_to_slice;
 use pgrx::pg_sys;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 struct ScanState {
     graph: DiskGraph,
@@ -29,7 +29,9 @@ struct ScanState {
     cols: Columns,
     conds: Vec<Cond>,
     /// Elements already returned (a filtered scan may end with an exact sweep).
-    returned: HashSet<u64>,
+    returned: IdHashSet<u64>,
+    /// The metapage was read by ambeginscan and no rescan has run since.
+    meta_fresh: bool,
     swept: bool,
     query: Vec<f32>,
     batches: u32,
@@ -168,7 +170,8 @@ pub unsafe extern "C-unwind" fn ambeginscan(
             iterative: false,
             cols: columns(rel),
             conds: Vec::new(),
-            returned: HashSet::new(),
+            returned: IdHashSet::default(),
+            meta_fresh: true,
             swept: false,
             query: Vec::new(),
             batches: 0,
@@ -197,7 +200,11 @@ pub unsafe extern "C-unwind" fn amrescan(
         }
         let st = state(scan);
         st.graph.reset();
-        st.graph.reload_meta();
+        // The first rescan follows ambeginscan, which has just read the metapage; later
+        // rescans (a nested loop's inner side) read it again, as inserts may move it.
+        if !std::mem::take(&mut st.meta_fresh) {
+            st.graph.reload_meta();
+        }
         st.graph.distance_computations = 0;
         st.graph.filter_checks = 0;
         st.batches = 0;
