@@ -2291,7 +2291,7 @@ struct VecCache<Id> {
 impl<Id: Copy + Eq + Hash> VecCache<Id> {
     /// Empty cache.
     fn new() -> Self {
-        VecCache { map: IdHashMap::default(), data: Vec::new(), tmp: Vec::new() }
+        VecCache { map: IdHashMap::with_capacity_and_hasher(512, Default::default()), data: Vec::new(), tmp: Vec::new() }
     }
 
     /// Registers a vector the store cannot read yet (the node being inserted).
@@ -2370,7 +2370,10 @@ pub fn plan_insert<S: GraphWrite>(
     if top > level {
         entries[0] = greedy_impl(store, vector, entries[0], top, level + 1, &mut nbrs, &mut count);
     }
-    let mut visited: IdHashSet<S::Id> = IdHashSet::default();
+    // Sized for what a layer search at ef_construction visits, so it is not rehashed
+    // on every insert.
+    let mut visited: IdHashSet<S::Id> =
+        IdHashSet::with_capacity_and_hasher((params.ef_construction * 48).clamp(1024, 1 << 16), Default::default());
     let mut scratch = SearchScratch::default();
     let mut w = Vec::new();
     let mut cache = VecCache::new();
@@ -2452,7 +2455,7 @@ fn grown_list<S: GraphWrite>(
         return Some(v);
     }
     cache.load(store, n)?;
-    let mut seen = IdHashSet::default();
+    let mut seen = IdHashSet::with_capacity_and_hasher(buf.len(), Default::default());
     let mut cands = Vec::with_capacity(buf.len() + 1);
     for &c in buf.iter() {
         if c == n || !seen.insert(c) {
