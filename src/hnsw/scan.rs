@@ -9,7 +9,7 @@
 use super::am::{IterativeScan, EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES, SCAN_STATS, TWO_HOP_LIMIT};
 use super::build::tid_to_item_pointer;
 use super::diskgraph::{element_parts, prepare_vector, DiskGraph};
-use super::graph::{IdHashSet, SearchOptions, Searcher};
+use super::graph::{visited_for, IdHashSet, SearchOptions, Searcher};
 use super::keys::{self, Cond, Op};
 use super::page::{self, Tid};
 use super::scankeys::{columns, conds, Columns};
@@ -300,9 +300,7 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                     one_batch: !st.iterative,
                 };
                 let ef = EF_SEARCH.get().max(1) as usize;
-                // Sized for what a search at this ef visits (about 40 nodes per unit of
-                // ef on GloVe), so the set is not rehashed nine times per query.
-                let visited = IdHashSet::with_capacity_and_hasher((ef * 48).clamp(1024, 1 << 16), Default::default());
+                let visited = visited_for(ef);
                 st.searcher = Some(match &tenant {
                     Some(t) => Searcher::with_seeds(&mut st.graph, &q, ef, opts, visited, &t.seeds),
                     None => Searcher::with_options(&mut st.graph, &q, ef, opts, visited),

@@ -22,9 +22,10 @@ pub const P_NEW: BlockNumber = pg_sys::InvalidBlockNumber;
 /// Rust panic. A scan takes and drops a content lock for every page it reads, two calls
 /// per node visited, and the guard then costs as much as the lock. These two modes of
 /// LockBuffer cannot raise an ERROR: LWLockAcquire errors only when a backend already
-/// holds MAX_SIMUL_LWLOCKS (200) locks, and this module holds at most one content lock
-/// at a time on the read path; LWLockRelease errors only for a lock not held, and every
-/// unlock here pairs with its own lock. (A FATAL or PANIC ends the process without
+/// holds MAX_SIMUL_LWLOCKS (200) locks, and this module holds a handful at most (a share
+/// lock while reading a page, or the at most four pages of one GenericXLog record);
+/// LWLockRelease errors only for a lock not held, and every unlock here pairs with its
+/// own lock. (A FATAL or PANIC ends the process without
 /// unwinding, so no Rust frame is skipped either way.)
 mod unguarded {
     use pgrx::pg_sys;
