@@ -14,7 +14,7 @@ use super::graph::{build_group_links, ensure_reachable, GroupLinks, MemGraph, Pa
 use super::keys;
 use super::page::{self, Meta, Tid};
 use super::scankeys::{columns, encode_row, Columns};
-use super::storage::{BulkWriter, IndexRel, WalWrite};
+use super::storage::{tid_from_ptr, BulkWriter, IndexRel, WalWrite};
 use crate::vector::sql::datum_to_slice;
 use pgrx::pg_sys;
 use std::collections::HashMap;
@@ -76,20 +76,6 @@ impl BuildState {
         self.keys.push(keys);
         self.by_hash.entry(h).or_default().push(idx);
     }
-}
-
-pub fn tid_from_ptr(p: pg_sys::ItemPointer) -> Tid {
-    // SAFETY: callers pass a valid ItemPointer.
-    unsafe {
-        let t = &*p;
-        Tid { block: ((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32, offset: t.ip_posid }
-    }
-}
-
-pub fn tid_to_item_pointer(t: Tid, out: &mut pg_sys::ItemPointerData) {
-    out.ip_blkid.bi_hi = (t.block >> 16) as u16;
-    out.ip_blkid.bi_lo = (t.block & 0xffff) as u16;
-    out.ip_posid = t.offset;
 }
 
 #[pgrx::pg_guard]

@@ -589,7 +589,6 @@ impl GraphWrite for DiskGraph {
         let p = self.pins.read_shared(tid.block);
         match p.item(tid.offset).and_then(element_parts) {
             Some((_, v)) => {
-                out.clear();
                 out.extend_from_slice(v);
                 true
             }

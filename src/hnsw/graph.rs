@@ -2289,15 +2289,17 @@ pub struct InsertPlan<Id> {
 
 /// Vectors fetched through `vector_of`, each read once per operation.
 struct VecCache<Id> {
-    map: IdHashMap<Id, Option<(usize, usize)>>,
+    map: IdHashMap<Id, Loc>,
     data: Vec<f32>,
-    tmp: Vec<f32>,
 }
+
+/// Where a vector sits in a `VecCache` (offset, length); None: unreadable.
+type Loc = Option<(usize, usize)>;
 
 impl<Id: Copy + Eq + Hash> VecCache<Id> {
     /// Empty cache.
     fn new() -> Self {
-        VecCache { map: IdHashMap::with_capacity_and_hasher(512, Default::default()), data: Vec::new(), tmp: Vec::new() }
+        VecCache { map: IdHashMap::with_capacity_and_hasher(512, Default::default()), data: Vec::new() }
     }
 
     /// Registers a vector the store cannot read yet (the node being inserted).
@@ -2307,21 +2309,33 @@ impl<Id: Copy + Eq + Hash> VecCache<Id> {
         self.map.insert(id, Some((off, v.len())));
     }
 
-    /// (offset, len) of `id`'s vector, fetching it on first use.
-    fn load<S: GraphWrite<Id = Id>>(&mut self, store: &mut S, id: Id) -> Option<(usize, usize)> {
+    /// Location of `id`'s vector, fetching it (straight into the arena) on first use.
+    fn load<S: GraphWrite<Id = Id>>(&mut self, store: &mut S, id: Id) -> Loc {
         if let Some(e) = self.map.get(&id) {
             return *e;
         }
-        self.tmp.clear();
-        let r = if store.vector_of(id, &mut self.tmp) && !self.tmp.is_empty() {
-            let off = self.data.len();
-            self.data.extend_from_slice(&self.tmp);
-            Some((off, self.tmp.len()))
+        let off = self.data.len();
+        let r = if store.vector_of(id, &mut self.data) && self.data.len() > off {
+            Some((off, self.data.len() - off))
         } else {
+            self.data.truncate(off);
             None
         };
         self.map.insert(id, r);
         r
+    }
+
+    /// `load` memoised in a caller's slot: a candidate compared many times during a
+    /// selection is looked up in the map once.
+    fn resolve<S: GraphWrite<Id = Id>>(&mut self, store: &mut S, id: Id, slot: &mut Option<Loc>) -> Loc {
+        match *slot {
+            Some(l) => l,
+            None => {
+                let l = self.load(store, id);
+                *slot = Some(l);
+                l
+            }
+        }
     }
 
     /// Slice for a loaded vector.
@@ -2329,16 +2343,20 @@ impl<Id: Copy + Eq + Hash> VecCache<Id> {
         self.data.get(r.0..r.0 + r.1).unwrap_or(&[])
     }
 
-    /// Distance between two nodes; +inf when either is unreadable or the
-    /// lengths differ (never hand unequal slices to a SIMD kernel).
+    /// Distance between two nodes, loading their vectors; +inf when either is unreadable.
     fn pair<S: GraphWrite<Id = Id>>(&mut self, store: &mut S, a: Id, b: Id, dist: Distance) -> f32 {
-        let (Some(x), Some(y)) = (self.load(store, a), self.load(store, b)) else {
-            return f32::INFINITY;
-        };
-        if x.1 != y.1 {
-            return f32::INFINITY;
+        let x = self.load(store, a);
+        let y = self.load(store, b);
+        self.dist_at(x, y, dist)
+    }
+
+    /// Distance between two loaded vectors; +inf when either is unreadable or the
+    /// lengths differ (never hand unequal slices to a SIMD kernel).
+    fn dist_at(&self, x: Loc, y: Loc, dist: Distance) -> f32 {
+        match (x, y) {
+            (Some(x), Some(y)) if x.1 == y.1 => clean(dist(self.get(x), self.get(y))),
+            _ => f32::INFINITY,
         }
-        clean(dist(self.get(x), self.get(y)))
     }
 }
 
@@ -2384,6 +2402,7 @@ pub fn plan_insert<S: GraphWrite>(
     let mut update_idx: IdHashMap<S::Id, usize> = IdHashMap::default();
     let mut cands: Vec<Candidate<S::Id>> = Vec::new();
     let (mut kept, mut pruned, mut sel, mut dists) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut locs: Vec<Option<Loc>> = Vec::new();
     let efc = params.ef_construction.max(1);
     for l in (0..=level.min(top)).rev() {
         visited.clear();
@@ -2397,11 +2416,17 @@ pub fn plan_insert<S: GraphWrite>(
         let max = params.max_neighbors(l);
         dists.clear();
         dists.extend(cands.iter().map(|c| c.distance));
+        locs.clear();
+        locs.resize(cands.len(), None);
         heuristic_select(
             &dists,
             max,
             true,
-            |i, j| cache.pair(store, cands[i].id, cands[j].id, dist),
+            |i, j| {
+                let x = cache.resolve(store, cands[i].id, &mut locs[i]);
+                let y = cache.resolve(store, cands[j].id, &mut locs[j]);
+                cache.dist_at(x, y, dist)
+            },
             &mut kept,
             &mut pruned,
             &mut sel,
@@ -2457,7 +2482,7 @@ fn grown_list<S: GraphWrite>(
         v.push(new_id);
         return Some(v);
     }
-    cache.load(store, n)?;
+    let nv = cache.load(store, n)?;
     let mut seen = IdHashSet::with_capacity_and_hasher(buf.len(), Default::default());
     let mut cands = Vec::with_capacity(buf.len() + 1);
     for &c in buf.iter() {
@@ -2465,23 +2490,15 @@ fn grown_list<S: GraphWrite>(
             continue;
         }
         // Unreadable neighbours get +inf and are the first to go.
-        let d = cache.pair(store, n, c, dist);
-        cands.push(Candidate { id: c, distance: d });
+        let cv = cache.load(store, c);
+        cands.push((Candidate { id: c, distance: cache.dist_at(Some(nv), cv, dist) }, cv));
     }
-    cands.push(Candidate { id: new_id, distance: clean(d_new) });
-    cands.sort_unstable_by(cand_cmp);
-    let dists: Vec<f32> = cands.iter().map(|c| c.distance).collect();
+    cands.push((Candidate { id: new_id, distance: clean(d_new) }, cache.load(store, new_id)));
+    cands.sort_unstable_by(|a, b| cand_cmp(&a.0, &b.0));
+    let dists: Vec<f32> = cands.iter().map(|c| c.0.distance).collect();
     let (mut kept, mut pruned, mut sel) = (Vec::new(), Vec::new(), Vec::new());
-    heuristic_select(
-        &dists,
-        max,
-        true,
-        |i, j| cache.pair(store, cands[i].id, cands[j].id, dist),
-        &mut kept,
-        &mut pruned,
-        &mut sel,
-    );
-    let res: Vec<S::Id> = sel.iter().map(|&(i, _)| cands[i].id).collect();
+    heuristic_select(&dists, max, true, |i, j| cache.dist_at(cands[i].1, cands[j].1, dist), &mut kept, &mut pruned, &mut sel);
+    let res: Vec<S::Id> = sel.iter().map(|&(i, _)| cands[i].0.id).collect();
     if res.contains(&new_id) {
         Some(res)
     } else {

@@ -4,16 +4,15 @@
 //! never blocked). Under it, the new element's TID is known before any write, so the graph
 //! code plans the whole change with reads only (`graph::plan_insert`), then this file
 //! writes it: one WAL record for the new element, its neighbour tuple and the metapage,
-//! then one per page of existing neighbour lists that change. A row whose vector equals
+//! then one per four pages of existing neighbour lists that change. A row whose vector equals
 //! its nearest element's joins that element (duplicates stay reachable).
 
-use super::build::tid_from_ptr;
 use super::diskgraph::{prepare_vector, DirSlot, DiskGraph};
 use super::graph::{plan_insert, GraphStore, GraphWrite, InsertPlan, NodeUpdate, Params};
 use super::keys::{self, KeyType};
 use super::page::{self, DirEntry, Tid};
 use super::scankeys::{columns, encode_row, key_types};
-use super::storage::{IndexRel, WalWrite};
+use super::storage::{tid_from_ptr, IndexRel, WalWrite, PAGES_PER_RECORD};
 use crate::vector::sql::datum_to_slice;
 use pgrx::pg_sys;
 use std::collections::BTreeMap;
@@ -184,7 +183,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
 
     // Updated lists of existing nodes, resolved to their neighbour tuples before writing:
     // the global graph's, then the same for the tenant group's flat graph.
-    let mut by_block: BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>> = BTreeMap::new();
+    let mut by_block = ListEdits::new();
     let new_id = at.el.pack();
     let updates = updates_with_in_link(&mut g, &plan, new_id, params);
     queue_updates(&mut g, &updates, |l| l, &mut by_block);
@@ -270,13 +269,26 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
         w.commit();
     }
 
-    // 2. Existing neighbour lists that now include the new node, one record per page.
-    for (blk, edits) in by_block {
+    // 2. Existing neighbour lists that now include the new node.
+    write_lists(rel, by_block);
+}
+
+/// Neighbour-list edits grouped by page: block -> (tuple offset, list, new members).
+pub type ListEdits = BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>>;
+
+/// Writes neighbour-list edits, up to four pages (a GenericXLog record's limit) per
+/// record, locked in block order. The caller holds the update lock, so no other writer
+/// locks pages meanwhile, and scans hold one share lock at a time: this cannot deadlock.
+pub fn write_lists(rel: IndexRel, by_block: ListEdits) {
+    let by_block: Vec<_> = by_block.into_iter().collect();
+    for chunk in by_block.chunks(PAGES_PER_RECORD) {
         let mut w = WalWrite::begin(rel);
-        let mut p = w.page(blk);
-        for (off, level, tids) in &edits {
-            if let Some(bytes) = p.item_mut(*off) {
-                page::write_neighbors(bytes, *level, tids);
+        for (blk, edits) in chunk {
+            let mut p = w.page(*blk);
+            for (off, level, tids) in edits {
+                if let Some(bytes) = p.item_mut(*off) {
+                    page::write_neighbors(bytes, *level, tids);
+                }
             }
         }
         w.commit();
@@ -305,11 +317,11 @@ fn updates_with_in_link(g: &mut DiskGraph, plan: &InsertPlan<u64>, new_id: u64, 
 
 /// Resolves each update to its node's neighbour tuple, grouped by page; `list` names the
 /// tuple list a plan level is written to (itself, or the tenant list).
-fn queue_updates(
+pub fn queue_updates(
     g: &mut DiskGraph,
     updates: &[NodeUpdate<u64>],
     list: impl Fn(u8) -> u8,
-    by_block: &mut BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>>,
+    by_block: &mut ListEdits,
 ) {
     for u in updates {
         let Some(info) = g.info(u.id) else { continue };

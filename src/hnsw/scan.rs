@@ -7,7 +7,7 @@
 //! Results are approximate in order, so `xs_recheckorderby` is false, like pgvector.
 
 use super::am::{IterativeScan, EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES, SCAN_STATS, TWO_HOP_LIMIT};
-use super::build::tid_to_item_pointer;
+use super::storage::tid_to_item_pointer;
 use super::diskgraph::{element_parts, prepare_vector, DiskGraph};
 use super::graph::{visited_for, IdHashSet, SearchOptions, Searcher};
 use super::keys::{self, Cond, Op};

@@ -14,6 +14,8 @@ use pgrx::pg_sys;
 use std::collections::HashMap;
 
 pub type BlockNumber = u32;
+/// Pages one GenericXLog record may change (MAX_GENERIC_XLOG_PAGES).
+pub const PAGES_PER_RECORD: usize = pg_sys::MAX_GENERIC_XLOG_PAGES as usize;
 pub const P_NEW: BlockNumber = pg_sys::InvalidBlockNumber;
 
 /// Share-locks or unlocks the content lock of a pinned buffer without pgrx's ERROR guard.
@@ -51,6 +53,23 @@ unsafe fn share_lock(buf: pg_sys::Buffer) {
 unsafe fn unlock(buf: pg_sys::Buffer) {
     // SAFETY: see `unguarded`: releasing a lock this backend holds raises no ERROR.
     unsafe { unguarded::lock_buffer(buf, pg_sys::BUFFER_LOCK_UNLOCK as i32) }
+}
+
+/// The TID a Postgres ItemPointer holds.
+///
+/// # Safety
+/// `p` must point to a valid ItemPointerData.
+pub unsafe fn tid_from_ptr(p: pg_sys::ItemPointer) -> page::Tid {
+    // SAFETY: the caller passes a valid ItemPointer.
+    let t = unsafe { &*p };
+    page::Tid { block: ((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32, offset: t.ip_posid }
+}
+
+/// Writes a TID into a Postgres ItemPointer.
+pub fn tid_to_item_pointer(t: page::Tid, out: &mut pg_sys::ItemPointerData) {
+    out.ip_blkid.bi_hi = (t.block >> 16) as u16;
+    out.ip_blkid.bi_lo = (t.block & 0xffff) as u16;
+    out.ip_posid = t.offset;
 }
 
 /// Writes the opaque trailer (next block, page id) of a freshly initialised page.

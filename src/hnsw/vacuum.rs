@@ -12,9 +12,10 @@
 //! After pass 2 no live node links to a deleted element, so deleted elements are
 //! unreachable: their space is dead (not yet reused; REINDEX reclaims it).
 
-use super::build::tid_to_item_pointer;
+use super::storage::tid_to_item_pointer;
 use super::diskgraph::DiskGraph;
-use super::graph::{ensure_reachable, plan_insert, GraphStore, GraphWrite, Params};
+use super::graph::{ensure_reachable, plan_insert, GraphStore, GraphWrite, NodeUpdate, Params};
+use super::insert::{queue_updates, write_lists, ListEdits};
 use super::keys;
 use super::page::{self, Tid};
 use super::scankeys::key_types;
@@ -80,20 +81,21 @@ fn relink(g: &mut DiskGraph, id: u64, level: u8, params: Params, deleted: &HashS
     }
     let dist = g.dist;
     let plan = plan_insert(g, id, &v, level, params, dist);
-    g.reset();
+    let mut updates = vec![NodeUpdate { id, lists: Vec::new() }];
     for (l, list) in plan.neighbors.iter().enumerate() {
         let list: Vec<u64> = list.iter().copied().filter(|n| !deleted.contains(n) && *n != id).collect();
         if !list.is_empty() {
-            g.set_neighbors(id, l as u8, &list);
+            updates[0].lists.push((l as u8, list));
         }
     }
     for u in &plan.updates {
-        for (l, list) in &u.lists {
-            let list: Vec<u64> = list.iter().copied().filter(|n| !deleted.contains(n)).collect();
-            g.set_neighbors(u.id, *l, &list);
-        }
+        let lists = u.lists.iter().map(|(l, list)| (*l, list.iter().copied().filter(|n| !deleted.contains(n)).collect())).collect();
+        updates.push(NodeUpdate { id: u.id, lists });
     }
+    let mut by_block = ListEdits::new();
+    queue_updates(g, &updates, |l| l, &mut by_block);
     g.reset();
+    write_lists(g.rel, by_block);
 }
 
 /// Live elements (id, level) and their adjacency over all levels.
