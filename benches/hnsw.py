@@ -3,83 +3,112 @@
 For each engine: build time (m=16, ef_construction=64, cosine), index size, recall@10 and
 QPS for ef_search in a sweep, and the single-row insert rate into the built index.
 QPS is one client issuing queries back to back (prepared statement, results fetched);
-ground truth is exact, computed in numpy. Prints a table and ratios vs pgvector.
+ground truth is exact, computed in numpy.
 
-    bash benches/run.sh hnsw --rows 100000 --queries 200
+This machine kind is shared and noisy: the same statement's QPS can move 2x within a
+minute. So both servers run at once and the engines take turns: every round runs each
+ef_search on every engine (the order rotating by round), and the inserts are split into
+one batch per round, each batch going into every engine. The tables show medians over the
+rounds. Beside wall-clock QPS they show the server's CPU time per query
+(/proc/PID/schedstat of the backend; hnswlib: this process's CPU time), which does not
+count time spent waiting for a core. Ratios are read from both at recall 0.95 and 0.99.
+
+    bash benches/run.sh hnsw --rows 100000 --queries 200 --inserts 1000 --rounds 3
 """
 
 import argparse
+import statistics
 import time
 
 import numpy as np
 
-from common import exact_topk, glove, load, machine, pgvector_cluster, vec_literal, vecguard_cluster
+from common import backend_cpu_seconds, exact_topk, glove, load, machine, pgvector_cluster, vec_literal, vecguard_cluster
 
 EFS = [10, 20, 30, 40, 50, 60, 80, 100, 120, 160, 200, 300, 400]
+QUERY = "SELECT id FROM items ORDER BY embedding <=> %s::vector LIMIT 10"
 
 
-def sql_engine(name, cluster, base, queries, truth, inserts, maintenance_workers):
-    conn = cluster.connect()
-    load(conn, "items", base)
-    conn.execute("SET maintenance_work_mem = '2GB'")
-    conn.execute(f"SET max_parallel_maintenance_workers = {maintenance_workers}")
-    t = time.perf_counter()
-    conn.execute("CREATE INDEX items_idx ON items USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
-    build = time.perf_counter() - t
-    size = conn.execute("SELECT pg_relation_size('items_idx')").fetchone()[0]
-    conn.execute("SET enable_seqscan = off")
-    rows = []
-    lits = [vec_literal(q) for q in queries]
-    for ef in EFS:
-        conn.execute(f"SET hnsw.ef_search = {ef}")
-        cur = conn.cursor()
+class SqlEngine:
+    def __init__(self, name, cluster, base, maintenance_workers):
+        self.name, self.cluster = name, cluster
+        self.conn = cluster.connect()
+        load(self.conn, "items", base)
+        self.conn.execute("SET maintenance_work_mem = '2GB'")
+        self.conn.execute(f"SET max_parallel_maintenance_workers = {maintenance_workers}")
+        t = time.perf_counter()
+        self.conn.execute("CREATE INDEX items_idx ON items USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+        self.build = time.perf_counter() - t
+        self.size = self.conn.execute("SELECT pg_relation_size('items_idx')").fetchone()[0]
+        self.conn.execute("SET enable_seqscan = off")
+
+    def sweep(self, ef, lits, truth):
+        """(recall, QPS, server CPU µs per query) for one ef_search."""
+        self.conn.execute(f"SET hnsw.ef_search = {ef}")
+        cur = self.conn.cursor()
         for q in lits[:10]:  # warm-up
-            cur.execute("SELECT id FROM items ORDER BY embedding <=> %s::vector LIMIT 10", [q], prepare=True).fetchall()
+            cur.execute(QUERY, [q], prepare=True).fetchall()
         hits = 0
+        cpu = backend_cpu_seconds(self.conn)
         t = time.perf_counter()
         for q, gt in zip(lits, truth):
-            got = [r[0] for r in cur.execute("SELECT id FROM items ORDER BY embedding <=> %s::vector LIMIT 10", [q], prepare=True)]
+            got = [r[0] for r in cur.execute(QUERY, [q], prepare=True)]
             hits += len(set(got) & set(gt.tolist()))
         elapsed = time.perf_counter() - t
-        rows.append((ef, hits / (10 * len(queries)), len(queries) / elapsed))
-    # single-row inserts into the built index, one statement each
-    start = len(base)
-    t = time.perf_counter()
-    for i, v in enumerate(inserts):
-        conn.execute("INSERT INTO items VALUES (%s, %s)", [start + i, vec_literal(v)])
-    insert_rate = len(inserts) / (time.perf_counter() - t)
-    conn.close()
-    return {"name": name, "build": build, "size": size, "sweep": rows, "insert": insert_rate}
+        cpu = backend_cpu_seconds(self.conn) - cpu
+        return hits / (10 * len(lits)), len(lits) / elapsed, cpu * 1e6 / len(lits)
 
-
-def hnswlib_engine(base, queries, truth, inserts):
-    import hnswlib
-    idx = hnswlib.Index(space="cosine", dim=base.shape[1])
-    t = time.perf_counter()
-    idx.init_index(max_elements=len(base) + len(inserts), M=16, ef_construction=64, random_seed=1)
-    idx.add_items(base, np.arange(len(base)), num_threads=2)
-    build = time.perf_counter() - t
-    idx.set_num_threads(1)
-    rows = []
-    for ef in EFS:
-        idx.set_ef(max(ef, 10))
+    def insert(self, start, vectors):
+        """(rows/s, server CPU µs per row) for single-row autocommit INSERTs."""
+        cpu = backend_cpu_seconds(self.conn)
         t = time.perf_counter()
+        for i, v in enumerate(vectors):
+            self.conn.execute("INSERT INTO items VALUES (%s, %s)", [start + i, vec_literal(v)])
+        elapsed = time.perf_counter() - t
+        cpu = backend_cpu_seconds(self.conn) - cpu
+        return len(vectors) / elapsed, cpu * 1e6 / len(vectors)
+
+    def close(self):
+        self.conn.close()
+
+
+class HnswlibEngine:
+    name, size = "hnswlib", None
+
+    def __init__(self, base, capacity):
+        import hnswlib
+        self.idx = hnswlib.Index(space="cosine", dim=base.shape[1])
+        t = time.perf_counter()
+        self.idx.init_index(max_elements=capacity, M=16, ef_construction=64, random_seed=1)
+        self.idx.add_items(base, np.arange(len(base)), num_threads=2)
+        self.build = time.perf_counter() - t
+        self.idx.set_num_threads(1)
+
+    def sweep(self, ef, queries, truth):
+        self.idx.set_ef(max(ef, 10))
         hits = 0
+        cpu, t = time.process_time(), time.perf_counter()
         for q, gt in zip(queries, truth):
-            labels, _ = idx.knn_query(q, k=10)
+            labels, _ = self.idx.knn_query(q, k=10)
             hits += len(set(labels[0].tolist()) & set(gt.tolist()))
-        rows.append((ef, hits / (10 * len(queries)), len(queries) / (time.perf_counter() - t)))
-    t = time.perf_counter()
-    for i, v in enumerate(inserts):
-        idx.add_items(v[None, :], [len(base) + i], num_threads=1)
-    return {"name": "hnswlib", "build": build, "size": None, "sweep": rows,
-            "insert": len(inserts) / (time.perf_counter() - t)}
+        elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
+        return hits / (10 * len(queries)), len(queries) / elapsed, cpu * 1e6 / len(queries)
+
+    def insert(self, start, vectors):
+        cpu, t = time.process_time(), time.perf_counter()
+        for i, v in enumerate(vectors):
+            self.idx.add_items(v[None, :], [start + i], num_threads=1)
+        elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
+        return len(vectors) / elapsed, cpu * 1e6 / len(vectors)
+
+    def close(self):
+        pass
 
 
 def qps_at(sweep, target):
     """QPS at exactly `target` recall, interpolated linearly between the two sweep points
     around it (recall rises and QPS falls with ef); (None, None) when never reached.
-    Returns (qps, "ef a..b") so the table shows where it was read."""
+    `sweep` holds (ef, recall, qps) rows. Returns (qps, "ef a..b") so the table shows
+    where it was read."""
     prev = None
     for ef, r, q in sweep:
         if r >= target:
@@ -96,7 +125,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--inserts", type=int, default=2000)
+    ap.add_argument("--inserts", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3, help="turns each engine takes at every ef_search (and insert batches)")
     ap.add_argument("--pgvector-workers", type=int, default=1,
                     help="max_parallel_maintenance_workers for pgvector's build (vecguard uses its own threads)")
     args = ap.parse_args()
@@ -105,39 +135,69 @@ def main():
     queries = data[args.rows: args.rows + args.queries]
     inserts = data[args.rows + args.queries: args.rows + args.queries + args.inserts]
     truth = exact_topk(base, queries, 10, "cosine")
-    print(f"GloVe 6B 50-d, {args.rows} rows, {args.queries} queries, cosine, m=16 ef_construction=64; {machine()}")
-    results = []
-    vg = vecguard_cluster()
+    lits = [vec_literal(q) for q in queries]
+    print(f"GloVe 6B 50-d, {args.rows} rows, {args.queries} queries, cosine, m=16 ef_construction=64, "
+          f"{args.rounds} interleaved rounds; {machine()}")
+    clusters, engines = [], []
     try:
-        results.append(sql_engine("vecguard", vg, base, queries, truth, inserts, 0))
+        vg = vecguard_cluster()
+        clusters.append(vg)
+        engines.append(SqlEngine("vecguard", vg, base, 0))
+        pv = pgvector_cluster()
+        clusters.append(pv)
+        engines.append(SqlEngine(f"pgvector {pv.version}", pv, base, args.pgvector_workers))
+        engines.append(HnswlibEngine(base, len(base) + len(inserts)))
+        n = len(engines)
+        runs = {(e.name, ef): [] for e in engines for ef in EFS}
+        for rnd in range(args.rounds):
+            for ef in EFS:
+                for j in range(n):
+                    e = engines[(j + rnd) % n]
+                    arg = queries if isinstance(e, HnswlibEngine) else lits
+                    runs[(e.name, ef)].append(e.sweep(ef, arg, truth))
+        ins = {e.name: [] for e in engines}
+        batches = np.array_split(np.arange(len(inserts)), args.rounds)
+        for rnd, idx in enumerate(batches):
+            if len(idx) == 0:
+                continue
+            for j in range(n):
+                e = engines[(j + rnd) % n]
+                ins[e.name].append(e.insert(len(base) + int(idx[0]), inserts[idx]))
     finally:
-        vg.destroy()
-    pv = pgvector_cluster()
-    try:
-        results.append(sql_engine(f"pgvector {pv.version}", pv, base, queries, truth, inserts, args.pgvector_workers))
-    finally:
-        pv.destroy()
-    results.append(hnswlib_engine(base, queries, truth, inserts))
+        for e in engines:
+            e.close()
+        for c in clusters:
+            c.destroy()
 
-    print(f"\n{'engine':<16} {'build s':>8} {'size MB':>8} {'inserts/s':>10}")
-    for r in results:
-        size = f"{r['size'] / 2**20:.1f}" if r["size"] else "-"
-        print(f"{r['name']:<16} {r['build']:>8.1f} {size:>8} {r['insert']:>10.0f}")
-    print(f"\n{'ef_search':>9} " + " ".join(f"{r['name'][:14]:>14} recall   QPS" for r in results))
+    med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
+    print(f"\n{'engine':<16} {'build s':>8} {'size MB':>8} {'inserts/s':>10} {'CPU us/insert':>14}")
+    for e in engines:
+        size = f"{e.size / 2**20:.1f}" if e.size else "-"
+        print(f"{e.name:<16} {e.build:>8.1f} {size:>8} {med(ins[e.name], 0):>10.0f} {med(ins[e.name], 1):>14.0f}"
+              f"   rounds: {[round(x[0]) for x in ins[e.name]]}")
+    print("\nmedians over rounds; CPU = server CPU time per query in µs (hnswlib: in-process)")
+    print(f"{'ef_search':>9} " + " ".join(f"{e.name[:14]:>14} recall    QPS    CPU" for e in engines))
+    sweeps = {}
+    for e in engines:
+        sweeps[e.name] = [(ef, med(runs[(e.name, ef)], 0), med(runs[(e.name, ef)], 1), med(runs[(e.name, ef)], 2)) for ef in EFS]
     for i, ef in enumerate(EFS):
-        print(f"{ef:>9} " + " ".join(f"{'':>14} {r['sweep'][i][1]:.3f} {r['sweep'][i][2]:>6.0f}" for r in results))
-    vgr, pvr, hlr = results
+        print(f"{ef:>9} " + " ".join(f"{'':>14} {sweeps[e.name][i][1]:.3f} {sweeps[e.name][i][2]:>6.0f} {sweeps[e.name][i][3]:>6.0f}" for e in engines))
+    vg_, pv_, hl_ = (e.name for e in engines)
     print("\nratios (vecguard vs pgvector, vecguard vs hnswlib):")
-    print(f"  build time: {pvr['build'] / vgr['build']:.2f}x faster than pgvector")
-    print(f"  insert rate: {vgr['insert'] / pvr['insert']:.2f}x pgvector's")
+    print(f"  build time: {engines[1].build / engines[0].build:.2f}x faster than pgvector")
+    print(f"  insert rate: {med(ins[vg_], 0) / med(ins[pv_], 0):.2f}x pgvector's; "
+          f"CPU per insert: {med(ins[pv_], 1) / med(ins[vg_], 1):.2f}x less than pgvector's")
+    wall = {k: [(ef, r, q) for ef, r, q, _ in s] for k, s in sweeps.items()}
+    cpu = {k: [(ef, r, 1e6 / c) for ef, r, _, c in s] for k, s in sweeps.items()}
     for target in (0.95, 0.99):
-        (vq, vef), (pq_, pef), (hq, hef) = (qps_at(r["sweep"], target) for r in results)
-        if vq and pq_:
-            print(f"  QPS at recall {target} (interpolated): vecguard {vq:.0f} (ef {vef}) vs pgvector {pq_:.0f} (ef {pef}) = {vq / pq_:.2f}x")
-        else:
-            print(f"  QPS at recall >= {target}: vecguard {vq} (ef {vef}), pgvector {pq_} (ef {pef})")
-        if vq and hq:
-            print(f"  QPS at recall {target} (interpolated): vecguard / hnswlib = {vq / hq:.2f}x (hnswlib {hq:.0f}, ef {hef})")
+        for label, table in (("QPS", wall), ("queries per server CPU-second", cpu)):
+            (vq, vef), (pq_, pef), (hq, hef) = (qps_at(table[k], target) for k in (vg_, pv_, hl_))
+            line = f"  {label} at recall {target}: vecguard {vq and round(vq)} (ef {vef}), pgvector {pq_ and round(pq_)} (ef {pef})"
+            if vq and pq_:
+                line += f" = {vq / pq_:.2f}x"
+            if vq and hq:
+                line += f"; hnswlib {hq:.0f} (ef {hef}), vecguard / hnswlib = {vq / hq:.2f}x"
+            print(line)
 
 
 if __name__ == "__main__":
