@@ -664,6 +664,9 @@ fn greedy_impl<S: GraphStore>(
     if bottom > top {
         return cur;
     }
+    // Each list is scored in one `score_batch` call (a page store then overlaps the
+    // memory latencies of the whole list), and read in list order as before.
+    let mut scores = Vec::new();
     for level in (bottom..=top).rev() {
         // Strictly decreasing distances guarantee termination for honest
         // stores; the step limit covers dishonest ones.
@@ -671,8 +674,10 @@ fn greedy_impl<S: GraphStore>(
             let mut changed = false;
             nbrs.clear();
             store.neighbors(cur.id, level, nbrs);
-            for &n in nbrs.iter() {
-                if let Some(d) = store.distance(n, query) {
+            store.score_batch(nbrs, query, &mut scores);
+            for (&n, s) in nbrs.iter().zip(scores.iter()) {
+                // Deleted nodes are traversed like live ones.
+                if let Some((d, _)) = *s {
                     *count += 1;
                     let d = clean(d);
                     if d < cur.distance {
