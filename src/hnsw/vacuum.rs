@@ -31,15 +31,32 @@ fn remove_heap_pointers(rel: IndexRel, is_dead: &mut DeadCheck) -> (HashSet<u64>
     let (mut removed, mut live) = (0f64, 0f64);
     for blk in 1..rel.nblocks() {
         pgrx::check_for_interrupts!();
-        // Look first under a share lock; only pages with dead rows get a WAL record.
+        // Look first under a share lock: a page without dead rows is accounted for from
+        // it, and only pages with dead rows are locked exclusively and get a WAL record.
         let needs_change = {
             let p = rel.read_shared(blk);
-            (1..=p.max_offset()).any(|off| {
-                p.item(off)
-                    .and_then(page::decode_element)
-                    .is_some_and(|el| !el.deleted && el.heap_tids.iter().any(|&t| is_dead(t)))
-            })
+            let (mut dead_here, mut live_here) = (Vec::new(), 0usize);
+            let mut change = false;
+            for off in 1..=p.max_offset() {
+                let Some(el) = p.item(off).and_then(page::decode_element) else { continue };
+                if el.deleted {
+                    dead_here.push(Tid { block: blk, offset: off }.pack());
+                } else if el.heap_tids.iter().any(|&t| is_dead(t)) {
+                    change = true;
+                    break;
+                } else {
+                    live_here += el.heap_tids.len();
+                }
+            }
+            if !change {
+                deleted.extend(dead_here);
+                live += live_here as f64;
+            }
+            change
         };
+        if !needs_change {
+            continue;
+        }
         let mut w = WalWrite::begin(rel);
         let mut p = w.page(blk);
         for off in 1..=p.max_offset() {
@@ -48,10 +65,6 @@ fn remove_heap_pointers(rel: IndexRel, is_dead: &mut DeadCheck) -> (HashSet<u64>
             let id = Tid { block: blk, offset: off }.pack();
             if el.deleted {
                 deleted.insert(id);
-                continue;
-            }
-            if !needs_change {
-                live += el.heap_tids.len() as f64;
                 continue;
             }
             let keep: Vec<Tid> = el.heap_tids.iter().copied().filter(|&t| !is_dead(t)).collect();
@@ -64,9 +77,7 @@ fn remove_heap_pointers(rel: IndexRel, is_dead: &mut DeadCheck) -> (HashSet<u64>
                 }
             }
         }
-        if needs_change {
-            w.commit();
-        }
+        w.commit();
     }
     (deleted, removed, live)
 }
