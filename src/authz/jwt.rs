@@ -1276,10 +1276,9 @@ mod tests {
             Err(Reject::BadSignature)
         );
 
-        let mut sig = segs[2].to_string();
-        let last = if sig.ends_with('A') { 'B' } else { 'A' };
-        sig.pop();
-        sig.push(last);
+        // The first character holds six signature bits (the last one also holds padding
+        // bits, which must stay zero).
+        let sig = format!("{}{}", if segs[2].starts_with('A') { 'B' } else { 'A' }, &segs[2][1..]);
         let t3 = format!("{}.{}.{}", segs[0], segs[1], sig);
         assert_eq!(
             verify(&t3, &one(hs_key()), &v0(), NOW),
