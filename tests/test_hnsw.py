@@ -238,6 +238,32 @@ def test_iterative_scan_returns_past_ef_search(db):
     db.execute("SET hnsw.ef_search = 100")
 
 
+def test_scan_pins_few_buffers_whatever_it_visits():
+    """A traversal holds a handful of pins at a time: an iterative scan that walks an index
+    several times larger than shared_buffers does not run out of buffers (it did when a
+    scan kept every page it had visited pinned until its end)."""
+    c = Cluster(conf={"shared_buffers": "1MB"}).init().start()
+    try:
+        with c.connect() as conn:
+            conn.execute("CREATE EXTENSION vecguard")
+            data = np.asarray(GLOVE[80000:86000], dtype=np.float32)
+            load(conn, "small", data)
+            conn.execute("CREATE INDEX small_idx ON small USING hnsw (embedding vector_l2_ops)")
+            pages = conn.execute("SELECT pg_relation_size('small_idx') / 8192").fetchone()[0]
+            buffers = conn.execute("SELECT setting::int FROM pg_settings WHERE name = 'shared_buffers'").fetchone()[0]
+            assert pages > 2 * buffers
+            conn.execute("SET enable_seqscan = off")
+            conn.execute("SET hnsw.iterative_scan = relaxed_order")
+            conn.execute("SET hnsw.ef_search = 1000")
+            sql = "SELECT id FROM small WHERE id %% 1000 = 7 ORDER BY embedding <-> %s::vector LIMIT 5"
+            assert "Index Scan using small_idx" in "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, [lit(data[0])]))
+            rows = conn.execute(sql, [lit(data[0])]).fetchall()
+            assert len(rows) == 5 and all(r[0] % 1000 == 7 for r in rows)
+            check(conn, "small_idx")
+    finally:
+        c.destroy()
+
+
 def test_unlogged_reindex_and_concurrently(cluster, dbname, db):
     data = np.asarray(GLOVE[60000:63000], dtype=np.float32)
     db.execute("CREATE UNLOGGED TABLE ul (id int PRIMARY KEY, embedding vector(50))")

@@ -88,7 +88,7 @@ pub fn init() {
     GucRegistry::define_bool_guc(
         c"vecguard.hnsw_scan_stats",
         c"Reports the work of each hnsw index scan as a NOTICE",
-        c"Distance computations, key-column checks, result batches, whether the exact sweep ran and the tenant graph was walked, and pages pinned.",
+        c"Distance computations, key-column checks, result batches, whether the exact sweep ran and the tenant graph was walked, and page pins taken.",
         &SCAN_STATS,
         GucContext::Userset,
         GucFlags::default(),

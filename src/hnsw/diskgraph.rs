@@ -110,7 +110,7 @@ pub struct DiskGraph {
     tids: Vec<Tid>,
     /// `score_batch`'s ids with their positions, sorted by page.
     order: Vec<(u64, u32)>,
-    prefetched: Vec<(u32, PagePrefetch)>,
+    prefetched: Vec<(u32, Option<PagePrefetch>)>,
     /// Distances computed ahead by a batch, consumed by `distance`.
     batch: IdHashMap<u64, f32>,
     /// Key-column filter of an authorized scan and its query. Every returned element and
@@ -342,9 +342,9 @@ impl DiskGraph {
         }
     }
 
-    /// Pages the scan holds pinned (distinct pages read since the last reset).
-    pub fn pinned_pages(&self) -> usize {
-        self.pins.pinned_count()
+    /// Page pins taken since the last reset.
+    pub fn pins_taken(&self) -> usize {
+        self.pins.pins_taken()
     }
 
     /// Forgets cached headers and pins (between scans, or after writing).
@@ -446,7 +446,9 @@ impl GraphStore for DiskGraph {
                 while pages[j].0 != t.block {
                     j += 1;
                 }
-                pages[j].1.items(t.offset, len);
+                if let Some(pf) = &pages[j].1 {
+                    pf.items(t.offset, len);
+                }
             }
             self.prefetched = pages;
         }
@@ -482,7 +484,9 @@ impl GraphStore for DiskGraph {
         };
         if nb.is_valid() {
             let len = page::neighbor_size(self.meta.m as usize, level, self.meta.tenant_links());
-            self.pins.prefetch_page(nb.block).items(nb.offset, len.min(512));
+            if let Some(pf) = self.pins.prefetch_page(nb.block) {
+                pf.items(nb.offset, len.min(512));
+            }
         }
     }
 

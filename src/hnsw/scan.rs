@@ -352,14 +352,14 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
             let st = &*p;
             if SCAN_STATS.get() && st.started {
                 pgrx::notice!(
-                    "hnsw scan: {} distance computations, {} key checks, {} elements returned, {} batches, exact sweep {}, tenant graph {}, {} pages pinned",
+                    "hnsw scan: {} distance computations, {} key checks, {} elements returned, {} batches, exact sweep {}, tenant graph {}, {} page pins",
                     st.graph.distance_computations,
                     st.graph.filter_checks,
                     st.returned.len(),
                     st.batches,
                     if st.swept && !st.conds.iter().any(|c| c.values.is_empty()) { "yes" } else { "no" },
                     if st.tenant_count.is_some() { "yes" } else { "no" },
-                    st.graph.pinned_pages()
+                    st.graph.pins_taken()
                 );
             }
             drop(Box::from_raw(p));

@@ -1,7 +1,7 @@
 //! The only code in vecguard that touches Postgres buffers, pages and WAL.
 //!
 //! Reads take a share lock per tuple access and release it at once (`SharedPage` drops
-//! unlock); a scan keeps its pins in a `PinCache` so revisiting a page costs a lock, not a
+//! unlock); a scan pins through a `PinCache`, which keeps a few pins and prefers the buffer that
 //! buffer-table lookup. Every change after the build goes through `WalWrite`, the one WAL
 //! idiom of this index: GenericXLogStart -> register each buffer (full image for new pages)
 //! -> modify the returned copies -> GenericXLogFinish. A `WalWrite` dropped without
@@ -247,20 +247,29 @@ impl Drop for SharedPage {
     }
 }
 
-/// Pins held for one scan, so a page revisited during the traversal costs only a lock.
+/// The pins of one scan: at most `HELD_MAX` at a time, the oldest released first.
 pub struct PinCache {
     rel: IndexRel,
-    /// The buffer this scan pinned for each block (0: none), indexed by block number: a
-    /// revisited page costs an array read, not a hash lookup.
+    /// The buffer this scan holds pinned for each block (0: none), indexed by block number:
+    /// a page revisited while still pinned costs an array read and a lock.
     slots: Vec<pg_sys::Buffer>,
-    /// The blocks pinned, to release them.
-    held: Vec<BlockNumber>,
+    /// The blocks pinned, oldest first.
+    held: std::collections::VecDeque<BlockNumber>,
+    /// Pins taken since the last `release_all` (for `hnsw.scan_stats`).
+    taken: usize,
     /// The buffers that last held this relation's blocks (taken from the backend's
     /// `RECENT` for the cache's lifetime).
     recent: Vec<pg_sys::Buffer>,
     node: pg_sys::RelFileNode,
     temp: bool,
 }
+
+/// Pins a scan holds at once. Postgres keeps a backend's pins in an array of 8 entries
+/// and moves the rest to a hash table (its resource owner does the same past 64): when a
+/// scan kept every page it touched pinned, about 600 per query, each new pin and each
+/// release cost several hash operations. A handful keeps both in their arrays; a page
+/// visited again after its pin was dropped is pinned again through `ReadRecentBuffer`.
+const HELD_MAX: usize = 4;
 
 /// Blocks past this are not remembered (4 bytes per block of the relation).
 const RECENT_MAX_BLOCKS: u32 = 1 << 22;
@@ -291,7 +300,7 @@ impl PinCache {
         // a permanent relation's (only the backend id, which is not part of a buffer tag,
         // tells them apart): it neither uses nor feeds the map.
         let recent = if temp { Vec::new() } else { RECENT.with(|r| r.borrow_mut().remove(&node_key(&node))).unwrap_or_default() };
-        PinCache { rel, slots: Vec::new(), held: Vec::with_capacity(1024), recent, node, temp }
+        PinCache { rel, slots: Vec::new(), held: std::collections::VecDeque::with_capacity(HELD_MAX + 1), taken: 0, recent, node, temp }
     }
 
     /// Pins `blk`: through the buffer that last held it when it still does, else by a
@@ -330,10 +339,20 @@ impl PinCache {
         buf
     }
 
+    /// The buffer of `blk`, pinned. Dropping the oldest pin is safe because no page of
+    /// this cache is locked while another is pinned: every `SharedPage` of a `DiskGraph`
+    /// is dropped before its next page read.
     fn pinned(&mut self, blk: BlockNumber) -> pg_sys::Buffer {
         if let Some(&b) = self.slots.get(blk as usize) {
             if b != 0 {
                 return b;
+            }
+        }
+        if self.held.len() >= HELD_MAX {
+            if let Some(old) = self.held.pop_front() {
+                let b = std::mem::take(&mut self.slots[old as usize]);
+                // SAFETY: b was pinned once by this cache and is not locked (see above).
+                unsafe { pg_sys::ReleaseBuffer(b) };
             }
         }
         let b = self.pin(blk);
@@ -342,7 +361,8 @@ impl PinCache {
             self.slots.resize((blk as usize + 1).max(self.rel.nblocks() as usize), 0);
         }
         self.slots[blk as usize] = b;
-        self.held.push(blk);
+        self.held.push_back(blk);
+        self.taken += 1;
         b
     }
 
@@ -365,20 +385,27 @@ impl PinCache {
         }
     }
 
-    /// Pins `blk` for the rest of the scan without locking it, and asks the CPU to fetch
-    /// its header and line pointers: the first half of `prefetch_items`.
-    pub fn prefetch_page(&mut self, blk: BlockNumber) -> PagePrefetch {
-        let buf = self.pinned(blk);
-        // SAFETY: a pinned buffer's page address is stable; prefetching reads nothing.
+    /// Asks the CPU for the header and line pointers of `blk`'s page, without pinning it:
+    /// the first half of `prefetch_items`. The page is the one this scan holds pinned, or
+    /// else the buffer that last held the block (None when there is none: no hint).
+    pub fn prefetch_page(&mut self, blk: BlockNumber) -> Option<PagePrefetch> {
+        let held = self.slots.get(blk as usize).copied().unwrap_or(0);
+        let buf = if held != 0 { held } else { self.recent.get(blk as usize).copied().unwrap_or(0) };
+        if buf <= 0 {
+            return None;
+        }
+        // SAFETY: buf is a shared buffer id this backend obtained (1..=NBuffers), so its
+        // page address lies in the buffer pool, which stays mapped for the backend's life
+        // whatever the buffer holds now; prefetching reads nothing.
         unsafe {
             let page = pg_sys::BufferGetPage(buf) as *const u8;
             prefetch(page);
             prefetch(page.add(64));
-            PagePrefetch { page }
+            Some(PagePrefetch { page })
         }
     }
 
-    /// Share-locks `blk`, pinning it for the rest of the scan on first use.
+    /// Share-locks `blk`, pinning it first if this cache does not hold it.
     pub fn read_shared(&mut self, blk: BlockNumber) -> SharedPage {
         let buf = self.pinned(blk);
         // SAFETY: buf is pinned by us; the SharedPage unlocks but does not unpin.
@@ -388,13 +415,14 @@ impl PinCache {
         }
     }
 
-    /// How many pages are pinned.
-    pub fn pinned_count(&self) -> usize {
-        self.held.len()
+    /// Pins taken since the last `release_all`.
+    pub fn pins_taken(&self) -> usize {
+        self.taken
     }
 
     /// Drops every pin (rescans and end of scan).
     pub fn release_all(&mut self) {
+        self.taken = 0;
         for blk in self.held.drain(..) {
             let buf = std::mem::take(&mut self.slots[blk as usize]);
             // SAFETY: each held block's buffer was pinned once by `pinned`.
@@ -419,23 +447,23 @@ impl Drop for PinCache {
     }
 }
 
-/// A pinned page whose cache lines are being fetched (see `PinCache::prefetch_page`).
+/// A page whose cache lines are being fetched (see `PinCache::prefetch_page`).
 pub struct PagePrefetch {
     page: *const u8,
 }
 
 impl PagePrefetch {
     /// Asks the CPU to fetch the first `len` bytes of tuple `off`. The line pointer is read
-    /// without the content lock: the page is pinned, so the address stays inside shared
-    /// buffers, and a pointer changing under us only makes the hint useless: prefetches
-    /// never fault and nothing read here is used otherwise.
+    /// without pin or lock: the address stays inside the buffer pool, and a buffer being
+    /// rewritten or reused under us only makes the hint useless: prefetches never fault
+    /// and nothing read here is used otherwise.
     pub fn items(&self, off: u16, len: usize) {
         if off == 0 || off as usize > (page::BLCKSZ - 24) / 4 {
             return;
         }
-        // SAFETY: the line pointer lies inside the pinned page (offset bounded above); a
-        // volatile read of a word another backend may be writing yields some u32 and no
-        // other effect; the prefetched addresses stay inside the page.
+        // SAFETY: the line pointer lies inside the page (offset bounded above), in the
+        // mapped buffer pool; a volatile read of a word another backend may be writing
+        // yields some u32 and no other effect; the prefetched addresses stay inside the page.
         unsafe {
             let lp = std::ptr::read_volatile(self.page.add(24 + 4 * (off as usize - 1)) as *const u32);
             let at = (lp & 0x7fff) as usize;
