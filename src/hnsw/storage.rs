@@ -1,7 +1,8 @@
 //! The only code in vecguard that touches Postgres buffers, pages and WAL.
 //!
 //! Reads take a share lock per tuple access and release it at once (`SharedPage` drops
-//! unlock); a scan pins through a `PinCache`, which keeps a few pins and prefers the buffer that
+//! unlock); a scan pins through a `PinCache`, which holds a few pins at a time and pins
+//! through the buffer that last held a block (`ReadRecentBuffer`) before falling back to a
 //! buffer-table lookup. Every change after the build goes through `WalWrite`, the one WAL
 //! idiom of this index: GenericXLogStart -> register each buffer (full image for new pages)
 //! -> modify the returned copies -> GenericXLogFinish. A `WalWrite` dropped without
@@ -339,14 +340,17 @@ impl PinCache {
         buf
     }
 
+    /// The buffer this cache holds pinned for `blk`, if any.
+    fn held(&self, blk: BlockNumber) -> Option<pg_sys::Buffer> {
+        self.slots.get(blk as usize).copied().filter(|&b| b != 0)
+    }
+
     /// The buffer of `blk`, pinned. Dropping the oldest pin is safe because no page of
-    /// this cache is locked while another is pinned: every `SharedPage` of a `DiskGraph`
-    /// is dropped before its next page read.
+    /// this cache is still locked when the next one is pinned: every `SharedPage` of a
+    /// `DiskGraph` is dropped before its next page read.
     fn pinned(&mut self, blk: BlockNumber) -> pg_sys::Buffer {
-        if let Some(&b) = self.slots.get(blk as usize) {
-            if b != 0 {
-                return b;
-            }
+        if let Some(b) = self.held(blk) {
+            return b;
         }
         if self.held.len() >= HELD_MAX {
             if let Some(old) = self.held.pop_front() {
@@ -366,14 +370,10 @@ impl PinCache {
         b
     }
 
-    fn is_pinned(&self, blk: BlockNumber) -> bool {
-        self.slots.get(blk as usize).is_some_and(|&b| b != 0)
-    }
-
     /// Asks the CPU for the header of the buffer that last held `blk`, when `blk` is not
     /// pinned yet: `pin` reads it next (ReadRecentBuffer locks that header).
     pub fn prefetch_descriptor(&self, blk: BlockNumber) {
-        if self.is_pinned(blk) {
+        if self.held(blk).is_some() {
             return;
         }
         if let Some(&b) = self.recent.get(blk as usize) {
@@ -388,9 +388,8 @@ impl PinCache {
     /// Asks the CPU for the header and line pointers of `blk`'s page, without pinning it:
     /// the first half of `prefetch_items`. The page is the one this scan holds pinned, or
     /// else the buffer that last held the block (None when there is none: no hint).
-    pub fn prefetch_page(&mut self, blk: BlockNumber) -> Option<PagePrefetch> {
-        let held = self.slots.get(blk as usize).copied().unwrap_or(0);
-        let buf = if held != 0 { held } else { self.recent.get(blk as usize).copied().unwrap_or(0) };
+    pub fn prefetch_page(&self, blk: BlockNumber) -> Option<PagePrefetch> {
+        let buf = self.held(blk).unwrap_or_else(|| self.recent.get(blk as usize).copied().unwrap_or(0));
         if buf <= 0 {
             return None;
         }
