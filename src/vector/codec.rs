@@ -35,6 +35,8 @@ pub enum SqlState {
     ProtocolViolation,
     /// 0A000 feature_not_supported
     FeatureNotSupported,
+    /// XX000 internal_error (pgvector's elog(ERROR) for a malformed aggregate state)
+    InternalError,
 }
 
 impl SqlState {
@@ -49,6 +51,7 @@ impl SqlState {
             SqlState::NullValueNotAllowed => "22004",
             SqlState::ProtocolViolation => "08P01",
             SqlState::FeatureNotSupported => "0A000",
+            SqlState::InternalError => "XX000",
         }
     }
 }
@@ -100,11 +103,17 @@ pub fn check_dim(dim: i64) -> Result<(), VectorError> {
     }
     if dim > VECTOR_MAX_DIM as i64 {
         return Err(VectorError::new(
-            SqlState::DataException,
+            SqlState::ProgramLimitExceeded,
             format!("vector cannot have more than {VECTOR_MAX_DIM} dimensions"),
         ));
     }
     Ok(())
+}
+
+/// Checks a whole value before it is stored: dimension count and elements.
+pub fn check_vector(x: &[f32]) -> Result<(), VectorError> {
+    check_dim(x.len() as i64)?;
+    x.iter().try_for_each(|&v| check_element(v))
 }
 
 /// Checks a value's dimension count against a column's typmod (-1 = unconstrained).
@@ -586,9 +595,7 @@ pub fn l2_normalize(a: &[f32]) -> Result<Vec<f32>, VectorError> {
 /// State of avg(vector)/sum(vector): count and per-dimension sums in double precision,
 /// laid out as pgvector's float8[] state `{n, s1, ..., sd}` so combine functions agree.
 pub fn accum(state: &mut Vec<f64>, v: &[f32]) -> Result<(), VectorError> {
-    if state.is_empty() {
-        state.push(0.0);
-    }
+    check_state(state)?;
     if state.len() == 1 {
         state.extend(std::iter::repeat(0.0).take(v.len()));
     } else if state.len() - 1 != v.len() {
@@ -606,6 +613,8 @@ pub fn accum(state: &mut Vec<f64>, v: &[f32]) -> Result<(), VectorError> {
 
 /// Merges two aggregate states (the combine function that makes avg parallel).
 pub fn combine(a: &[f64], b: &[f64]) -> Result<Vec<f64>, VectorError> {
+    check_state(a)?;
+    check_state(b)?;
     let a_n = a.first().copied().unwrap_or(0.0);
     let b_n = b.first().copied().unwrap_or(0.0);
     if a_n == 0.0 || a.len() <= 1 {
@@ -622,13 +631,34 @@ pub fn combine(a: &[f64], b: &[f64]) -> Result<Vec<f64>, VectorError> {
 
 /// Final avg from a state; None when no rows were aggregated (SQL NULL).
 pub fn avg_final(state: &[f64]) -> Result<Option<Vec<f32>>, VectorError> {
-    let n = state.first().copied().unwrap_or(0.0);
+    check_state(state)?;
+    let n = state[0];
     if n == 0.0 || state.len() <= 1 {
         return Ok(None);
     }
     let r: Vec<f32> = state[1..].iter().map(|s| (s / n) as f32).collect();
     check_overflow(&r)?;
+    check_vector(&r)?;
     Ok(Some(r))
+}
+
+/// Checks an aggregate state that arrived from SQL (the transition, combine and final
+/// functions are callable directly, so the state is input like any other): a count, then
+/// one sum per dimension, within the vector's limits. pgvector's words.
+pub fn check_state(state: &[f64]) -> Result<(), VectorError> {
+    let Some(&n) = state.first() else {
+        return Err(VectorError::new(SqlState::InternalError, "expected state array"));
+    };
+    if !(n.is_finite() && n >= 0.0 && n.fract() == 0.0) {
+        return Err(VectorError::new(SqlState::InternalError, "expected state array"));
+    }
+    if state.len() > 1 {
+        check_dim(state.len() as i64 - 1)?;
+    }
+    if state[1..].iter().any(|s| s.is_nan()) {
+        return Err(VectorError::new(SqlState::DataException, "NaN not allowed in vector"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -637,6 +667,28 @@ mod tests {
 
     fn err(lit: &str) -> VectorError {
         parse_text(lit, -1).unwrap_err()
+    }
+
+    #[test]
+    fn aggregate_states_from_sql_are_checked() {
+        assert_eq!(check_state(&[]).unwrap_err().message, "expected state array");
+        assert_eq!(check_state(&[-1.0, 1.0]).unwrap_err().message, "expected state array");
+        assert_eq!(check_state(&[f64::NAN]).unwrap_err().message, "expected state array");
+        assert_eq!(check_state(&[1.0, f64::NAN]).unwrap_err().message, "NaN not allowed in vector");
+        let huge = vec![1.0; 70_001];
+        let e = avg_final(&huge).unwrap_err();
+        assert_eq!((e.state, e.message.as_str()), (SqlState::ProgramLimitExceeded, "vector cannot have more than 16000 dimensions"));
+        assert!(avg_final(&vec![1.0; 32_769]).is_err());
+        assert!(combine(&huge, &[0.0]).is_err());
+        let mut s = vec![1.0; 20_001];
+        assert!(accum(&mut s, &[1.0; 20_000]).is_err());
+        assert_eq!(avg_final(&[0.0]).unwrap(), None);
+        assert_eq!(avg_final(&[2.0, 2.0, 4.0]).unwrap(), Some(vec![1.0, 2.0]));
+        let mut s = vec![0.0];
+        accum(&mut s, &[1.0, 2.0]).unwrap();
+        assert_eq!(s, vec![1.0, 1.0, 2.0]);
+        assert!(check_vector(&[]).is_err());
+        assert!(check_vector(&[f32::INFINITY]).is_err());
     }
 
     #[test]

@@ -46,8 +46,13 @@ pub unsafe fn vector_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> &'a 
     unsafe { datum_to_slice(arg(fcinfo, n)) }
 }
 
-/// Builds a palloc'd vector Datum from values already validated by `codec`.
+/// Builds a palloc'd vector Datum from values already validated by `codec`. The dimension
+/// count is checked once more here, the one place every vector result passes: its header
+/// holds it in 16 bits, and a value outside 1..=16000 could not be dumped and restored.
 pub fn slice_to_datum(x: &[f32]) -> pg_sys::Datum {
+    if let Err(e) = codec::check_dim(x.len() as i64) {
+        raise(e);
+    }
     let size = VECTOR_HEADER + 4 * x.len();
     // SAFETY: palloc0 returns `size` writable, maxaligned bytes (or ERRORs); we write the
     // header, dim, a zero unused field and the values inside that range.
@@ -289,9 +294,9 @@ comparison!(vector_cmp, pg_finfo_vector_cmp, |o: std::cmp::Ordering| o as i32);
 /// `d` must be a float8[] datum.
 unsafe fn float8_state(d: pg_sys::Datum) -> Vec<f64> {
     // SAFETY: forwarded; elements of a float8[] are by-value float8 datums.
-    let (_, _, elems, nulls) = unsafe { deconstruct(d) };
-    if nulls.iter().any(|&n| n) {
-        raise(VectorError::new(SqlState::NullValueNotAllowed, "array must not contain nulls"));
+    let (ndim, elemtype, elems, nulls) = unsafe { deconstruct(d) };
+    if ndim != 1 || elemtype != pg_sys::FLOAT8OID || nulls.iter().any(|&n| n) {
+        raise(VectorError::new(SqlState::InternalError, "expected state array"));
     }
     elems.into_iter().map(crate::fmgr::datum_float8).collect()
 }
