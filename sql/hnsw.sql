@@ -33,6 +33,7 @@ CREATE SCHEMA IF NOT EXISTS vecguard;
 -- Verifies an hnsw index's graph invariants (like amcheck for btree); ERROR when broken.
 CREATE FUNCTION vecguard.hnsw_check(index regclass) RETURNS text
 	AS 'MODULE_PATHNAME', 'hnsw_check' LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION vecguard.hnsw_check(regclass) FROM PUBLIC;
 
 -- Key columns of authorized indexes: `USING hnsw (tenant_id, embedding vector_cosine_ops,
 -- clearance, ...)` (the vector may be any column; put a column filtered with `= ANY` first,

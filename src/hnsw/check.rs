@@ -246,10 +246,20 @@ fn check_tenant_graphs(
 }
 
 pg_v1_fn!(hnsw_check, pg_finfo_hnsw_check, |fcinfo| {
-    // SAFETY: hnsw_check(regclass) is STRICT; the index is opened with AccessShareLock and
-    // closed before returning; its access method is verified first.
+    // SAFETY: hnsw_check(regclass) is STRICT; ownership is checked before the index is
+    // opened (with AccessShareLock, closed before returning); its access method is verified
+    // first.
     unsafe {
         let oid = pg_sys::Oid::from(crate::fmgr::arg(fcinfo, 0).value() as u32);
+        // The counts it reports (live, deleted, tenant groups) are facts about rows, and it
+        // reads the whole index: only the table's owner (or a superuser) may ask.
+        if !pg_sys::pg_class_ownercheck(oid, pg_sys::GetUserId()) {
+            pgrx::ereport!(
+                ERROR,
+                pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                "vecguard: must be owner of the index's table to check it"
+            );
+        }
         let rel = pg_sys::index_open(oid, pg_sys::AccessShareLock as i32);
         let am = (*rel).rd_amhandler;
         let ours = pg_sys::get_func_name(am);

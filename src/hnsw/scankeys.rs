@@ -47,7 +47,27 @@ pub fn columns(rel: IndexRel) -> Columns {
         );
     }
     let vector = non_keys[0];
-    let keys = (0..types.len()).filter(|&i| i != vector).filter_map(|i| key_type_of(types[i]).map(|t| (i, t))).collect();
+    let keys: Vec<(usize, KeyType)> =
+        (0..types.len()).filter(|&i| i != vector).filter_map(|i| key_type_of(types[i]).map(|t| (i, t))).collect();
+    for &(i, ty) in &keys {
+        // Text keys compare bytes, which is equality only under a deterministic collation:
+        // under one where 'A' = 'a' the index would return fewer rows than a seq scan.
+        // SAFETY: rd_indcollation has one entry per key attribute of an open index;
+        // get_collation_isdeterministic looks up a collation the index depends on.
+        let nondeterministic = ty == KeyType::Text
+            && unsafe {
+                let coll = *(*rel.raw()).rd_indcollation.add(i);
+                coll != pg_sys::InvalidOid && !pg_sys::get_collation_isdeterministic(coll)
+            };
+        if nondeterministic {
+            pgrx::ereport!(
+                ERROR,
+                pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "hnsw key columns of type text need a deterministic collation",
+                "Give the column a deterministic collation, e.g. COLLATE \"C\"."
+            );
+        }
+    }
     Columns { vector, keys }
 }
 
