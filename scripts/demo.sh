@@ -6,5 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo pgrx install --release --pg-config /usr/bin/pg_config
+if [ "$(id -u)" -eq 0 ]; then
+  cargo pgrx install --release --pg-config /usr/bin/pg_config
+else
+  cargo pgrx install --release --sudo --pg-config /usr/bin/pg_config
+fi
 exec .venv/bin/python scripts/demo.py "$@"

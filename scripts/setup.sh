@@ -8,9 +8,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# 1. Debian packages: PostgreSQL 15 server + headers, clang for bindgen, sudo for --runas.
+# 1. Debian packages: PostgreSQL 15 server + headers, clang for bindgen, sudo for --runas,
+#    PgBouncer for the connection-pooler test.
 missing=()
-for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo python3-venv; do
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo python3-venv pgbouncer; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -31,13 +32,9 @@ if ! grep -q '^pg15' "$PGRX_CONFIG" 2>/dev/null; then
   cargo pgrx init --pg15 /usr/bin/pg_config
 fi
 
-# 4. An ordinary user installs the extension into the system PostgreSQL: make its two
-#    extension directories writable for them once (root needs nothing).
-if [ -n "$SUDO" ]; then
-  for d in "$(pg_config --pkglibdir)" "$(pg_config --sharedir)/extension"; do
-    [ -w "$d" ] || $SUDO chmod a+rwx "$d"
-  done
-fi
+# 4. The extension is copied into PostgreSQL's own directories by root only (scripts/test.sh
+#    and demo.sh use sudo for that step). They stay writable by root alone: a directory any
+#    user could write would let them plant a library the server loads.
 
 # 5. Python environment for cluster tests, client tests, the demo and benchmarks.
 if [ ! -x .venv/bin/python ]; then

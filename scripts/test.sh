@@ -12,8 +12,11 @@ if [ "$(id -u)" -eq 0 ]; then
   cargo pgrx test pg15 --runas postgres --pgdata "$pgdata"
   cargo pgrx install --release --pg-config /usr/bin/pg_config
 else
-  cargo pgrx test pg15
-  cargo pgrx install --release --pg-config /usr/bin/pg_config
+  # The test build is installed into the system PostgreSQL, which only root may write: run
+  # that step through sudo, with its own target directory so the user's stays theirs.
+  sudo -E env "PATH=$PATH" CARGO_TARGET_DIR="$PWD/target/sudo" \
+    cargo pgrx test pg15 --runas postgres --pgdata "${TMPDIR:-/tmp}/vecguard-pgrx-test-$(id -u)"
+  cargo pgrx install --release --sudo --pg-config /usr/bin/pg_config
 fi
 
 .venv/bin/python -m pytest -q tests/ "$@"
