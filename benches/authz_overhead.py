@@ -74,6 +74,8 @@ def main():
             su.execute("CREATE EXTENSION vecguard")
             su.execute("CREATE ROLE app LOGIN")
             su.execute("CREATE ROLE docowner")
+            # One unshared connection per role: session-level tokens measure verification alone.
+            su.execute("ALTER DATABASE bench SET vecguard.token_scope = 'session'")
             su.execute("SELECT vecguard.add_key('hs1', 'HS256', %s)", [SECRET])
             su.execute("SELECT vecguard.add_key('rs1', 'RS256', %s)", [pub(rsa_key)])
             su.execute("SELECT vecguard.add_key('es1', 'ES256', %s)", [pub(ec_key)])

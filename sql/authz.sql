@@ -21,6 +21,55 @@ REVOKE ALL ON vecguard.keys FROM PUBLIC;
 -- Keys are configuration: pg_dump must carry them along with the extension.
 SELECT pg_catalog.pg_extension_config_dump('vecguard.keys', '');
 
+-- Tables vecguard.protect() protects: the arguments it was given, the protected table a
+-- partition or child took its protection from, the state protect() left
+-- (vecguard.protection_state) and the last different state a superuser's DDL left (seen).
+-- Written only by vecguard's functions, as this table's owner; readable by everyone (the
+-- same facts are in pg_policy and pg_class).
+CREATE TABLE vecguard.protected (
+    relid  regclass PRIMARY KEY,
+    args   jsonb NOT NULL,
+    parent regclass,
+    state  jsonb NOT NULL,
+    seen   jsonb
+);
+REVOKE ALL ON vecguard.protected FROM PUBLIC;
+GRANT SELECT ON vecguard.protected TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('vecguard.protected', '');
+
+-- What decides a table's protection: row level security on and forced, and the text of
+-- each vecguard policy (permissive or not, command, roles, USING, WITH CHECK).
+CREATE FUNCTION vecguard.protection_state(rel regclass)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'rls', c.relrowsecurity,
+        'force', c.relforcerowsecurity,
+        'policies', COALESCE((
+            SELECT jsonb_object_agg(p.polname, jsonb_build_array(
+                p.polpermissive, p.polcmd::text, p.polroles::text,
+                pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)))
+            FROM pg_policy p
+            WHERE p.polrelid = c.oid AND p.polname LIKE 'vecguard\_%'), '{}'::jsonb))
+    FROM pg_class c WHERE c.oid = rel
+$$;
+
+-- After every DDL command: protect new partitions and inheritance children of protected
+-- tables, and refuse or record changes of their row level security (src/authz/protection.rs).
+CREATE FUNCTION vecguard.ddl_guard()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM vecguard.enforce_protection();
+END
+$$;
+CREATE EVENT TRIGGER vecguard_ddl_guard ON ddl_command_end
+    EXECUTE FUNCTION vecguard.ddl_guard();
+
 -- Roles and objects that defeat protect(): PostgreSQL exempts superusers and BYPASSRLS
 -- roles from row level security, table owners unless FORCE is set, and a view reads its
 -- tables with its owner's rights unless it is security_invoker.
@@ -65,6 +114,21 @@ AS $$
             SELECT 1 FROM unnest(v.reloptions) opt
             WHERE lower(opt) IN ('security_invoker=true', 'security_invoker=on',
                                  'security_invoker=1', 'security_invoker=yes')))
+    UNION ALL
+    SELECT pg_get_userbyid(c.relowner),
+           'inherits from a protected table but is not protected by vecguard',
+           c.oid::regclass
+    FROM pg_inherits i
+    JOIN vecguard.protected p ON p.relid::oid = i.inhparent
+    JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE NOT EXISTS (SELECT 1 FROM vecguard.protected q WHERE q.relid::oid = i.inhrelid)
+    UNION ALL
+    SELECT pg_get_userbyid(c.relowner),
+           'row level security differs from what vecguard.protect() wrote; run protect() again',
+           c.oid::regclass
+    FROM vecguard.protected p
+    JOIN pg_class c ON c.oid = p.relid::oid
+    WHERE vecguard.protection_state(p.relid) IS DISTINCT FROM p.state
     ORDER BY 1, 2, 3
 $$;
 

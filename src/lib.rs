@@ -15,12 +15,18 @@ pub mod vector;
 pgrx::extension_sql_file!("../sql/vector.sql", name = "vector_type", bootstrap);
 pgrx::extension_sql_file!("../sql/hnsw.sql", name = "hnsw_am", requires = ["vector_type"]);
 
-/// Library load: registers the index settings and reloptions, and the authorization
-/// settings and hooks.
+/// Library load: registers the index settings and reloptions, the authorization settings
+/// and hooks, and reserves both setting prefixes.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     hnsw::am::init();
-    authz::sql::init();
+    authz::hooks::init();
+    // Every setting of ours is defined now: a misspelt one (`SET vecguard.jtw`) is an error
+    // instead of a placeholder nobody reads.
+    for prefix in [c"vecguard", c"hnsw"] {
+        // SAFETY: called once from _PG_init with a static NUL-terminated prefix.
+        unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(prefix.as_ptr()) };
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

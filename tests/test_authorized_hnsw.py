@@ -53,6 +53,9 @@ def world(cluster, dbname):
         su.execute("""DO $$ BEGIN
               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app') THEN CREATE ROLE app LOGIN; END IF;
             END $$""")
+        # Tokens are set for the session (set_token) on unshared connections here; the
+        # default, transaction scope, is covered by test_security.py and test_pooler.py.
+        su.execute(f"ALTER DATABASE {dbname} SET vecguard.token_scope = 'session'")
         su.execute("SELECT vecguard.add_key('ah1', 'HS256', %s)", [SECRET])
         # tdocs: the index and the policy know only the tenant (no clearance, no window)
         for table, btree in (("adocs", True), ("hdocs", False), ("tdocs", False)):

@@ -100,6 +100,9 @@ def env(cluster, dbname):
               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app') THEN CREATE ROLE app LOGIN; END IF;
               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'docowner') THEN CREATE ROLE docowner LOGIN; END IF;
             END $$""")
+        # These tests set the token for the session (set_token) on connections no one else
+        # shares; test_security.py and test_pooler.py cover the default, transaction scope.
+        su.execute(f"ALTER DATABASE {dbname} SET vecguard.token_scope = 'session'")
         su.execute("SELECT vecguard.add_key('hs1', 'HS256', %s)", [SECRET])
         su.execute("SELECT vecguard.add_key('rs1', 'RS256', %s)", [pem_public(RSA_KEY)])
         su.execute("SELECT vecguard.add_key('es1', 'ES256', %s)", [pem_public(EC_KEY)])

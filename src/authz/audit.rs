@@ -244,8 +244,75 @@ pub fn verify_chain_from<'a>(
     }
 }
 
+/// Per-backend bound on audit volume: at most `per_minute` records in each window of 60
+/// seconds. What is over the bound is counted, announced once when it starts, and summed
+/// up in one record when the next window opens, so the log shows that records are
+/// missing and how many, without letting one session fill the disk or serialise every
+/// other writer on the log's lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    window_start: i64,
+    written: u32,
+    suppressed: u64,
+}
+
+/// What to do with one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Write it; first write a summary of this many records suppressed in the last window.
+    Write { suppressed_before: Option<u64> },
+    /// Drop it; `first` when it is the first dropped in this window (announce that).
+    Suppress { first: bool },
+}
+
+/// Length of a rate window, in seconds.
+pub const RATE_WINDOW_SECS: i64 = 60;
+
+impl RateLimit {
+    /// Decides for a record at `now` (Unix seconds); `per_minute = 0` means no bound.
+    pub fn admit(&mut self, now: i64, per_minute: u32) -> Admission {
+        let mut suppressed_before = None;
+        if now - self.window_start >= RATE_WINDOW_SECS || now < self.window_start {
+            if self.suppressed > 0 {
+                suppressed_before = Some(self.suppressed);
+            }
+            *self = RateLimit {
+                window_start: now,
+                written: 0,
+                suppressed: 0,
+            };
+        }
+        if per_minute == 0 || self.written < per_minute {
+            self.written = self.written.saturating_add(1);
+            Admission::Write { suppressed_before }
+        } else {
+            self.suppressed += 1;
+            Admission::Suppress {
+                first: self.suppressed == 1,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rate_limit_counts_and_summarises_what_it_drops() {
+        let mut r = super::RateLimit::default();
+        let w = |s| super::Admission::Write { suppressed_before: s };
+        assert_eq!(r.admit(1000, 2), w(None));
+        assert_eq!(r.admit(1001, 2), w(None));
+        assert_eq!(r.admit(1002, 2), super::Admission::Suppress { first: true });
+        assert_eq!(r.admit(1003, 2), super::Admission::Suppress { first: false });
+        assert_eq!(r.admit(1059, 2), super::Admission::Suppress { first: false });
+        // next window: the 3 dropped ones are summarised before the first write
+        assert_eq!(r.admit(1060, 2), w(Some(3)));
+        assert_eq!(r.admit(1061, 2), w(None));
+        // no bound
+        let mut r = super::RateLimit::default();
+        assert!((0..10_000).all(|i| r.admit(5, 0) == w(None) || i == 0));
+    }
+
     use super::*;
     use chrono::TimeZone;
 

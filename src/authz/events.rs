@@ -31,13 +31,45 @@ fn outer_role() -> String {
     }
 }
 
-/// Appends a record unless auditing is off or we are a parallel worker. A failed write is
-/// a WARNING rather than an ERROR so that a full disk cannot be turned into an outage of
-/// every query; the server log still shows it.
+thread_local! {
+    static RATE: RefCell<audit::RateLimit> = RefCell::new(audit::RateLimit::default());
+}
+
+/// Appends a record unless auditing is off or we are a parallel worker, within the
+/// backend's `vecguard.audit_rate_limit` (superusers' records are never dropped: they can
+/// switch the audit off anyway, and their key and protect changes must all be on record).
 pub fn write(rec: &Record) {
     if guc::AUDIT.get() == AuditLevel::Off || identity::is_parallel_worker() {
         return;
     }
+    // SAFETY: superuser() reads the current user's catalog entry (we run inside a
+    // transaction whenever a record is written).
+    let exempt = unsafe { pg_sys::superuser() };
+    let limit = u32::try_from(guc::AUDIT_RATE_LIMIT.get()).unwrap_or(0);
+    let now = chrono::Utc::now().timestamp();
+    match RATE.with(|r| r.borrow_mut().admit(now, if exempt { 0 } else { limit })) {
+        audit::Admission::Write { suppressed_before } => {
+            if let Some(n) = suppressed_before {
+                let mut r = record("audit_suppressed", "change");
+                r.detail = Some(serde_json::json!({"suppressed": n, "limit_per_minute": limit}).to_string());
+                append_or_warn(&r);
+            }
+            append_or_warn(rec);
+        }
+        audit::Admission::Suppress { first: true } => {
+            let mut r = record("audit_suppressed", "change");
+            r.detail = Some(
+                serde_json::json!({"limit_per_minute": limit, "state": "started"}).to_string(),
+            );
+            append_or_warn(&r);
+        }
+        audit::Admission::Suppress { first: false } => {}
+    }
+}
+
+// A failed write is a WARNING rather than an ERROR so that a full disk cannot be turned into
+// an outage of every query; the server log still shows it.
+fn append_or_warn(rec: &Record) {
     if let Err(e) = audit_log::append(rec) {
         ereport!(
             WARNING,
@@ -100,13 +132,7 @@ pub fn check_settings() {
         r.detail = Some(detail);
         if name == "vecguard.audit" {
             // Switching the audit off must itself be on record, whatever the new level.
-            if let Err(e) = audit_log::append(&r) {
-                ereport!(
-                    WARNING,
-                    PgSqlErrorCode::ERRCODE_IO_ERROR,
-                    format!("vecguard: could not write audit record: {e}")
-                );
-            }
+            append_or_warn(&r);
         } else {
             write(&r);
         }

@@ -12,6 +12,7 @@
 
 use std::ffi::{CStr, CString};
 
+use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
 use super::claims::ClaimNames;
@@ -46,10 +47,29 @@ pub static CLAIM_CLEARANCE: GucSetting<Option<CString>> =
 pub static CLAIM_ROLES: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"roles"));
 pub static AUDIT: GucSetting<AuditLevel> = GucSetting::<AuditLevel>::new(AuditLevel::All);
+pub static TOKEN_SCOPE: GucSetting<TokenScope> =
+    GucSetting::<TokenScope>::new(TokenScope::Transaction);
+pub static AUDIT_RATE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(600);
+pub static AUDIT_MAX_SIZE: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
+
+/// Which tokens are honoured, by how long they were set for.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TokenScope {
+    /// Only a token set for the current transaction (`SET LOCAL`, `set_config(.., true)`,
+    /// `vecguard.login($1)`) or by a function's own `SET` clause. A session-level token is
+    /// refused with SQLSTATE 28000: behind a transaction-mode pooler it would outlive the
+    /// client that set it and serve the next one.
+    #[name = c"transaction"]
+    Transaction,
+    /// Also session-level tokens (`SET`, PGOPTIONS, ALTER ROLE ... SET). Only for
+    /// connections that are never shared between end users.
+    #[name = c"session"]
+    Session,
+}
 
 /// Names whose changes are audited (`vecguard.jwt` is not: tokens have their own events,
 /// and its value must not be copied into the log).
-pub const AUDITED_SETTINGS: [&CStr; 10] = [
+pub const AUDITED_SETTINGS: [&CStr; 13] = [
     c"vecguard.jwt_issuer",
     c"vecguard.jwt_audience",
     c"vecguard.jwt_leeway",
@@ -60,6 +80,9 @@ pub const AUDITED_SETTINGS: [&CStr; 10] = [
     c"vecguard.claim_clearance",
     c"vecguard.claim_roles",
     c"vecguard.audit",
+    c"vecguard.token_scope",
+    c"vecguard.audit_rate_limit",
+    c"vecguard.audit_max_size",
 ];
 
 /// Registers every setting; called once from `_PG_init`.
@@ -137,6 +160,88 @@ pub fn define() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_enum_guc(
+        c"vecguard.token_scope",
+        c"Honour only transaction-scoped tokens (transaction) or session-level ones too (session).",
+        c"Under transaction, a session-level vecguard.jwt is refused with SQLSTATE 28000, so a \
+          connection pooler in transaction mode cannot hand one client's identity to the next.",
+        &TOKEN_SCOPE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"vecguard.audit_rate_limit",
+        c"Token-decision audit records one backend may write per minute (0: no limit).",
+        c"Records over the limit are counted and summarised in one audit_suppressed record.",
+        &AUDIT_RATE_LIMIT,
+        0,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"vecguard.audit_max_size",
+        c"Size at which the audit log is rotated (0: never).",
+        c"The full log is renamed to audit.log.1 (the previous one is dropped) and the new log \
+          continues its hash chain.",
+        &AUDIT_MAX_SIZE,
+        0,
+        i32::MAX / 1024,
+        GucContext::Sighup,
+        GucFlags::UNIT_KB,
+    );
+}
+
+/// Whether the current value of `vecguard.jwt` was set for this transaction (or for a
+/// function call) rather than for the session.
+///
+/// PostgreSQL keeps a stack of saved values per setting while a transaction changes it: its
+/// top says how the current value was set. No stack means the value came from an earlier
+/// transaction, the connection's options or ALTER ROLE/DATABASE: a session-level token.
+/// `GUC_SET` is a plain `SET` (or `set_config(.., false)`) in this transaction; `GUC_LOCAL`
+/// and `GUC_SET_LOCAL` are `SET LOCAL` (on top of whatever was there); `GUC_SAVE` is a
+/// function's `SET` clause, which ends with the call.
+pub fn token_is_transaction_scoped() -> bool {
+    use pgrx::pg_sys::GucStackState;
+    let Some(var) = jwt_variable() else {
+        return false;
+    };
+    // SAFETY: var points to the config_generic of our own setting, which PostgreSQL keeps
+    // for the life of the process; its stack is only changed by this backend's GUC code,
+    // which is not running while we read it.
+    unsafe {
+        let stack = (*var).stack;
+        !stack.is_null()
+            && matches!(
+                (*stack).state,
+                GucStackState::GUC_LOCAL | GucStackState::GUC_SET_LOCAL | GucStackState::GUC_SAVE
+            )
+    }
+}
+
+thread_local! {
+    static JWT_VARIABLE: std::cell::Cell<*mut pgrx::pg_sys::config_generic> =
+        const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+
+// The config_generic of vecguard.jwt, found once (PostgreSQL moves the array of pointers
+// when settings are added, never the records themselves).
+fn jwt_variable() -> Option<*mut pgrx::pg_sys::config_generic> {
+    let cached = JWT_VARIABLE.with(|c| c.get());
+    if !cached.is_null() {
+        return Some(cached);
+    }
+    // SAFETY: get_guc_variables returns the array of GetNumConfigOptions() valid pointers;
+    // names are NUL-terminated strings owned by the GUC records.
+    let found = unsafe {
+        let vars = pgrx::pg_sys::get_guc_variables();
+        let n = usize::try_from(pgrx::pg_sys::GetNumConfigOptions()).unwrap_or(0);
+        (0..n)
+            .map(|i| *vars.add(i))
+            .find(|&v| !v.is_null() && CStr::from_ptr((*v).name) == c"vecguard.jwt")
+    }?;
+    JWT_VARIABLE.with(|c| c.set(found));
+    Some(found)
 }
 
 fn string(s: &GucSetting<Option<CString>>) -> Option<String> {
@@ -148,6 +253,35 @@ fn string(s: &GucSetting<Option<CString>>) -> Option<String> {
 /// The token the session set, if any.
 pub fn token() -> Option<String> {
     string(&JWT)
+}
+
+/// Sets `vecguard.jwt` as `SET LOCAL` (local) or `SET` would.
+pub fn set_token(token: &str, local: bool) {
+    let Ok(value) = CString::new(token) else {
+        ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "vecguard: a token cannot contain a NUL byte"
+        );
+    };
+    // SAFETY: both strings are NUL-terminated and live across the call; set_config_option
+    // raises (longjmp, caught by pgrx's guard) on any failure since elevel is ERROR.
+    unsafe {
+        pgrx::pg_sys::set_config_option(
+            c"vecguard.jwt".as_ptr(),
+            value.as_ptr(),
+            pgrx::pg_sys::GucContext::PGC_USERSET,
+            pgrx::pg_sys::GucSource::PGC_S_SESSION,
+            if local {
+                pgrx::pg_sys::GucAction::GUC_ACTION_LOCAL
+            } else {
+                pgrx::pg_sys::GucAction::GUC_ACTION_SET
+            },
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+    }
 }
 
 /// Current claim expectations.

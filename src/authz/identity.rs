@@ -200,9 +200,10 @@ const KEYS_NATTS: usize = 8;
 ///
 /// Reading the table directly (no SPI, no permission check, no user switch) is what lets
 /// an ordinary role's session verify its token against a table it cannot SELECT, at a
-/// cost of microseconds. The scan uses a fresh snapshot so a revocation committed by any
-/// backend is seen at the next statement even inside a REPEATABLE READ transaction; in
-/// parallel mode (where new snapshots are not allowed) the statement's snapshot is used.
+/// cost of microseconds. The scan uses a fresh catalog snapshot, taken now, so a revocation
+/// committed by any backend is seen at the next statement even inside a REPEATABLE READ
+/// transaction. Parallel workers may take catalog snapshots too (they read catalogs all the
+/// time), so a worker of a long REPEATABLE READ transaction sees the revocation as well.
 fn fetch_key_row(kid: &str) -> Option<KeyRow> {
     let relid = keys_relid()?;
     let kid_c = std::ffi::CString::new(kid).ok()?;
@@ -227,13 +228,17 @@ fn fetch_key_row(kid: &str) -> Option<KeyRow> {
             pg_sys::Oid::from(pg_sys::F_TEXTEQ),
             pg_sys::Datum::from(pg_sys::cstring_to_text(kid_c.as_ptr())),
         );
-        let parallel = pg_sys::IsInParallelMode();
-        let snap = if parallel {
-            pg_sys::GetActiveSnapshot()
-        } else {
-            pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot())
-        };
-        let scan = pg_sys::systable_beginscan(rel, pg_sys::InvalidOid, false, snap, 1, &mut key);
+        // A null snapshot makes systable_beginscan register the catalog snapshot for the
+        // scan; invalidating it first makes that a snapshot taken now.
+        pg_sys::InvalidateCatalogSnapshot();
+        let scan = pg_sys::systable_beginscan(
+            rel,
+            pg_sys::InvalidOid,
+            false,
+            std::ptr::null_mut(),
+            1,
+            &mut key,
+        );
         let tup = pg_sys::systable_getnext(scan);
         let row = if tup.is_null() {
             None
@@ -259,9 +264,6 @@ fn fetch_key_row(kid: &str) -> Option<KeyRow> {
             }
         };
         pg_sys::systable_endscan(scan);
-        if !parallel {
-            pg_sys::UnregisterSnapshot(snap);
-        }
         pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         row
     }
@@ -506,6 +508,8 @@ pub enum Resolved {
     NoToken,
     Accepted(Rc<Identity>),
     Rejected(Reject),
+    /// A token is set for the whole session while `vecguard.token_scope = transaction`.
+    SessionTokenRefused,
 }
 
 /// The session's identity for this statement (verifying or revalidating as needed).
@@ -516,6 +520,15 @@ pub fn resolve() -> Resolved {
         events::check_settings();
     }
     let outcome = match guc::token() {
+        // A parallel worker's settings are copies of the leader's, without their history;
+        // the leader made this check when the statement started (see `precheck`).
+        Some(_)
+            if guc::TOKEN_SCOPE.get() == guc::TokenScope::Transaction
+                && !is_parallel_worker()
+                && !guc::token_is_transaction_scoped() =>
+        {
+            return Resolved::SessionTokenRefused;
+        }
         Some(token) => match cached_for_stmt(&token, stmt) {
             Some(o) => o,
             None => verify_jwt(&token, stmt),
@@ -531,22 +544,65 @@ pub fn resolve() -> Resolved {
     }
 }
 
-/// The verified identity, or None. In strict mode an invalid token raises 28000.
+/// The verified identity, or None. In strict mode an invalid token raises 28000; a
+/// refused session-level token always does.
 pub fn identity() -> Option<Rc<Identity>> {
     match resolve() {
         Resolved::NoToken => None,
         Resolved::Accepted(id) => Some(id),
         Resolved::Rejected(r) => {
             if guc::STRICT.get() {
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-                    format!("vecguard: invalid token: {r}"),
-                    format!("reason code: {}", r.code())
-                );
+                raise_invalid(&r);
             }
             None
         }
+        Resolved::SessionTokenRefused => raise_session_token(),
+    }
+}
+
+fn raise_invalid(r: &Reject) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+        format!("vecguard: invalid token: {r}"),
+        format!("reason code: {}", r.code())
+    );
+}
+
+/// The error for a session-level token under `vecguard.token_scope = transaction`.
+pub fn raise_session_token() -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+        "vecguard: session-level token refused (vecguard.token_scope = transaction)",
+        "Set the token for the transaction: BEGIN; SELECT vecguard.login($1); ... COMMIT; \
+         or SET LOCAL vecguard.jwt. A session-level token would outlive the client behind a \
+         connection pooler."
+    );
+}
+
+/// Settles the statement's identity before its first row is read: called when a statement
+/// that reads a table with row level security starts. The policies evaluate the claim
+/// functions lazily, in InitPlans that run only when a row reaches them, so an error raised
+/// there (strict mode, a refused session token) would tell the caller whether rows it may
+/// not see match its own conditions. Raising here depends on the token alone.
+pub fn precheck() {
+    if guc::token().is_none() && !guc::TRUST_REQUEST_CLAIMS.get() {
+        return;
+    }
+    match resolve() {
+        Resolved::Rejected(r) if guc::STRICT.get() => raise_invalid(&r),
+        Resolved::SessionTokenRefused => raise_session_token(),
+        _ => {}
+    }
+}
+
+/// Verifies `token` as the session's token would be, without setting it; the claims on
+/// success, else ERROR 28000 with the reason.
+pub fn verify_for_login(token: &str) -> Rc<Identity> {
+    match verify_jwt(token, current_stmt()) {
+        Outcome::Accepted(id) => id,
+        Outcome::Rejected(r) => raise_invalid(&r),
     }
 }
 

@@ -17,7 +17,7 @@
 //!   pre-existing restrictive ones keep applying.) All are `FOR ALL`, so
 //!   SELECT, INSERT, UPDATE and DELETE are covered by one policy each.
 //! * **Index-friendly predicates.** Session facts are wrapped in scalar
-//!   subqueries, `(SELECT vecguard.tenants())`, so the planner evaluates
+//!   subqueries, `(SELECT vecguard.tenant_keys('integer')::integer[])`, so the planner evaluates
 //!   them once per query as an InitPlan parameter. That makes
 //!   `tenant = ANY ($param)` usable as an index condition (btree, and
 //!   vecguard's hnsw filter), and the `::<column type>[]` cast makes the
@@ -27,6 +27,9 @@
 //!   row-security level, and only leakproof quals above the lowest level may
 //!   become index conditions; `col = ANY ($param)` is leakproof, a text-to-
 //!   integer cast outside the subquery (an I/O call that can fail) is not.
+//!   `tenant_keys(type)` passes on only the claim values written exactly as
+//!   PostgreSQL prints a value of the column's type (`is_canonical_tenant_key`),
+//!   so the cast can neither fail nor turn one tenant's name into another's.
 //!   `now()` is written `pg_catalog.now()` so the function chosen when the
 //!   policy is created cannot be redirected through `search_path`.
 //! * **Validity is read-side only.** The validity policy's WITH CHECK is
@@ -223,10 +226,17 @@ pub fn protect_sql(spec: &ProtectSpec) -> Result<Vec<String>, PolicyError> {
         // type (typmod dropped) is elided by the parser, and only makes `ANY` read an array
         // expression rather than the subquery form `ANY (SELECT ...)`.
         let ty = c.type_name.trim();
+        if tenant_key_type(ty).is_none() {
+            return Err(PolicyError::new(format!(
+                "tenant column {} has type {ty}; expected one of {TENANT_TYPES}",
+                quote_ident(&c.name)
+            )));
+        }
         let base = ty.split('(').next().unwrap_or(ty).trim();
         let expr = format!(
-            "{} = ANY ((SELECT vecguard.tenants()::{}[])::{}[])",
+            "{} = ANY ((SELECT vecguard.tenant_keys({})::{}[])::{}[])",
             quote_ident(&c.name),
+            quote_literal(ty),
             ty,
             base
         );
@@ -268,6 +278,65 @@ pub fn protect_sql(spec: &ProtectSpec) -> Result<Vec<String>, PolicyError> {
         out.push(restrictive("vecguard_hours", &table, &expr, &expr));
     }
     Ok(out)
+}
+
+/// The tenant column types protect() accepts, as format_type() prints them.
+pub const TENANT_TYPES: &str = "smallint, integer, bigint, text, character varying, uuid";
+
+/// A tenant column's type, as far as matching claim values against it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantKeyType {
+    Int { min: i64, max: i64 },
+    /// `text`, or `character varying(n)` with its length limit.
+    Text { max_chars: Option<usize> },
+    Uuid,
+}
+
+/// The key type of a tenant column, None for types protect() does not accept.
+pub fn tenant_key_type(type_name: &str) -> Option<TenantKeyType> {
+    let t = type_name.trim();
+    Some(match t {
+        "smallint" => TenantKeyType::Int { min: i16::MIN.into(), max: i16::MAX.into() },
+        "integer" => TenantKeyType::Int { min: i32::MIN.into(), max: i32::MAX.into() },
+        "bigint" => TenantKeyType::Int { min: i64::MIN, max: i64::MAX },
+        "text" | "character varying" => TenantKeyType::Text { max_chars: None },
+        "uuid" => TenantKeyType::Uuid,
+        _ => {
+            let n = t.strip_prefix("character varying(")?.strip_suffix(')')?;
+            TenantKeyType::Text { max_chars: Some(n.trim().parse().ok()?) }
+        }
+    })
+}
+
+/// Whether a tenant claim value names a key of this type exactly as PostgreSQL prints it.
+///
+/// Claim values are strings; the policy casts them to the column's type. A cast that
+/// loses information would let one claim match a tenant it does not name: `varchar(5)`
+/// cuts `victim-corp` to `victi`, and `02` or ` 2` read as the integer 2. So a value is
+/// used only when casting it and printing it back would give the same string; any other
+/// value matches nothing (and cannot make the cast fail, which would be an error raised
+/// only when some row reaches the policy).
+pub fn is_canonical_tenant_key(ty: TenantKeyType, value: &str) -> bool {
+    match ty {
+        TenantKeyType::Int { min, max } => {
+            let digits = value.strip_prefix('-').unwrap_or(value);
+            let plain = !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'))
+                && value != "-0";
+            plain && value.parse::<i64>().is_ok_and(|n| (min..=max).contains(&n))
+        }
+        TenantKeyType::Text { max_chars } => {
+            !value.contains('\0') && max_chars.is_none_or(|n| value.chars().count() <= n)
+        }
+        TenantKeyType::Uuid => {
+            value.len() == 36
+                && value.bytes().enumerate().all(|(i, b)| match i {
+                    8 | 13 | 18 | 23 => b == b'-',
+                    _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+                })
+        }
+    }
 }
 
 /// Statements that undo `protect_sql`: drop every vecguard policy (IF
@@ -695,12 +764,51 @@ mod tests {
             r#"DROP POLICY IF EXISTS "vecguard_validity" ON "public"."docs""#,
             r#"DROP POLICY IF EXISTS "vecguard_hours" ON "public"."docs""#,
             r#"CREATE POLICY "vecguard_base" ON "public"."docs" AS PERMISSIVE FOR ALL TO PUBLIC USING (true) WITH CHECK (true)"#,
-            r#"CREATE POLICY "vecguard_tenant" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ("tenant_id" = ANY ((SELECT vecguard.tenants()::uuid[])::uuid[])) WITH CHECK ("tenant_id" = ANY ((SELECT vecguard.tenants()::uuid[])::uuid[]))"#,
+            r#"CREATE POLICY "vecguard_tenant" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ("tenant_id" = ANY ((SELECT vecguard.tenant_keys('uuid')::uuid[])::uuid[])) WITH CHECK ("tenant_id" = ANY ((SELECT vecguard.tenant_keys('uuid')::uuid[])::uuid[]))"#,
             r#"CREATE POLICY "vecguard_clearance" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ("clearance" <= (SELECT vecguard.clearance())) WITH CHECK ("clearance" <= (SELECT vecguard.clearance()))"#,
             r#"CREATE POLICY "vecguard_validity" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING (("valid_from" IS NULL OR "valid_from" <= (SELECT pg_catalog.now())) AND ("valid_until" IS NULL OR "valid_until" > (SELECT pg_catalog.now()))) WITH CHECK (true)"#,
             r#"CREATE POLICY "vecguard_hours" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ((SELECT vecguard.access_hours_ok('mon,tue,wed,thu,fri', '08:00', '18:00', 'Europe/Berlin'))) WITH CHECK ((SELECT vecguard.access_hours_ok('mon,tue,wed,thu,fri', '08:00', '18:00', 'Europe/Berlin')))"#,
         ];
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn tenant_keys_must_be_written_as_postgres_prints_them() {
+        let int4 = tenant_key_type("integer").unwrap();
+        for ok in ["0", "2", "-7", "2147483647", "-2147483648"] {
+            assert!(is_canonical_tenant_key(int4, ok), "{ok}");
+        }
+        for bad in ["02", " 2", "2 ", "+2", "-0", "", "-", "2147483648", "1e3", "2.0", "0x10"] {
+            assert!(!is_canonical_tenant_key(int4, bad), "{bad}");
+        }
+        let int2 = tenant_key_type("smallint").unwrap();
+        assert!(is_canonical_tenant_key(int2, "32767"));
+        assert!(!is_canonical_tenant_key(int2, "32768"));
+        let v5 = tenant_key_type("character varying(5)").unwrap();
+        assert!(is_canonical_tenant_key(v5, "victi"));
+        assert!(is_canonical_tenant_key(v5, "äöüßé"));
+        assert!(!is_canonical_tenant_key(v5, "victim-corp"));
+        let text = tenant_key_type("text").unwrap();
+        assert!(is_canonical_tenant_key(text, " anything, 02 "));
+        assert!(!is_canonical_tenant_key(text, "nul\0byte"));
+        let uuid = tenant_key_type("uuid").unwrap();
+        assert!(is_canonical_tenant_key(uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+        for bad in [
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        ] {
+            assert!(!is_canonical_tenant_key(uuid, bad), "{bad}");
+        }
+        for refused in ["numeric", "character(4)", "date", "character varying(x)"] {
+            assert_eq!(tenant_key_type(refused), None, "{refused}");
+        }
+        let spec = ProtectSpec {
+            table: table(),
+            tenant: col("t", "numeric"),
+            ..Default::default()
+        };
+        assert!(protect_sql(&spec).unwrap_err().message().contains("expected one of"));
     }
 
     #[test]
@@ -713,7 +821,7 @@ mod tests {
         let sql = protect_sql(&spec).unwrap();
         assert_eq!(sql.len(), 9);
         assert!(sql[8]
-            .contains(r#""org" = ANY ((SELECT vecguard.tenants()::character varying(64)[])::character varying[])"#));
+            .contains(r#""org" = ANY ((SELECT vecguard.tenant_keys('character varying(64)')::character varying(64)[])::character varying[])"#));
         let spec = ProtectSpec {
             table: table(),
             valid_until: col("until", "date"),
@@ -750,7 +858,7 @@ mod tests {
             r#"ALTER TABLE "s""; DROP SCHEMA public CASCADE; --"."x""); DROP TABLE t; --" ENABLE ROW LEVEL SECURITY"#
         );
         assert!(sql[8].contains(
-            r#"USING ("x""); DROP TABLE t; --" = ANY ((SELECT vecguard.tenants()::bigint[])::bigint[]))"#
+            r#"USING ("x""); DROP TABLE t; --" = ANY ((SELECT vecguard.tenant_keys('bigint')::bigint[])::bigint[]))"#
         ));
         assert!(sql[9].contains(r#"USING ("c'l" <= (SELECT vecguard.clearance()))"#));
         // every double-quoted run is balanced: stripping identifiers leaves no stray quote

@@ -7,119 +7,9 @@
 //! Policy helper: `access_hours_ok`. All logic lives in the pure modules; this file only
 //! moves values between SQL and them.
 
-use std::ffi::CStr;
-
-use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::{events, guc};
 
-/// Called from `_PG_init`: settings and the utility hook that audits setting changes.
-pub fn init() {
-    guc::define();
-    // SAFETY: _PG_init runs once per process, single-threaded, before any query of ours;
-    // we chain to whatever hook was installed before us.
-    unsafe {
-        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
-        pg_sys::ProcessUtility_hook = Some(vecguard_process_utility);
-    }
-}
-
-static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
-
-// Setting changes arrive through utility statements (SET, RESET, ALTER SYSTEM/ROLE/DATABASE
-// ... SET). After the statement has run we compare the live settings with what we saw
-// before; persistent ALTERs do not change the live value, so they are recorded by name.
-#[pg_guard]
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C-unwind" fn vecguard_process_utility(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query_string: *const std::ffi::c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    query_env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
-) {
-    // SAFETY: arguments are passed through unchanged from the executor, as the hook contract
-    // requires; PREV_PROCESS_UTILITY was set once in init().
-    unsafe {
-        match PREV_PROCESS_UTILITY {
-            Some(prev) => prev(
-                pstmt, query_string, read_only_tree, context, params, query_env, dest, qc,
-            ),
-            None => pg_sys::standard_ProcessUtility(
-                pstmt, query_string, read_only_tree, context, params, query_env, dest, qc,
-            ),
-        }
-    }
-    // SAFETY: pstmt is a valid PlannedStmt for the statement that just ran.
-    let persistent = unsafe { persistent_setting(pstmt) }
-        // SAFETY: reads the transaction state (records need catalog access).
-        .filter(|_| unsafe { pg_sys::IsTransactionState() });
-    if let Some((how, name)) = persistent {
-        let detail = serde_json::json!({"statement": how, "setting": name}).to_string();
-        events::change("setting_changed", None, None, Some(detail));
-    }
-    events::check_settings();
-}
-
-// For ALTER SYSTEM / ALTER ROLE ... SET / ALTER DATABASE ... SET of a vecguard.* setting,
-// (statement kind, setting name).
-unsafe fn persistent_setting(pstmt: *mut pg_sys::PlannedStmt) -> Option<(&'static str, String)> {
-    // SAFETY: the caller passes the PlannedStmt of a utility statement; node tags are
-    // checked before each cast, and the VariableSetStmt pointers come from the parser.
-    unsafe {
-        if pstmt.is_null() || (*pstmt).utilityStmt.is_null() {
-            return None;
-        }
-        let node = (*pstmt).utilityStmt;
-        let (how, set): (&'static str, *mut pg_sys::VariableSetStmt) = match (*node).type_ {
-            pg_sys::NodeTag::T_AlterSystemStmt => {
-                ("ALTER SYSTEM", (*(node as *mut pg_sys::AlterSystemStmt)).setstmt)
-            }
-            pg_sys::NodeTag::T_AlterRoleSetStmt => {
-                ("ALTER ROLE", (*(node as *mut pg_sys::AlterRoleSetStmt)).setstmt)
-            }
-            pg_sys::NodeTag::T_AlterDatabaseSetStmt => {
-                ("ALTER DATABASE", (*(node as *mut pg_sys::AlterDatabaseSetStmt)).setstmt)
-            }
-            _ => return None,
-        };
-        if set.is_null() || (*set).name.is_null() {
-            return None;
-        }
-        let name = CStr::from_ptr((*set).name).to_string_lossy().into_owned();
-        name.starts_with("vecguard.").then_some((how, name))
-    }
-}
-
-/// Runs `f` with `search_path = pg_catalog, pg_temp`, so SQL we generate and run cannot be
-/// redirected to objects the caller planted. Restored on success; an ERROR restores it
-/// through transaction/subtransaction abort.
-fn with_safe_search_path<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: the standard GUC nesting protocol (as used by PostgreSQL's own
-    // RestrictSearchPath callers): new nest level, SET LOCAL-like save, pop with AtEOXact_GUC.
-    let nest = unsafe {
-        let nest = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        nest
-    };
-    let r = f();
-    // SAFETY: pops exactly the level pushed above.
-    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
-    r
-}
 
 /// Raises an ERROR with the given SQLSTATE (usable in expression position).
 pub(crate) fn fail(code: PgSqlErrorCode, msg: String) -> ! {
@@ -140,9 +30,10 @@ pub mod vecguard {
     use pgrx::{pg_sys, JsonB, PgRelation};
     use serde_json::Value;
 
-    use super::super::policy::{self, Column, ProtectSpec, QualifiedName};
+    use super::super::policy;
     use super::super::{audit_log, claims, events, guc, identity, jwt};
-    use super::{fail, spi_err, with_safe_search_path};
+    use super::super::protection;
+    use super::spi_err;
 
     // ------------------------------------------------------------------ claims
 
@@ -173,6 +64,17 @@ pub mod vecguard {
         claims::tenants(&id.verified.claims, &guc::claim_names())
     }
 
+    /// The caller's tenants that are keys of a tenant column of type `type_name` written as
+    /// PostgreSQL prints them (see `policy::is_canonical_tenant_key`); the tenant policy
+    /// casts exactly these to the column's type.
+    #[pg_extern(stable, parallel_safe)]
+    pub fn tenant_keys(type_name: &str) -> Option<Vec<String>> {
+        let ty = policy::tenant_key_type(type_name)?;
+        let id = identity::identity()?;
+        let all = claims::tenants(&id.verified.claims, &guc::claim_names())?;
+        Some(all.into_iter().filter(|t| policy::is_canonical_tenant_key(ty, t)).collect())
+    }
+
     /// Clearance level (a JSON integer only).
     #[pg_extern(stable, parallel_safe)]
     pub fn clearance() -> Option<i32> {
@@ -195,7 +97,31 @@ pub mod vecguard {
             identity::Resolved::NoToken => "none".into(),
             identity::Resolved::Accepted(_) => "valid".into(),
             identity::Resolved::Rejected(r) => r.code().into(),
+            identity::Resolved::SessionTokenRefused => "session_token_refused".into(),
         }
+    }
+
+    /// Verifies `token` and makes it the caller's identity: for the current transaction
+    /// (`SET LOCAL vecguard.jwt`) unless `local => false`, which `vecguard.token_scope =
+    /// transaction` refuses. Takes the token as a bind parameter, so the statement text that
+    /// pg_stat_activity, log_statement and pg_stat_statements show does not contain it.
+    /// An invalid token raises 28000 and leaves the setting unchanged.
+    #[pg_extern(volatile, parallel_unsafe)]
+    pub fn login(token: &str, local: default!(bool, true)) {
+        if !local && guc::TOKEN_SCOPE.get() == guc::TokenScope::Transaction {
+            identity::raise_session_token();
+        }
+        // SAFETY: reads backend-local transaction state.
+        if local && !unsafe { pg_sys::IsTransactionBlock() } {
+            ereport!(
+                WARNING,
+                PgSqlErrorCode::ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
+                "vecguard.login() outside a transaction block sets the token for this statement only",
+                "Call it after BEGIN, in the transaction that runs the queries."
+            );
+        }
+        identity::verify_for_login(token);
+        guc::set_token(token, local);
     }
 
     // ------------------------------------------------------------------ keys
@@ -323,90 +249,10 @@ pub mod vecguard {
 
     // ------------------------------------------------------------------ policies
 
-    const INT_TYPES: [&str; 3] = ["smallint", "integer", "bigint"];
-    const TIME_TYPES: [&str; 3] = [
-        "timestamp with time zone",
-        "timestamp without time zone",
-        "date",
-    ];
-
-    // Column with its type as format_type() prints it; 42703 when absent.
-    fn column(
-        rel: &TableInfo,
-        name: Option<&str>,
-        allowed: &[&str],
-        what: &str,
-    ) -> Option<Column> {
-        let name = name?;
-        let ty: Option<String> = Spi::get_one_with_args(
-            "SELECT pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute \
-             WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attname OPERATOR(pg_catalog.=) $2::pg_catalog.name \
-             AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
-            &[rel.oid.into(), name.into()],
-        )
-        .unwrap_or(None);
-        let Some(ty) = ty else {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-                format!(
-                    "vecguard: column {} of relation {} does not exist",
-                    policy::quote_ident(name),
-                    policy::quote_ident(&rel.name.name)
-                )
-            );
-        };
-        if !allowed.is_empty() && !allowed.contains(&ty.as_str()) {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                format!(
-                    "vecguard: {what} column {} has type {ty}; expected one of {}",
-                    policy::quote_ident(name),
-                    allowed.join(", ")
-                )
-            );
-        }
-        Some(Column {
-            name: name.to_string(),
-            type_name: ty,
-        })
-    }
-
-    struct TableInfo {
-        oid: pg_sys::Oid,
-        name: QualifiedName,
-    }
-
-    // What we need from the relation, taken before running DDL on it: holding the
-    // PgRelation open would make ALTER TABLE fail with "being used by active queries".
-    fn table_info(rel: PgRelation) -> TableInfo {
-        if !(rel.is_table() || rel.is_partitioned_table()) {
-            fail(
-                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                format!("vecguard: {} is not a table", policy::quote_ident(rel.name())),
-            );
-        }
-        TableInfo {
-            oid: rel.oid(),
-            name: QualifiedName {
-                schema: rel.namespace().to_string(),
-                name: rel.name().to_string(),
-            },
-        }
-    }
-
-    fn run_all(stmts: &[String]) {
-        Spi::connect_mut(|c| {
-            for s in stmts {
-                c.update(s.as_str(), None, &[]).unwrap_or_else(|e| spi_err(e));
-            }
-        });
-    }
-
     /// Enables and forces row level security on `tbl` with one permissive base policy and
     /// one restrictive policy per dimension given (tenant, clearance, validity window,
-    /// access hours), for SELECT/INSERT/UPDATE/DELETE. Calling it again replaces them.
+    /// access hours), for SELECT/INSERT/UPDATE/DELETE; the same for every partition and
+    /// inheritance child, now and later. Calling it again replaces them.
     #[allow(clippy::too_many_arguments)]
     #[pg_extern]
     pub fn protect(
@@ -420,55 +266,34 @@ pub mod vecguard {
         hours_end: default!(Option<&str>, "NULL"),
         hours_tz: default!(Option<&str>, "'UTC'"),
     ) {
-        let tbl = table_info(tbl);
-        let access_hours = match (hours_days, hours_start, hours_end) {
-            (None, None, None) => None,
-            (Some(d), Some(s), Some(e)) => Some(
-                policy::parse_access_hours(d, s, e, hours_tz.unwrap_or("UTC")).unwrap_or_else(|e| {
-                    fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("vecguard: {e}"))
-                }),
-            ),
-            _ => fail(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "vecguard: access hours need hours_days, hours_start and hours_end together".into(),
-            ),
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        let args = protection::ProtectArgs {
+            tenant: owned(tenant),
+            clearance: owned(clearance),
+            valid_from: owned(valid_from),
+            valid_until: owned(valid_until),
+            hours_days: owned(hours_days),
+            hours_start: owned(hours_start),
+            hours_end: owned(hours_end),
+            hours_tz: owned(hours_tz),
         };
-        with_safe_search_path(|| {
-            let spec = ProtectSpec {
-                table: tbl.name.clone(),
-                tenant: column(&tbl, tenant, &[], "tenant"),
-                clearance: column(&tbl, clearance, &INT_TYPES, "clearance"),
-                valid_from: column(&tbl, valid_from, &TIME_TYPES, "valid_from"),
-                valid_until: column(&tbl, valid_until, &TIME_TYPES, "valid_until"),
-                access_hours,
-            };
-            let stmts = policy::protect_sql(&spec).unwrap_or_else(|e| {
-                fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("vecguard: {e}"))
-            });
-            run_all(&stmts);
-            let detail = serde_json::json!({
-                "tenant": spec.tenant.as_ref().map(|c| &c.name),
-                "clearance": spec.clearance.as_ref().map(|c| &c.name),
-                "valid_from": spec.valid_from.as_ref().map(|c| &c.name),
-                "valid_until": spec.valid_until.as_ref().map(|c| &c.name),
-                "access_hours": spec.access_hours.as_ref().map(|h| format!(
-                    "{} {}-{} {}", h.days_spec(), h.start_str(), h.end_str(), h.time_zone.name())),
-            })
-            .to_string();
-            let name = format!("{}.{}", spec.table.schema, spec.table.name);
-            events::change("protect", None, Some(&name), Some(detail));
-        });
+        protection::protect(tbl, &args);
     }
 
-    /// Drops vecguard's policies and switches row level security off again.
+    /// Drops vecguard's policies and switches row level security off again, on the table
+    /// and on the children protect() protected with it.
     #[pg_extern]
     pub fn unprotect(tbl: PgRelation) {
-        let q = table_info(tbl).name;
-        with_safe_search_path(|| {
-            run_all(&policy::unprotect_sql(&q));
-            let name = format!("{}.{}", q.schema, q.name);
-            events::change("unprotect", None, Some(&name), None);
-        });
+        protection::unprotect(tbl);
+    }
+
+    /// Run by the event trigger `vecguard_ddl_guard` after every DDL command: protects new
+    /// partitions and inheritance children of protected tables, and refuses (for
+    /// non-superusers) or records (for superusers) a change of a protected table's row
+    /// level security.
+    #[pg_extern(volatile, parallel_unsafe)]
+    pub fn enforce_protection() {
+        protection::enforce();
     }
 
     /// True when the statement's start time lies inside the weekly window (days such as
@@ -585,6 +410,8 @@ pgrx::extension_sql_file!(
         vecguard::audit_log,
         vecguard::audit_verify,
         vecguard::tenants,
+        vecguard::tenant_keys,
+        vecguard::enforce_protection,
     ]
 );
 
