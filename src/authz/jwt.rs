@@ -42,7 +42,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
+use rsa::pkcs1::der::Decode as _;
 use serde_json::{Map, Value};
 
 /// Largest token we look at. Real access tokens are a few KB; anything
@@ -196,7 +197,8 @@ pub enum KeyError {
     WrongKeyType { alg: Alg, expected: &'static str },
     /// RSA modulus below [`MIN_RSA_BITS`].
     WeakRsa { bits: usize },
-    /// The key could not be parsed.
+    /// The key could not be parsed, or no signature could ever verify with it
+    /// (e.g. an even RSA exponent or an EC point off its curve).
     InvalidKey(&'static str),
     /// A JWK is malformed.
     InvalidJwk(String),
@@ -558,24 +560,21 @@ fn single_pem(material: &str) -> Result<Pem<'_>, KeyError> {
 }
 
 // Parse the decoded key once at registration so that a bad key fails at
-// key_add time with a clear message, not later as "bad signature".
+// key_add time with a clear message, not later as "bad signature". The
+// arithmetic checks run on the raw material first, because jsonwebtoken's
+// own parsers refuse some of these keys without saying why, and accept
+// others that its verifier then refuses on every token.
 fn check_key_matches_alg(alg: Alg, key: &DecodingKey) -> Result<(), KeyError> {
-    if alg.family() == Family::Hmac {
-        return Ok(());
+    match alg.family() {
+        Family::Hmac => return Ok(()),
+        Family::Rsa => check_rsa(key)?,
+        Family::Ec => check_ec(alg, key)?,
+        Family::Ed => check_ed(key)?,
     }
     let jwk = Jwk::from_decoding_key(key, None)
         .map_err(|_| KeyError::InvalidKey("the public key could not be parsed"))?;
     match (&jwk.algorithm, alg.family()) {
-        (AlgorithmParameters::RSA(p), Family::Rsa) => {
-            let n = URL_SAFE_NO_PAD
-                .decode(p.n.as_bytes())
-                .map_err(|_| KeyError::InvalidKey("bad RSA modulus"))?;
-            let bits = bit_length(&n);
-            if bits < MIN_RSA_BITS {
-                return Err(KeyError::WeakRsa { bits });
-            }
-            Ok(())
-        }
+        (AlgorithmParameters::RSA(_), Family::Rsa) => Ok(()),
         (AlgorithmParameters::EllipticCurve(p), Family::Ec) => match (&p.curve, alg) {
             (EllipticCurve::P256, Alg::ES256) | (EllipticCurve::P384, Alg::ES384) => Ok(()),
             _ => Err(wrong_type(alg)),
@@ -586,6 +585,109 @@ fn check_key_matches_alg(alg: Alg, key: &DecodingKey) -> Result<(), KeyError> {
         },
         _ => Err(wrong_type(alg)),
     }
+}
+
+// The verifier builds RSA keys with rsa::RsaPublicKey::new, which refuses an
+// exponent below 2 or even, an even modulus, n <= e, e >= 2^33 and n above
+// 4096 bits; such a key can never verify a token. The common mistakes get
+// their own message here, then the verifier's own constructor is run so that
+// registration and verification cannot disagree.
+fn check_rsa(key: &DecodingKey) -> Result<(), KeyError> {
+    let (n, e) = match key.kind() {
+        DecodingKeyKind::RsaModulusExponent { n, e } => (n.as_slice(), e.as_slice()),
+        // PEM: PKCS#1 RSAPublicKey DER (jsonwebtoken unwraps SPKI already).
+        DecodingKeyKind::SecretOrDer(der) => {
+            let k = rsa::pkcs1::RsaPublicKey::from_der(der)
+                .map_err(|_| KeyError::InvalidKey("the RSA public key could not be parsed"))?;
+            (k.modulus.as_bytes(), k.public_exponent.as_bytes())
+        }
+    };
+    let (n, e) = (strip_zeros(n), strip_zeros(e));
+    let bits = bit_length(n);
+    if bits < MIN_RSA_BITS {
+        return Err(KeyError::WeakRsa { bits });
+    }
+    if bit_length(e) < 2 || e.last().is_some_and(|b| b & 1 == 0) {
+        return Err(KeyError::InvalidKey(
+            "RSA public exponent must be an odd integer of at least 3",
+        ));
+    }
+    if n.last().is_some_and(|b| b & 1 == 0) {
+        return Err(KeyError::InvalidKey("RSA modulus must be odd"));
+    }
+    // Big-endian without leading zeros: the longer number is the larger.
+    if (n.len(), n) <= (e.len(), e) {
+        return Err(KeyError::InvalidKey(
+            "RSA public exponent must be smaller than the modulus",
+        ));
+    }
+    let big = rsa::BigUint::from_bytes_be;
+    match rsa::RsaPublicKey::new(big(n), big(e)) {
+        Ok(_) => Ok(()),
+        Err(rsa::Error::ModulusTooLarge) => Err(KeyError::InvalidKey(
+            "RSA keys larger than 4096 bits are not supported",
+        )),
+        Err(rsa::Error::PublicExponentTooLarge) => Err(KeyError::InvalidKey(
+            "RSA public exponent is too large; at most 2^33-1 is supported (65537 is usual)",
+        )),
+        Err(_) => Err(KeyError::InvalidKey("the RSA public key is not usable")),
+    }
+}
+
+// The verifier calls from_sec1_bytes on this same SEC1 encoding, which refuses
+// coordinates >= p, points off the curve and the identity. We also insist on
+// the uncompressed form 04||x||y with exact-length coordinates, which JWK
+// export and thumbprints need.
+fn check_ec(alg: Alg, key: &DecodingKey) -> Result<(), KeyError> {
+    let point = key
+        .try_get_as_bytes()
+        .map_err(|_| KeyError::InvalidKey("the EC public key could not be parsed"))?;
+    if point.first() != Some(&4) || !matches!(point.len(), 65 | 97) {
+        return Err(KeyError::InvalidKey(
+            "EC public key must be an uncompressed P-256 or P-384 point",
+        ));
+    }
+    let on_curve = match (alg, point.len()) {
+        (Alg::ES256, 65) => p256::PublicKey::from_sec1_bytes(point).is_ok(),
+        (Alg::ES384, 97) => p384::PublicKey::from_sec1_bytes(point).is_ok(),
+        _ => return Err(wrong_type(alg)),
+    };
+    match (on_curve, alg) {
+        (true, _) => Ok(()),
+        (false, Alg::ES256) => Err(KeyError::InvalidKey(
+            "EC public key is not a point on curve P-256",
+        )),
+        (false, _) => Err(KeyError::InvalidKey(
+            "EC public key is not a point on curve P-384",
+        )),
+    }
+}
+
+// 32 bytes that decompress to a curve point, as the verifier needs. Small-order
+// points (the identity among them) are refused too: jsonwebtoken uses
+// ed25519-dalek's non-strict verify, under which such a key accepts a forged
+// signature on any message.
+fn check_ed(key: &DecodingKey) -> Result<(), KeyError> {
+    let bytes: &[u8; 32] = key
+        .try_get_as_bytes()
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(KeyError::InvalidKey("Ed25519 public key must be 32 bytes"))?;
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(bytes)
+        .map_err(|_| KeyError::InvalidKey("Ed25519 public key is not a point on the curve"))?;
+    if vk.is_weak() {
+        return Err(KeyError::InvalidKey(
+            "Ed25519 public key is a small-order point, which would accept forged signatures",
+        ));
+    }
+    Ok(())
+}
+
+fn strip_zeros(mut be: &[u8]) -> &[u8] {
+    while let [0, rest @ ..] = be {
+        be = rest;
+    }
+    be
 }
 
 // Bit length of a big-endian unsigned integer (leading zero bytes ignored).
@@ -1801,6 +1903,149 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("key #2"));
+    }
+
+    // Hand-built DER/PEM for keys no tool would emit (bodies below 64 KiB).
+    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+        let len = body.len();
+        let mut out = match len {
+            0..=0x7f => vec![tag, len as u8],
+            0x80..=0xff => vec![tag, 0x81, len as u8],
+            _ => vec![tag, 0x82, (len >> 8) as u8, len as u8],
+        };
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn to_pem(label: &str, der: &[u8]) -> String {
+        let b = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b
+            .as_bytes()
+            .chunks(64)
+            .flat_map(std::str::from_utf8)
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    // PKCS#1 RSAPublicKey; DER wants a zero byte before a high first byte, and only there.
+    fn rsa_pkcs1(n: &[u8], e: &[u8]) -> String {
+        let int = |v: &[u8]| match v.first() {
+            Some(b) if b & 0x80 != 0 => tlv(2, &[&[0u8][..], v].concat()),
+            _ => tlv(2, v),
+        };
+        to_pem("RSA PUBLIC KEY", &tlv(0x30, &[int(n), int(e)].concat()))
+    }
+
+    // An SPKI PEM with its trailing bytes (the EC point or Ed25519 key) replaced.
+    fn with_point(pem: &str, point: &[u8]) -> String {
+        let body: String = pem
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let mut der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        let at = der.len() - point.len();
+        der[at..].copy_from_slice(point);
+        to_pem("PUBLIC KEY", &der)
+    }
+
+    // Both registration paths must refuse the key, with `why` in the message.
+    fn refused(jwk: Value, alg: Alg, pem: &str, why: &str) {
+        for got in [
+            Key::from_jwk(&jwk),
+            Key::from_material("k", alg.as_str(), pem),
+        ] {
+            let msg = got.unwrap_err().to_string();
+            assert!(msg.contains(why), "{alg}: {msg:?} lacks {why:?}");
+        }
+    }
+
+    #[test]
+    fn keys_that_could_never_verify_are_refused() {
+        let u = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let jwk_bytes =
+            |v: &Value, m: &str| URL_SAFE_NO_PAD.decode(v[m].as_str().unwrap()).unwrap();
+        let n = jwk_bytes(&public_jwk("k", Alg::RS256, RSA_PUB), "n");
+        let mut even_n = n.clone();
+        *even_n.last_mut().unwrap() ^= 1;
+        let e65537: &[u8] = &[1, 0, 1];
+        let odd_exp = "RSA public exponent must be an odd integer of at least 3";
+        for (n, e, why) in [
+            (&n[..], &[1u8][..], odd_exp),
+            (&n[..], &[2][..], odd_exp),
+            (&n[..], &[0][..], odd_exp),
+            (&n[..], &[1, 0, 0][..], odd_exp),
+            (&even_n[..], e65537, "RSA modulus must be odd"),
+            (&n[..], &n[..], "smaller than the modulus"),
+            (&n[..], &[1, 0, 0, 0, 0, 1][..], "at most 2^33-1"),
+            (&[0xff; 1024][..], e65537, "larger than 4096 bits"),
+            (&n[..128], e65537, "RSA key too small: 1024 bits"),
+        ] {
+            let jwk = json!({"kty": "RSA", "kid": "k", "n": u(n), "e": u(e)});
+            refused(jwk, Alg::RS256, &rsa_pkcs1(n, e), why);
+        }
+        // The SPKI wrapping takes the same path (its DER ends with e = 65537).
+        let spki_e65536 = with_point(RSA_PUB, &[1, 0, 0]);
+        let e = Key::from_material("k", "RS256", &spki_e65536).unwrap_err();
+        assert!(e.to_string().contains(odd_exp));
+        // e = 3 is small but valid, and a leading zero byte in "n" is tolerated.
+        assert!(Key::from_material("k", "PS256", &rsa_pkcs1(&n, &[3])).is_ok());
+        let padded =
+            json!({"kty": "RSA", "kid": "k", "n": u(&[&[0][..], &n].concat()), "e": "AQAB"});
+        assert!(Key::from_jwk(&padded).is_ok());
+
+        for (alg, pem, curve) in [
+            (Alg::ES256, EC_PUB, "P-256"),
+            (Alg::ES384, EC384_PUB, "P-384"),
+        ] {
+            let good = public_jwk("k", alg, pem);
+            let (x, mut y) = (jwk_bytes(&good, "x"), jwk_bytes(&good, "y"));
+            // Only y and p - y lie on the curve with this x, so y ^ 1 does not.
+            *y.last_mut().unwrap() ^= 1;
+            let zero = vec![0u8; x.len()];
+            let above_p = vec![0xffu8; x.len()];
+            for (x, y) in [
+                (&x, &y),
+                (&zero, &zero),
+                (&above_p, &above_p),
+                (&x, &above_p),
+            ] {
+                let jwk = json!({"kty": "EC", "kid": "k", "crv": curve, "x": u(x), "y": u(y)});
+                let point = [&[4u8][..], x, y].concat();
+                refused(
+                    jwk,
+                    alg,
+                    &with_point(pem, &point),
+                    &format!("not a point on curve {curve}"),
+                );
+            }
+            let mut short = good.clone();
+            short["x"] = json!(u(&x[1..]));
+            assert!(Key::from_jwk(&short).is_err());
+            assert!(Key::from_jwk(&good).is_ok());
+            assert!(Key::from_material("k", alg.as_str(), pem).is_ok());
+        }
+
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // y = 2 gives a non-square x^2 = (y^2 - 1) / (d y^2 + 1): no such point.
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        for (x, why) in [
+            (identity, "small-order point"),
+            (off_curve, "not a point on the curve"),
+        ] {
+            let jwk = json!({"kty": "OKP", "kid": "k", "crv": "Ed25519", "x": u(&x)});
+            refused(jwk, Alg::EdDSA, &with_point(ED_PUB, &x), why);
+        }
+        let ed = public_jwk("k", Alg::EdDSA, ED_PUB);
+        assert!(Key::from_jwk(&ed).is_ok());
+        assert!(Key::from_material("k", "EdDSA", ED_PUB).is_ok());
     }
 
     #[test]
