@@ -404,3 +404,33 @@ def test_extension_directories_are_not_writable_by_others():
                          .stdout.strip(), sub)
         mode = os.stat(d).st_mode
         assert not mode & (stat.S_IWGRP | stat.S_IWOTH), f"{d} is {oct(mode & 0o777)}"
+
+
+# ----------------------------------------------------------------------- 12. keys
+
+def test_keys_that_could_never_verify_are_refused(su):
+    """RSA with e = 1 or an even modulus, and EC points off the curve, are refused when added
+    (before: accepted, and every token failed later)."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    def b64(n, length=None):
+        raw = n.to_bytes(length or (n.bit_length() + 7) // 8, "big")
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    n = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers().n
+    pub = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+    bad = [
+        {"kty": "RSA", "kid": "e1", "alg": "RS256", "n": b64(n), "e": b64(1)},
+        {"kty": "RSA", "kid": "even", "alg": "RS256", "n": b64(n + 1 if n % 2 else n), "e": b64(65537)},
+        {"kty": "EC", "kid": "off", "alg": "ES256", "crv": "P-256", "x": b64(pub.x, 32), "y": b64(pub.y ^ 1, 32)},
+    ]
+    for jwk in bad:
+        with pytest.raises(psycopg.Error) as e:
+            su.execute("SELECT vecguard.add_jwks(%s::jsonb)", [psycopg.types.json.Json({"keys": [jwk]})])
+        assert e.value.sqlstate == "22023", jwk["kid"]
+    assert su.execute("SELECT count(*) FROM vecguard.keys WHERE kid IN ('e1', 'even', 'off')").fetchone() == (0,)
+    good = {"kty": "EC", "kid": "on", "alg": "ES256", "crv": "P-256", "x": b64(pub.x, 32), "y": b64(pub.y, 32)}
+    assert su.execute("SELECT vecguard.add_jwks(%s::jsonb)",
+                      [psycopg.types.json.Json({"keys": [good]})]).fetchone() == (1,)

@@ -595,6 +595,10 @@ pub fn l2_normalize(a: &[f32]) -> Result<Vec<f32>, VectorError> {
 /// State of avg(vector)/sum(vector): count and per-dimension sums in double precision,
 /// laid out as pgvector's float8[] state `{n, s1, ..., sd}` so combine functions agree.
 pub fn accum(state: &mut Vec<f64>, v: &[f32]) -> Result<(), VectorError> {
+    // An empty state is "no rows yet" here; SQL's empty array is refused by the glue.
+    if state.is_empty() {
+        state.push(0.0);
+    }
     check_state(state)?;
     if state.len() == 1 {
         state.extend(std::iter::repeat(0.0).take(v.len()));
