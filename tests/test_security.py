@@ -434,3 +434,12 @@ def test_keys_that_could_never_verify_are_refused(su):
     good = {"kty": "EC", "kid": "on", "alg": "ES256", "crv": "P-256", "x": b64(pub.x, 32), "y": b64(pub.y, 32)}
     assert su.execute("SELECT vecguard.add_jwks(%s::jsonb)",
                       [psycopg.types.json.Json({"keys": [good]})]).fetchone() == (1,)
+
+
+def test_misspelt_settings_are_errors(app):
+    """Both prefixes are reserved once the library is loaded: a typo is not a silently
+    ignored placeholder (a `SET vecguard.jtw` would otherwise leave the caller tokenless)."""
+    app.execute("SELECT vecguard.token_status()")
+    assert sqlstate(app, "SET vecguard.jtw = 'x'") == "42602"
+    assert sqlstate(app, "SET hnsw.ef_serch = 10") == "42602"
+    app.execute("SET hnsw.ef_search = 10")
