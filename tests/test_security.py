@@ -443,3 +443,22 @@ def test_misspelt_settings_are_errors(app):
     assert sqlstate(app, "SET vecguard.jtw = 'x'") == "42602"
     assert sqlstate(app, "SET hnsw.ef_serch = 10") == "42602"
     app.execute("SET hnsw.ef_search = 10")
+
+
+def test_tenant_column_after_the_vector_is_refused_not_post_filtered(su):
+    """On PostgreSQL 15 `tenant = ANY (...)` on a later index column turns the ordered hnsw
+    scan into a post-filter (top-10 returned 0.47 rows for a 1% tenant): refused, with the fix
+    named, whether the index or the protection comes first."""
+    su.execute("CREATE TABLE odocs (id int, tenant_id int NOT NULL, embedding vector(3))")
+    try:
+        su.execute("SELECT vecguard.protect('odocs', tenant => 'tenant_id')")
+        with pytest.raises(psycopg.Error) as e:
+            su.execute("CREATE INDEX ON odocs USING hnsw (embedding vector_l2_ops, tenant_id)")
+        assert e.value.sqlstate == "0A000" and "Put the tenant column first" in e.value.diag.message_hint
+        su.execute("CREATE INDEX odocs_ok ON odocs USING hnsw (tenant_id, embedding vector_l2_ops)")
+        su.execute("SELECT vecguard.unprotect('odocs')")
+        su.execute("DROP INDEX odocs_ok")
+        su.execute("CREATE INDEX ON odocs USING hnsw (embedding vector_l2_ops, tenant_id)")
+        assert sqlstate(su, "SELECT vecguard.protect('odocs', tenant => 'tenant_id')") == "0A000"
+    finally:
+        su.execute("DROP TABLE odocs")

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::policy::{self, Column, ProtectSpec, QualifiedName};
-use super::sql::fail;
+use super::sql::{fail, fail_with_hint};
 use super::{events, identity};
 
 /// The arguments of one protect() call, kept to protect later children the same way.
@@ -126,14 +126,13 @@ fn column(
         // Such a collation makes distinct strings equal ('A' = 'a'), so two tenant names
         // would share rows, and an index that compares bytes would disagree with a
         // sequential scan about which rows those are.
-        ereport!(
-            ERROR,
+        fail_with_hint(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!(
                 "vecguard: {what} column {} uses a nondeterministic collation",
                 policy::quote_ident(name)
             ),
-            "Give the column a deterministic collation, e.g. ALTER TABLE ... ALTER COLUMN ... TYPE text COLLATE \"C\"."
+            "Give the column a deterministic collation, e.g. ALTER TABLE ... ALTER COLUMN ... TYPE text COLLATE \"C\".",
         );
     }
     Some(Column {
@@ -309,7 +308,47 @@ fn protect_tree(tbl: &TableInfo, args: &ProtectArgs, parent: Option<pg_sys::Oid>
 pub fn protect(tbl: PgRelation, args: &ProtectArgs) {
     let tbl = table_info(tbl);
     let _busy = Busy::enter();
-    with_safe_search_path(|| protect_tree(&tbl, args, None));
+    with_safe_search_path(|| {
+        protect_tree(&tbl, args, None);
+        refuse_post_filtering_indexes();
+    });
+}
+
+/// Refuses an hnsw index on a protected table whose tenant column is a key column after the
+/// first. The tenant policy is `tenant = ANY (...)`, and PostgreSQL 15 keeps an index's
+/// ORDER BY only when such a condition is on its first column: elsewhere it plans the
+/// ordered scan with the condition as a Filter above it, and a top-10 query returns the
+/// few of the 10 nearest rows that happen to be the caller's.
+fn refuse_post_filtering_indexes() {
+    let bad: Option<(String, String)> = Spi::connect(|c| {
+        c.select(
+            "SELECT i.indexrelid::pg_catalog.regclass::pg_catalog.text, a.attname::pg_catalog.text \
+             FROM vecguard.protected p \
+             JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) p.relid::pg_catalog.oid \
+             JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid \
+             JOIN pg_catalog.pg_am am ON am.oid OPERATOR(pg_catalog.=) ic.relam \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid \
+                  AND a.attname OPERATOR(pg_catalog.=) (p.args OPERATOR(pg_catalog.->>) 'tenant')::pg_catalog.name \
+             WHERE am.amname OPERATOR(pg_catalog.=) 'hnsw' \
+               AND pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum) OPERATOR(pg_catalog.>) 0 \
+             LIMIT 1",
+            None,
+            &[],
+        )
+        .unwrap_or_else(|e| spi_err(e))
+        .next()
+        .and_then(|row| Some((row.get::<String>(1).ok()??, row.get::<String>(2).ok()??)))
+    });
+    if let Some((index, column)) = bad {
+        fail_with_hint(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "vecguard: hnsw index {index} has the tenant column {column} after its first column, \
+                 so the tenant policy would filter its results instead of guiding the search"
+            ),
+            &format!("Put the tenant column first: USING hnsw ({column}, <vector column> ..., <other key columns>)."),
+        );
+    }
 }
 
 // Unprotects `relid` and the children that took their protection from it.
@@ -436,11 +475,10 @@ pub fn enforce() {
             // SAFETY: superuser() reads the current user's catalog entry.
             if !unsafe { pg_sys::superuser() } {
                 events::change("protection_change_refused", None, Some(&name), Some(detail));
-                ereport!(
-                    ERROR,
+                fail_with_hint(
                     PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                     format!("vecguard: cannot change the row level security of protected table {name}"),
-                    "Only a superuser can, with vecguard.protect() or vecguard.unprotect()."
+                    "Only a superuser can, with vecguard.protect() or vecguard.unprotect().",
                 );
             }
             events::change("protection_changed", None, Some(&name), Some(detail));
@@ -455,6 +493,7 @@ pub fn enforce() {
                 })
             });
         }
+        refuse_post_filtering_indexes();
         // New partitions and children, level by level (a child protected here may have
         // children of its own).
         loop {
