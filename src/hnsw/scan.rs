@@ -246,6 +246,25 @@ unsafe fn query_vector(scan: pg_sys::IndexScanDesc, st: &ScanState) -> Vec<f32> 
     prepare_vector(st.graph.meta.metric, v).unwrap_or_else(|| v.to_vec())
 }
 
+/// Adds to the index's activity counters, as PostgreSQL's pgstat_count_index_scan and
+/// pgstat_count_index_tuples macros do: scans are what pg_stat_user_indexes.idx_scan shows
+/// (DBAs drop indexes whose count stays 0), tuples its idx_tup_read.
+///
+/// # Safety
+/// `rel` is an open relation.
+unsafe fn count_stats(rel: pg_sys::Relation, add: impl FnOnce(&mut pg_sys::PgStat_TableCounts)) {
+    // SAFETY: the relation is open for the scan; pgstat_assoc_relation attaches its stats
+    // entry (once) when statistics are being collected for it.
+    unsafe {
+        if (*rel).pgstat_info.is_null() && (*rel).pgstat_enabled {
+            pg_sys::pgstat_assoc_relation(rel);
+        }
+        if !(*rel).pgstat_info.is_null() {
+            add(&mut (*(*rel).pgstat_info).t_counts);
+        }
+    }
+}
+
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg_sys::ScanDirection::Type) -> bool {
     // SAFETY: scan is ours; xs_heaptid is written for the executor.
@@ -253,6 +272,7 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
         let st = state(scan);
         if !st.started {
             st.started = true;
+            count_stats((*scan).indexRelation, |c| c.t_numscans += 1);
             if (*scan).numberOfOrderBys == 0 {
                 pgrx::error!("cannot scan hnsw index without order");
             }
@@ -315,6 +335,7 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
         }
         loop {
             if let Some(t) = st.pending.pop_front() {
+                count_stats((*scan).indexRelation, |c| c.t_tuples_returned += 1);
                 tid_to_item_pointer(t, &mut (*scan).xs_heaptid);
                 (*scan).xs_recheck = false;
                 (*scan).xs_recheckorderby = false;
