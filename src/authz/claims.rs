@@ -73,7 +73,7 @@ pub fn lookup<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
 /// because some providers use numeric user ids in custom subject claims.
 pub fn subject(c: &Value, n: &ClaimNames) -> Option<String> {
     match lookup(c, &n.subject)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::String(s) if usable(s) => Some(s.clone()),
         Value::Number(num) => integral_number(num),
         _ => None,
     }
@@ -127,19 +127,25 @@ pub fn clearance(c: &Value, n: &ClaimNames) -> Option<i32> {
 /// non-string element voids the claim.
 pub fn roles(c: &Value, n: &ClaimNames) -> Option<Vec<String>> {
     match lookup(c, &n.roles)? {
-        Value::String(s) => Some(vec![s.clone()]),
+        Value::String(s) if !s.contains('\0') => Some(vec![s.clone()]),
         Value::Array(items) => items
             .iter()
-            .map(|it| it.as_str().map(str::to_string))
+            .map(|it| it.as_str().filter(|s| !s.contains('\0')).map(str::to_string))
             .collect::<Option<Vec<String>>>(),
         _ => None,
     }
 }
 
-// A tenant scalar: non-empty string, or an integral number as digits.
+// A string claim value SQL can carry: not empty, and without NUL, which a text value cannot
+// hold (PostgreSQL would cut "42\u0000x" in JSON to "42", a different tenant).
+fn usable(s: &str) -> bool {
+    !s.is_empty() && !s.contains('\0')
+}
+
+// A tenant scalar: a usable string, or an integral number as digits.
 fn scalar_tenant(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::String(s) if usable(s) => Some(s.clone()),
         Value::Number(num) => integral_number(num),
         _ => None,
     }
@@ -185,6 +191,17 @@ mod tests {
             ),
             ("sub", "tenant_id", "clearance", "roles")
         );
+    }
+
+    #[test]
+    fn nul_in_a_string_claim_voids_it() {
+        let n = ClaimNames::default();
+        let c = serde_json::json!({"sub": "a\u{0}b", "tenant_id": "42\u{0}x", "roles": ["r", "x\u{0}"]});
+        assert_eq!(subject(&c, &n), None);
+        assert_eq!(tenants(&c, &n), None);
+        assert_eq!(roles(&c, &n), None);
+        let arr = serde_json::json!({"tenant_id": ["1", "2\u{0}"]});
+        assert_eq!(tenants(&arr, &n), None);
     }
 
     #[test]
