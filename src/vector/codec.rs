@@ -260,23 +260,42 @@ fn parse_float_token(tok: &str) -> Option<(f32, bool)> {
 /// Parses the digits of a hex float after "0x" (e.g. "1.8p3") into f64.
 fn parse_hex_float(s: &str) -> Option<f64> {
     let (mantissa, exp) = match s.find('p') {
-        Some(p) => (&s[..p], s[p + 1..].parse::<i32>().ok()?),
+        Some(p) => (&s[..p], s[p + 1..].parse::<i64>().ok()?),
         None => (s, 0),
     };
     let (int_part, frac_part) = match mantissa.find('.') {
         Some(d) => (&mantissa[..d], &mantissa[d + 1..]),
         None => (mantissa, ""),
     };
-    let mut v = 0f64;
-    for c in int_part.chars() {
-        v = v * 16.0 + c.to_digit(16)? as f64;
+    // The value is m · 2^e exactly, with m kept below 2^52 and the digits it cannot hold
+    // folded into one sticky bit: then m converts to f64 exactly and the caller's single
+    // rounding to f32 is strtof's (rounding the digits to f64 first could round twice).
+    let (mut m, mut e, mut sticky) = (0u64, exp, false);
+    for (c, fractional) in int_part.chars().map(|c| (c, false)).chain(frac_part.chars().map(|c| (c, true))) {
+        let d = u64::from(c.to_digit(16)?);
+        if m < 1 << 48 {
+            m = m * 16 + d;
+            if fractional {
+                e -= 4;
+            }
+        } else {
+            sticky |= d != 0;
+            if !fractional {
+                e += 4;
+            }
+        }
     }
-    let mut scale = 1.0 / 16.0;
-    for c in frac_part.chars() {
-        v += c.to_digit(16)? as f64 * scale;
-        scale /= 16.0;
+    if m == 0 {
+        return Some(0.0);
     }
-    Some(v * 2f64.powi(exp))
+    if sticky {
+        m = (m << 1) | 1;
+        e -= 1;
+    }
+    // m < 2^53, so anything beyond these bounds is infinite or zero as an f32 anyway.
+    let e = e.clamp(-1200, 1200) as i32;
+    let half = e / 2;
+    Some(m as f64 * 2f64.powi(half) * 2f64.powi(e - half))
 }
 
 /// Parses pgvector's text form, checking elements and the column's typmod.
@@ -693,6 +712,16 @@ mod tests {
         assert_eq!(s, vec![1.0, 1.0, 2.0]);
         assert!(check_vector(&[]).is_err());
         assert!(check_vector(&[f32::INFINITY]).is_err());
+    }
+
+    #[test]
+    fn hex_floats_round_once() {
+        // strtof: 1 + 2^-24 + a little rounds up to 1 + 2^-23
+        assert_eq!(parse_text("[0x1.0000010000000001p0]", -1).unwrap(), vec![1.000_000_1]);
+        assert_eq!(parse_text("[0x1.000001p0]", -1).unwrap(), vec![1.0]); // a tie: to even
+        assert_eq!(parse_text("[0x0p2000]", -1).unwrap(), vec![0.0]);
+        assert_eq!(parse_text("[0x1p-149]", -1).unwrap(), vec![f32::from_bits(1)]);
+        assert_eq!(parse_text("[0xA.8p1]", -1).unwrap(), vec![21.0]);
     }
 
     #[test]
