@@ -226,6 +226,12 @@ impl SharedPage {
         unsafe { pg_sys::PageGetFreeSpace(self.page) }
     }
 
+    /// pd_upper - pd_lower: the `room` of `page::fits` (0 for an all-zero page).
+    pub fn room(&self) -> usize {
+        // SAFETY: locked page.
+        unsafe { pg_sys::PageGetExactFreeSpace(self.page) }
+    }
+
     /// Decodes the metapage stored in this page's contents.
     pub fn meta(&self) -> Result<Meta, String> {
         // SAFETY: the metapage's contents hold META_BYTES bytes (pd_lower covers them).
