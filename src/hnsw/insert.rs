@@ -65,12 +65,11 @@ struct Placement {
 }
 
 /// Places the node by `page::place_node` against the room left on the insert page, new
-/// pages extending the relation. The caller holds the update lock, so the TIDs stay valid
-/// until it writes them.
+/// pages coming from `IndexRel::free_blocks` (all-zero pages first). The caller holds the
+/// update lock, so the TIDs stay valid until it writes them.
 fn place(rel: IndexRel, insert_page: u32, el_len: usize, nb_len: usize) -> Placement {
-    let nblocks = rel.nblocks();
     let (mut room, mut max_off) = (0usize, 0u16);
-    if insert_page != page::INVALID_BLOCK && insert_page < nblocks {
+    if insert_page != page::INVALID_BLOCK && insert_page < rel.nblocks() {
         let p = rel.read_shared(insert_page);
         room = p.room();
         max_off = p.max_offset();
@@ -78,7 +77,7 @@ fn place(rel: IndexRel, insert_page: u32, el_len: usize, nb_len: usize) -> Place
     let Some(layout) = page::place_node(room, el_len, nb_len) else { refuse_row_size(rel, el_len.max(nb_len)) };
     let slots = [layout.element, layout.neighbors];
     let need = slots.iter().filter_map(|s| if let page::Slot::Fresh(k) = s { Some(k + 1) } else { None }).max().unwrap_or(0);
-    let fresh: Vec<u32> = (0..need as u32).map(|k| nblocks + k).collect();
+    let fresh = if need > 0 { rel.free_blocks(need) } else { Vec::new() };
     let block_of = |s: page::Slot| match s {
         page::Slot::Current => insert_page,
         page::Slot::Fresh(k) => fresh[k],
@@ -134,9 +133,10 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
     let hash = keys::group_hash(keys, types);
     if g.meta.dir_start == page::INVALID_BLOCK || g.meta.dir_pages == 0 {
         g.reset();
+        let blk = rel.free_blocks(1)[0];
         let mut w = WalWrite::begin(rel);
         let mut mp = w.page(page::METAPAGE_BLKNO);
-        let mut p = w.new_page();
+        let mut p = w.fresh_page(blk);
         p.add_item(&page::encode_dir_header(page::INVALID_BLOCK));
         let mut meta = g.meta;
         meta.dir_start = p.block;
@@ -155,9 +155,10 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
         Some(DirSlot::Missing { room: Some(block), .. }) => GroupSlot::New { block, hash },
         Some(DirSlot::Missing { room: None, last }) => {
             g.reset();
+            let blk = rel.free_blocks(1)[0];
             let mut w = WalWrite::begin(rel);
             let mut lp = w.page(last);
-            let mut p = w.new_page();
+            let mut p = w.fresh_page(blk);
             p.add_item(&page::encode_dir_header(page::INVALID_BLOCK));
             let block = p.block;
             if let Some(h) = lp.item_mut(1) {
@@ -281,10 +282,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
             let idx = match pages.iter().position(|p| p.block == tid.block) {
                 Some(i) => i,
                 None => {
-                    let p = if at.fresh.contains(&tid.block) { w.new_page() } else { w.page(tid.block) };
-                    if p.block != tid.block {
-                        pgrx::error!("hnsw insert: expected new block {}, got {}", tid.block, p.block);
-                    }
+                    let p = if at.fresh.contains(&tid.block) { w.fresh_page(tid.block) } else { w.page(tid.block) };
                     pages.push(p);
                     pages.len() - 1
                 }

@@ -2,9 +2,10 @@
 //!
 //! Block 0 is the metapage; every other block is a data page of ordinary Postgres layout
 //! (line pointers, tuples) whose special area is a `PageOpaque` ending in `PAGE_ID`, so a
-//! page of another access method is recognised and refused. A graph node is two tuples,
-//! placed on the same page whenever they fit, as pgvector does (`place_node`, which `fits`
-//! decides for the build and inserts alike; near `MAX_DIM` the neighbour tuple goes elsewhere):
+//! page of another access method is recognised and refused; an all-zero page (never
+//! initialised, which a crash can leave) is free space. A graph node is two tuples, placed
+//! on the same page whenever they fit, as pgvector does (`place_node`, which `fits` decides
+//! for the build and inserts alike; near `MAX_DIM` the neighbour tuple goes elsewhere):
 //! - the **element tuple**: level, deleted flag, up to `HEAP_TIDS` heap pointers (rows with
 //!   an identical vector share one element, which keeps duplicates reachable), the TID of its
 //!   neighbour tuple, and the vector itself (normalised for cosine);
