@@ -54,6 +54,7 @@ impl BuildState {
                 format!("expected {} dimensions, not {}", self.dim, v.len())
             );
         }
+        super::insert::check_row_size(self.rel, page::element_size(self.dim) + keys.len());
         self.indexed += 1.0;
         // Rows share an element only when vector AND key columns are equal: an element's
         // keys decide who may see all of its rows.
@@ -113,33 +114,6 @@ pub fn params_of(rel: IndexRel) -> Params {
         );
     }
     Params::new(m as usize, efc as usize)
-}
-
-/// Assigns (element TID, neighbour TID) to every node, packing pages in `order`.
-fn assign_tids(g: &MemGraph, keys: &[Vec<u8>], order: &[u32], m: usize, first_block: u32, tenant: bool) -> (Vec<(Tid, Tid)>, Vec<Vec<u32>>) {
-    let mut pos = vec![(Tid::INVALID, Tid::INVALID); g.len()];
-    let mut pages: Vec<Vec<u32>> = Vec::new(); // per page: node ids, element before neighbours
-    let (mut used, mut off) = (usize::MAX, 0u16);
-    let cap = page::page_capacity();
-    for &i in order {
-        let el_fp = page::footprint(page::element_size(g.dim()) + keys[i as usize].len());
-        let nb_fp = page::footprint(page::neighbor_size(m, g.level(i), tenant));
-        if used.saturating_add(el_fp + nb_fp) > cap {
-            pages.push(Vec::new());
-            used = 0;
-            off = 0;
-        }
-        let blk = first_block + pages.len() as u32 - 1;
-        // An element and its neighbours always fit together: dims <= MAX_DIM and levels
-        // are capped (page tests), so a fresh page takes any node.
-        pos[i as usize] = (Tid { block: blk, offset: off + 1 }, Tid { block: blk, offset: off + 2 });
-        off += 2;
-        used += el_fp + nb_fp;
-        if let Some(p) = pages.last_mut() {
-            p.push(i);
-        }
-    }
-    (pos, pages)
 }
 
 #[pgrx::pg_guard]
@@ -317,10 +291,20 @@ fn write_graph(
     let node_fp = page::footprint(page::element_size(g.dim()) + key_len) + page::footprint(page::neighbor_size(m, 0, tenants.is_some()));
     let order = g.page_layout(page::page_capacity() / node_fp);
     let dir_pages = tenants.map_or(0, |t| page::dir_pages_for(t.hashes.len()));
-    let (pos, pages) = assign_tids(g, keys, &order, m, 1 + dir_pages, tenants.is_some());
+    let tenant = tenants.is_some();
+    let el_len = |i: u32| page::element_size(g.dim()) + keys[i as usize].len();
+    let nb_len = |i: u32| page::neighbor_size(m, g.level(i), tenant);
+    // The same rule decides here where each tuple goes and, in the writer below, whether
+    // PageAddItem takes it (`page::fits`); elements too long for a page were refused as
+    // their rows were read.
+    let plan = match page::plan_pages(g.len(), order.iter().map(|&i| (i, el_len(i), nb_len(i))), 1 + dir_pages) {
+        Ok(plan) => plan,
+        Err(i) => super::insert::refuse_row_size(rel, el_len(i)),
+    };
+    let (pos, pages) = (&plan.pos, &plan.pages);
     let mut meta = Meta::new(g.dim() as u32, m as u16, params.ef_construction as u16, metric);
     meta.entry = g.entry().map(|(e, l)| (pos[e as usize].0, l));
-    meta.insert_page = if pages.is_empty() { page::INVALID_BLOCK } else { dir_pages + pages.len() as u32 };
+    meta.insert_page = plan.fill.unwrap_or(page::INVALID_BLOCK);
     meta.elements = g.len() as u64;
     let mut directory = Vec::new();
     if let Some(t) = tenants {
@@ -349,32 +333,37 @@ fn write_graph(
     for (next, list) in directory.iter().take(dir_pages as usize) {
         write_dir(&mut w, *next, list);
     }
-    let mut el = Vec::new();
-    let mut nb = Vec::new();
+    let mut buf = Vec::new();
     let mut list = Vec::new();
-    for (pi, nodes) in pages.iter().enumerate() {
+    for (pi, tuples) in pages.iter().enumerate() {
         w.append(|p| {
-            for &i in nodes {
+            for &t in tuples {
+                let (i, at) = match t {
+                    page::Planned::Element(i) => (i, pos[i as usize].0),
+                    page::Planned::Neighbors(i) => (i, pos[i as usize].1),
+                };
                 let level = g.level(i);
-                let (el_tid, nb_tid) = pos[i as usize];
-                let k = &keys[i as usize];
-                el.resize(page::element_size(g.dim()) + k.len(), 0);
-                page::encode_element(&mut el, level, &heap_tids[i as usize], nb_tid, g.vector(i), k);
-                nb.resize(page::neighbor_size(m, level, tenants.is_some()), 0);
-                page::encode_neighbors_empty(&mut nb, m, level, tenants.is_some());
-                for l in 0..=level {
-                    list.clear();
-                    list.extend(g.neighbors(i, l).iter().map(|&j| pos[j as usize].0));
-                    page::write_neighbors(&mut nb, l, &list);
+                match t {
+                    page::Planned::Element(_) => {
+                        buf.resize(el_len(i), 0);
+                        page::encode_element(&mut buf, level, &heap_tids[i as usize], pos[i as usize].1, g.vector(i), &keys[i as usize]);
+                    }
+                    page::Planned::Neighbors(_) => {
+                        buf.resize(nb_len(i), 0);
+                        page::encode_neighbors_empty(&mut buf, m, level, tenant);
+                        for l in 0..=level {
+                            list.clear();
+                            list.extend(g.neighbors(i, l).iter().map(|&j| pos[j as usize].0));
+                            page::write_neighbors(&mut buf, l, &list);
+                        }
+                        if let Some(t) = tenants {
+                            list.clear();
+                            list.extend(t.links.lists[i as usize].iter().map(|&j| pos[j as usize].0));
+                            page::write_neighbors(&mut buf, page::TENANT_LEVEL, &list);
+                        }
+                    }
                 }
-                if let Some(t) = tenants {
-                    list.clear();
-                    list.extend(t.links.lists[i as usize].iter().map(|&j| pos[j as usize].0));
-                    page::write_neighbors(&mut nb, page::TENANT_LEVEL, &list);
-                }
-                let a = p.add_item(&el);
-                let b = p.add_item(&nb);
-                if a != Some(el_tid.offset) || b != Some(nb_tid.offset) {
+                if p.add_item(&buf) != Some(at.offset) {
                     pgrx::error!("hnsw build: page layout mismatch on page {}", pi as u32 + 1 + dir_pages);
                 }
             }

@@ -1,6 +1,7 @@
 //! `vecguard.hnsw_check(index regclass)`: verifies the graph's invariants, as amcheck does
 //! for btree, raising ERROR (XX002 index_corrupted) at the first violation:
-//! - the metapage has our magic and version, and every data page our page id;
+//! - the metapage has our magic and version, and every data page our page id (all-zero
+//!   pages, which a crash can leave, are free space: counted as unused pages);
 //! - every element and neighbour tuple decodes; each element's neighbour TID points at a
 //!   neighbour tuple of the element's level;
 //! - every neighbour points at an element tuple whose level is at least the list's level,
@@ -44,8 +45,15 @@ pub fn check(rel: IndexRel) -> String {
     let mut first_of: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut directory: HashMap<u64, page::DirEntry> = HashMap::new();
     let mut pivots: Vec<(u64, Tid)> = Vec::new();
+    let mut unused_pages = 0usize;
     for blk in 1..nblocks {
         let p = rel.read_shared(blk);
+        if p.is_new() {
+            // Never initialised: free space a crash or an error left, not corruption. A
+            // tuple pointing into one is caught below, as a pointer to a missing tuple.
+            unused_pages += 1;
+            continue;
+        }
         if !p.is_ours() {
             corrupted(format!("block {blk} is not an hnsw page"));
         }
@@ -154,13 +162,14 @@ pub fn check(rel: IndexRel) -> String {
         }
     };
     format!(
-        "ok: {} live elements, {} heap pointers, {} deleted, {} unreachable, {} edges, {} pages, top level {}{}",
+        "ok: {} live elements, {} heap pointers, {} deleted, {} unreachable, {} edges, {} pages, {} unused pages, top level {}{}",
         live.len(),
         heap_pointers,
         elements.len() - live.len(),
         live.len() - reached,
         edges,
         nblocks,
+        unused_pages,
         top.map(|t| t as i32).unwrap_or(-1),
         if tenant {
             let pure = directory.values().filter(|e| e.pure).count();

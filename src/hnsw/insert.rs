@@ -49,43 +49,73 @@ pub unsafe extern "C-unwind" fn aminsert(
             );
         }
         let keys = if cols.keys.is_empty() { Vec::new() } else { encode_row(rel, &cols, values, isnull) };
+        check_row_size(rel, page::element_size(v.len()) + keys.len());
         insert_prepared(rel, &v, tid_from_ptr(heap_tid), &keys);
     }
     false
 }
 
-/// Where the new element and its neighbour tuple go.
+/// Where the new element and its neighbour tuple go, which of their blocks are new pages,
+/// and the page the next insert fills first.
 struct Placement {
     el: Tid,
     nb: Tid,
+    fresh: Vec<u32>,
+    fill: u32,
 }
 
-fn place(rel: IndexRel, insert_page: u32, dim: usize, keys_len: usize, m: usize, level: u8, tenant: bool) -> Placement {
-    let el_len = page::maxalign(page::element_size(dim) + keys_len);
-    let nb_len = page::maxalign(page::neighbor_size(m, level, tenant));
-    let nblocks = rel.nblocks();
-    let (mut free, mut max_off) = (0usize, 0u16);
-    if insert_page != page::INVALID_BLOCK && insert_page < nblocks {
+/// Places the node by `page::place_node` against the room left on the insert page, new
+/// pages coming from `IndexRel::free_blocks` (all-zero pages first). The caller holds the
+/// update lock, so the TIDs stay valid until it writes them.
+fn place(rel: IndexRel, insert_page: u32, el_len: usize, nb_len: usize) -> Placement {
+    let (mut room, mut max_off) = (0usize, 0u16);
+    if insert_page != page::INVALID_BLOCK && insert_page < rel.nblocks() {
         let p = rel.read_shared(insert_page);
-        free = p.free_space();
+        room = p.room();
         max_off = p.max_offset();
     }
-    // PageGetFreeSpace already reserves one line pointer.
-    if free >= el_len + nb_len + page::ITEM_ID {
-        return Placement {
-            el: Tid { block: insert_page, offset: max_off + 1 },
-            nb: Tid { block: insert_page, offset: max_off + 2 },
-        };
+    let Some(layout) = page::place_node(room, el_len, nb_len) else { refuse_row_size(rel, el_len.max(nb_len)) };
+    let slots = [layout.element, layout.neighbors];
+    let need = slots.iter().filter_map(|s| if let page::Slot::Fresh(k) = s { Some(k + 1) } else { None }).max().unwrap_or(0);
+    let fresh = if need > 0 { rel.free_blocks(need) } else { Vec::new() };
+    let block_of = |s: page::Slot| match s {
+        page::Slot::Current => insert_page,
+        page::Slot::Fresh(k) => fresh[k],
+    };
+    // next offset per block touched: after the insert page's last item, 1 on a new page
+    let mut last: Vec<(u32, u16)> = vec![(insert_page, max_off)];
+    let mut tid_in = |blk: u32| {
+        let i = last.iter().position(|&(b, _)| b == blk).unwrap_or_else(|| {
+            last.push((blk, 0));
+            last.len() - 1
+        });
+        last[i].1 += 1;
+        Tid { block: blk, offset: last[i].1 }
+    };
+    let el = tid_in(block_of(layout.element));
+    let nb = tid_in(block_of(layout.neighbors));
+    let fill = block_of(layout.fill_next(room, el_len, nb_len));
+    Placement { el, nb, fresh, fill }
+}
+
+/// ERROR for an element tuple of `len` bytes when no page holds it (key columns too long
+/// for the vector's dimensions), like Postgres's own index row size errors.
+pub fn check_row_size(rel: IndexRel, len: usize) {
+    if !page::fits(page::page_capacity(), &[len]) {
+        refuse_row_size(rel, len);
     }
-    if page::node_fits_one_page(dim, keys_len, m, level, tenant) {
-        return Placement { el: Tid { block: nblocks, offset: 1 }, nb: Tid { block: nblocks, offset: 2 } };
-    }
-    // Very large vectors: the element fills a page of its own.
-    if insert_page != page::INVALID_BLOCK && free >= nb_len {
-        Placement { el: Tid { block: nblocks, offset: 1 }, nb: Tid { block: insert_page, offset: max_off + 1 } }
-    } else {
-        Placement { el: Tid { block: nblocks, offset: 1 }, nb: Tid { block: nblocks + 1, offset: 1 } }
-    }
+}
+
+pub fn refuse_row_size(rel: IndexRel, len: usize) -> ! {
+    pgrx::ereport!(
+        ERROR,
+        pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        format!(
+            "index row size {len} exceeds hnsw maximum {} for index \"{}\"",
+            page::max_tuple_len(),
+            super::diskgraph::relation_name(rel)
+        )
+    );
 }
 
 /// The new element's tenant group in the directory: its entry to update, or the page a
@@ -103,9 +133,10 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
     let hash = keys::group_hash(keys, types);
     if g.meta.dir_start == page::INVALID_BLOCK || g.meta.dir_pages == 0 {
         g.reset();
+        let blk = rel.free_blocks(1)[0];
         let mut w = WalWrite::begin(rel);
         let mut mp = w.page(page::METAPAGE_BLKNO);
-        let mut p = w.new_page();
+        let mut p = w.fresh_page(blk);
         p.add_item(&page::encode_dir_header(page::INVALID_BLOCK));
         let mut meta = g.meta;
         meta.dir_start = p.block;
@@ -124,9 +155,10 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
         Some(DirSlot::Missing { room: Some(block), .. }) => GroupSlot::New { block, hash },
         Some(DirSlot::Missing { room: None, last }) => {
             g.reset();
+            let blk = rel.free_blocks(1)[0];
             let mut w = WalWrite::begin(rel);
             let mut lp = w.page(last);
-            let mut p = w.new_page();
+            let mut p = w.fresh_page(blk);
             p.add_item(&page::encode_dir_header(page::INVALID_BLOCK));
             let block = p.block;
             if let Some(h) = lp.item_mut(1) {
@@ -150,7 +182,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     let m = meta.m as usize;
     let params = Params::new(m, meta.ef_construction as usize);
     let level = params.random_level(rand::random::<u64>()).min(page::max_level(m, tenant));
-    let at = place(rel, meta.insert_page, v.len(), keys.len(), m, level, tenant);
+    let at = place(rel, meta.insert_page, page::element_size(v.len()) + keys.len(), page::neighbor_size(m, level, tenant));
     let dist = g.dist;
     let plan = plan_insert(&mut g, at.el.pack(), v, level, params, dist);
 
@@ -223,7 +255,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     }
     {
         let mut w = WalWrite::begin(rel);
-        new_meta.insert_page = at.el.block.max(at.nb.block);
+        new_meta.insert_page = at.fill;
         let meta_changes = new_meta != meta;
         let mut meta_page = meta_changes.then(|| w.page(page::METAPAGE_BLKNO));
         // The group's directory entry: one more element, or a new group entered here.
@@ -250,10 +282,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
             let idx = match pages.iter().position(|p| p.block == tid.block) {
                 Some(i) => i,
                 None => {
-                    let p = if tid.block >= rel.nblocks() { w.new_page() } else { w.page(tid.block) };
-                    if p.block != tid.block {
-                        pgrx::error!("hnsw insert: expected new block {}, got {}", tid.block, p.block);
-                    }
+                    let p = if at.fresh.contains(&tid.block) { w.fresh_page(tid.block) } else { w.page(tid.block) };
                     pages.push(p);
                     pages.len() - 1
                 }

@@ -2,8 +2,10 @@
 //!
 //! Block 0 is the metapage; every other block is a data page of ordinary Postgres layout
 //! (line pointers, tuples) whose special area is a `PageOpaque` ending in `PAGE_ID`, so a
-//! page of another access method is recognised and refused. A graph node is two tuples,
-//! placed on the same page whenever they fit, as pgvector does:
+//! page of another access method is recognised and refused; an all-zero page (never
+//! initialised, which a crash can leave) is free space. A graph node is two tuples, placed
+//! on the same page whenever they fit, as pgvector does (`place_node`, which `fits` decides
+//! for the build and inserts alike; near `MAX_DIM` the neighbour tuple goes elsewhere):
 //! - the **element tuple**: level, deleted flag, up to `HEAP_TIDS` heap pointers (rows with
 //!   an identical vector share one element, which keeps duplicates reachable), the TID of its
 //!   neighbour tuple, and the vector itself (normalised for cosine);
@@ -65,6 +67,20 @@ pub const fn maxalign(n: usize) -> usize {
 /// Space a tuple of `len` bytes takes on a page, line pointer included.
 pub const fn footprint(len: usize) -> usize {
     maxalign(len) + ITEM_ID
+}
+
+/// Whether tuples of `lens` bytes fit, each with its line pointer, in `room` bytes of a
+/// page (pd_upper - pd_lower: `page_capacity()` on a fresh page, 0 on an all-zero one).
+/// This is PageAddItem's own test (a tuple takes its MAXALIGNed length below pd_upper and a
+/// line pointer above pd_lower), and the only fit rule of this index: the build's page
+/// plan, inserts' placement and the tuple size limit all decide with it.
+pub fn fits(room: usize, lens: &[usize]) -> bool {
+    lens.iter().map(|&l| footprint(l)).sum::<usize>() <= room
+}
+
+/// Longest tuple an empty page holds.
+pub const fn max_tuple_len() -> usize {
+    (page_capacity() - ITEM_ID) & !(MAXALIGN - 1)
 }
 
 /// A tuple identifier: heap row or index tuple (block, 1-based offset).
@@ -449,10 +465,124 @@ pub fn max_level(m: usize, tenant: bool) -> u8 {
     (slots.saturating_sub(if tenant { 4 } else { 2 })).min(MAX_LEVEL as usize) as u8
 }
 
-/// Whether an element of `dim` with `keys_len` bytes of key columns, plus its neighbour
-/// tuple at `level`, fit on one empty page.
-pub fn node_fits_one_page(dim: usize, keys_len: usize, m: usize, level: u8, tenant: bool) -> bool {
-    footprint(element_size(dim) + keys_len) + footprint(neighbor_size(m, level, tenant)) <= page_capacity()
+// ---- page plan -----------------------------------------------------------------------------
+/// A page a node's tuple goes to: the page being filled, or the `k`th fresh page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Current,
+    Fresh(usize),
+}
+
+/// Where a node's element tuple and neighbour tuple go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeLayout {
+    pub element: Slot,
+    pub neighbors: Slot,
+}
+
+/// Places a node's element tuple (`el_len` bytes) and neighbour tuple (`nb_len`), given the
+/// `room` left on the page being filled (0 when there is none). Both go on that page when
+/// they fit there, else on a fresh page when they fit one together (as pgvector keeps them).
+/// Otherwise (vectors near `MAX_DIM`, or high levels and key columns a little below it)
+/// each goes where it fits: the element on the current page or a fresh one, the neighbour
+/// tuple on the current page when the element left it and it fits there, else on the next
+/// fresh page. Fresh pages are used in order: `Fresh(1)` only after `Fresh(0)`. None when a
+/// tuple alone is longer than `max_tuple_len()`.
+pub fn place_node(room: usize, el_len: usize, nb_len: usize) -> Option<NodeLayout> {
+    let cap = page_capacity();
+    if !fits(cap, &[el_len]) || !fits(cap, &[nb_len]) {
+        return None;
+    }
+    let (element, neighbors) = if fits(room, &[el_len, nb_len]) {
+        (Slot::Current, Slot::Current)
+    } else if fits(cap, &[el_len, nb_len]) {
+        (Slot::Fresh(0), Slot::Fresh(0))
+    } else if fits(room, &[el_len]) {
+        (Slot::Current, Slot::Fresh(0))
+    } else if fits(room, &[nb_len]) {
+        (Slot::Fresh(0), Slot::Current)
+    } else {
+        (Slot::Fresh(0), Slot::Fresh(1))
+    };
+    Some(NodeLayout { element, neighbors })
+}
+
+impl NodeLayout {
+    /// The page to fill next, after this node went in with `room` left on the current page:
+    /// of the pages it touched, the one with the most room left (the latest on a tie). A
+    /// 2000-d element leaves a page almost full, and the next nodes' neighbour tuples then
+    /// share the page that took this one's, instead of two pages per node.
+    pub fn fill_next(&self, room: usize, el_len: usize, nb_len: usize) -> Slot {
+        let left = |slot: Slot| {
+            let start = if slot == Slot::Current { room } else { page_capacity() };
+            let el = if self.element == slot { footprint(el_len) } else { 0 };
+            let nb = if self.neighbors == slot { footprint(nb_len) } else { 0 };
+            start - el - nb
+        };
+        let mut best = Slot::Current;
+        for slot in [self.element, self.neighbors] {
+            if slot != best && left(slot) >= left(best) {
+                best = slot;
+            }
+        }
+        best
+    }
+}
+
+/// A tuple of the build's page plan: the element or the neighbour tuple of node `i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planned {
+    Element(u32),
+    Neighbors(u32),
+}
+
+/// The build's page plan: per node its (element TID, neighbour TID), per page its tuples in
+/// offset order, and the block inserts fill first (the page with the most room at the end).
+#[derive(Debug, Default)]
+pub struct PagePlan {
+    pub pos: Vec<(Tid, Tid)>,
+    pub pages: Vec<Vec<Planned>>,
+    pub fill: Option<u32>,
+}
+
+/// Lays out nodes `0..n`, given in `order` as (node, element length, neighbour tuple
+/// length), on pages numbered from `first_block`, each node placed by `place_node` on the
+/// page `NodeLayout::fill_next` chose after the node before it. Err(node) when a tuple of
+/// the node is longer than a page holds.
+pub fn plan_pages(n: usize, order: impl IntoIterator<Item = (u32, usize, usize)>, first_block: u32) -> Result<PagePlan, u32> {
+    let cap = page_capacity();
+    let mut pos = vec![(Tid::INVALID, Tid::INVALID); n];
+    let mut pages: Vec<Vec<Planned>> = Vec::new();
+    // bytes (tuples and line pointers) used on each page, and the page being filled
+    let mut used: Vec<usize> = Vec::new();
+    let mut current: Option<usize> = None;
+    for (i, el_len, nb_len) in order {
+        let room = current.map_or(0, |c| cap - used[c]);
+        let layout = place_node(room, el_len, nb_len).ok_or(i)?;
+        // With no current page `room` is 0, which no tuple fits: `Current` is never chosen.
+        let page_of = |slot: Slot, pages: &Vec<Vec<Planned>>| match slot {
+            Slot::Current => current.unwrap_or(pages.len()),
+            Slot::Fresh(k) => pages.len() + k,
+        };
+        let targets = [page_of(layout.element, &pages), page_of(layout.neighbors, &pages)];
+        let next = page_of(layout.fill_next(room, el_len, nb_len), &pages);
+        for (p, t, len) in [(targets[0], Planned::Element(i), el_len), (targets[1], Planned::Neighbors(i), nb_len)] {
+            while pages.len() <= p {
+                pages.push(Vec::new());
+                used.push(0);
+            }
+            pages[p].push(t);
+            used[p] += footprint(len);
+            let tid = Tid { block: first_block + p as u32, offset: pages[p].len() as u16 };
+            match t {
+                Planned::Element(_) => pos[i as usize].0 = tid,
+                Planned::Neighbors(_) => pos[i as usize].1 = tid,
+            }
+        }
+        current = Some(next);
+    }
+    let fill = current.map(|c| first_block + c as u32);
+    Ok(PagePlan { pos, pages, fill })
 }
 
 // ---- tenant directory ----------------------------------------------------------------------
@@ -675,12 +805,18 @@ mod tests {
         assert!(dir_bucket(12345, 7) < 7);
     }
 
+    /// Whether a node's two tuples fit one empty page.
+    fn node_fits_one_page(dim: usize, keys_len: usize, m: usize, level: u8, tenant: bool) -> bool {
+        fits(page_capacity(), &[element_size(dim) + keys_len, neighbor_size(m, level, tenant)])
+    }
+
     #[test]
     fn page_limits_match_pgvector() {
         assert!(node_fits_one_page(50, 0, 16, max_level(16, false), false), "a 50-d node fits a page with its neighbours");
         assert!(node_fits_one_page(50, 40, 16, max_level(16, true), true), "and with keys and a tenant list");
         assert!(!node_fits_one_page(MAX_DIM, 0, 16, 0, false), "a 2000-d element needs its neighbour tuple elsewhere");
         assert!(footprint(element_size(MAX_DIM)) <= page_capacity(), "a 2000-d element fits a page");
+        assert!(element_size(MAX_DIM) + 2 * 9 <= max_tuple_len(), "with two integer keys too");
         for m in [2, 16, 48, 100] {
             for t in [false, true] {
                 assert!(footprint(neighbor_size(m, max_level(m, t), t)) <= page_capacity(), "m={m}: top neighbour tuple fits");
@@ -688,5 +824,155 @@ mod tests {
         }
         assert_eq!(max_level(16, false), MAX_LEVEL);
         assert_eq!(Tid::unpack(Tid { block: 123456, offset: 77 }.pack()), Tid { block: 123456, offset: 77 });
+    }
+
+    /// PageAddItemExtended's arithmetic on a fresh page (PageInit with OPAQUE_SIZE of special
+    /// space), written out independently of `fits`: Some(offset) or None when full.
+    struct SimPage {
+        lower: usize,
+        upper: usize,
+        items: u16,
+    }
+
+    impl SimPage {
+        fn new() -> SimPage {
+            SimPage { lower: PAGE_HEADER, upper: BLCKSZ - OPAQUE_SIZE, items: 0 }
+        }
+        fn add(&mut self, len: usize) -> Option<u16> {
+            let upper = self.upper.checked_sub(maxalign(len))?;
+            if self.lower + ITEM_ID > upper {
+                return None;
+            }
+            self.lower += ITEM_ID;
+            self.upper = upper;
+            self.items += 1;
+            Some(self.items)
+        }
+    }
+
+    #[test]
+    fn fits_is_page_add_item_arithmetic() {
+        assert_eq!(page_capacity(), SimPage::new().upper - SimPage::new().lower);
+        assert!(fits(page_capacity(), &[max_tuple_len()]) && !fits(page_capacity(), &[max_tuple_len() + 1]));
+        assert!(SimPage::new().add(max_tuple_len()).is_some() && SimPage::new().add(max_tuple_len() + 1).is_none());
+        assert!(!fits(0, &[1]), "an all-zero page (no room) takes nothing");
+        assert!(fits(0, &[]));
+        // sequences of tuple lengths: fits() says yes exactly when the page takes them all
+        let mut x: u64 = 0x1234_5678;
+        for _ in 0..2000 {
+            let mut lens = Vec::new();
+            for _ in 0..(x % 5) as usize + 1 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                lens.push(((x >> 33) % 8200) as usize);
+            }
+            let mut p = SimPage::new();
+            let all = lens.iter().all(|&l| p.add(l).is_some());
+            assert_eq!(fits(page_capacity(), &lens), all, "{lens:?}");
+        }
+    }
+
+    #[test]
+    fn place_node_keeps_tuples_together_when_they_fit() {
+        use Slot::*;
+        let (el, nb) = (element_size(50), neighbor_size(16, 0, false));
+        let together = NodeLayout { element: Current, neighbors: Current };
+        assert_eq!(place_node(page_capacity(), el, nb), Some(together));
+        assert_eq!(place_node(footprint(el) + footprint(nb), el, nb), Some(together));
+        assert_eq!(place_node(footprint(el) + footprint(nb) - 1, el, nb), Some(NodeLayout { element: Fresh(0), neighbors: Fresh(0) }));
+        assert_eq!(place_node(0, el, nb), Some(NodeLayout { element: Fresh(0), neighbors: Fresh(0) }));
+        // 2000 dims: never together; the neighbour tuple takes what room the current page has
+        let (el, nb) = (element_size(MAX_DIM), neighbor_size(16, 0, false));
+        assert_eq!(place_node(page_capacity(), el, nb), Some(NodeLayout { element: Current, neighbors: Fresh(0) }));
+        assert_eq!(place_node(footprint(nb), el, nb), Some(NodeLayout { element: Fresh(0), neighbors: Current }));
+        assert_eq!(place_node(footprint(nb) - 1, el, nb), Some(NodeLayout { element: Fresh(0), neighbors: Fresh(1) }));
+        assert_eq!(place_node(0, el, nb), Some(NodeLayout { element: Fresh(0), neighbors: Fresh(1) }));
+        // a tuple longer than a page is refused, not placed
+        assert_eq!(place_node(page_capacity(), max_tuple_len() + 1, nb), None);
+        assert_eq!(place_node(page_capacity(), el, max_tuple_len() + 1), None);
+    }
+
+    /// The failure of issue 11: 1,960 dims (and 1,900 with key columns) fit a page with a
+    /// level-0 neighbour tuple but not with a higher level's, which the build placed on the
+    /// element's page anyway.
+    #[test]
+    fn near_the_limit_a_node_may_not_fit_one_page() {
+        assert!(node_fits_one_page(1960, 0, 16, 0, false));
+        assert!(!node_fits_one_page(1960, 0, 16, 1, false));
+        assert!(node_fits_one_page(1900, 9, 16, 0, true));
+        assert!(!node_fits_one_page(1900, 9, 16, 1, true));
+    }
+
+    /// Writes a plan's pages with `SimPage` (as the build writes them with PageAddItem) and
+    /// checks every tuple lands at its planned TID.
+    fn assert_plan_writes(plan: &PagePlan, first_block: u32, len_of: impl Fn(Planned) -> usize) {
+        for (pi, tuples) in plan.pages.iter().enumerate() {
+            let mut p = SimPage::new();
+            for &t in tuples {
+                let off = p.add(len_of(t)).unwrap_or_else(|| panic!("{t:?} does not fit page {pi}"));
+                let at = Tid { block: first_block + pi as u32, offset: off };
+                match t {
+                    Planned::Element(i) => assert_eq!(plan.pos[i as usize].0, at),
+                    Planned::Neighbors(i) => assert_eq!(plan.pos[i as usize].1, at),
+                }
+            }
+        }
+        let planned: usize = plan.pages.iter().map(|p| p.len()).sum();
+        assert_eq!(planned, 2 * plan.pos.len(), "every node's two tuples are on some page");
+    }
+
+    #[test]
+    fn page_plan_matches_the_writer_at_every_dimension_near_the_limit() {
+        let m = 16;
+        for dim in [50, 1000, 1900, 1950, 1960, 1990, MAX_DIM] {
+            for (keys_len, tenant) in [(0, false), (9, true), (18, true)] {
+                let n = 200;
+                // levels as a build draws them, with a few high ones
+                let level = |i: u32| -> u8 { [0, 0, 0, 1, 0, 2, 0, 0, 3, 0, 1, 0][i as usize % 12] };
+                let el_len = element_size(dim) + keys_len;
+                let nb_len = |i: u32| neighbor_size(m, level(i), tenant);
+                let order: Vec<u32> = (0..n as u32).rev().collect();
+                let plan = plan_pages(n, order.iter().map(|&i| (i, el_len, nb_len(i))), 7).unwrap();
+                assert_plan_writes(&plan, 7, |t| match t {
+                    Planned::Element(_) => el_len,
+                    Planned::Neighbors(i) => nb_len(i),
+                });
+                if dim <= 1000 {
+                    assert!(plan.pos.iter().all(|(e, b)| e.block == b.block), "dim {dim}: tuples stay together");
+                }
+                if dim == MAX_DIM {
+                    // an element per page, the neighbour tuples of 20 to 40 nodes sharing one
+                    assert!(plan.pages.len() <= n + n / 15 + 2, "dim {dim}: {} pages for {n} nodes", plan.pages.len());
+                }
+                let fill = plan.fill.unwrap();
+                assert!(fill >= 7 && ((fill - 7) as usize) < plan.pages.len());
+            }
+        }
+        assert_eq!(plan_pages(1, [(0, max_tuple_len() + 1, 10)], 1).unwrap_err(), 0);
+        let empty = plan_pages(0, [], 1).unwrap();
+        assert!(empty.pages.is_empty() && empty.pos.is_empty() && empty.fill.is_none());
+    }
+
+    #[test]
+    fn fill_next_is_the_page_with_most_room() {
+        use Slot::*;
+        let cap = page_capacity();
+        // small nodes: the fresh page that took both tuples (the current one had no room)
+        let (el, nb) = (element_size(50), neighbor_size(16, 0, false));
+        let l = place_node(10, el, nb).unwrap();
+        assert_eq!(l.fill_next(10, el, nb), Fresh(0));
+        assert_eq!(NodeLayout { element: Current, neighbors: Current }.fill_next(cap, el, nb), Current);
+        // 2000 dims: the page of the neighbour tuple, not the element's nearly full one
+        let (el, nb) = (element_size(MAX_DIM), neighbor_size(16, 0, false));
+        let l = place_node(0, el, nb).unwrap();
+        assert_eq!(l.fill_next(0, el, nb), Fresh(1));
+        let l = place_node(cap - footprint(nb), el, nb).unwrap();
+        assert_eq!(l, NodeLayout { element: Fresh(0), neighbors: Current });
+        assert_eq!(l.fill_next(cap - footprint(nb), el, nb), Current);
+        // an untouched current page with more room than the fresh one stays current
+        let (el, nb1, nb0) = (element_size(1960), neighbor_size(16, 1, false), neighbor_size(16, 0, false));
+        let room = cap - footprint(nb1);
+        let l = place_node(room, el, nb0).unwrap();
+        assert_eq!(l, NodeLayout { element: Fresh(0), neighbors: Fresh(0) });
+        assert_eq!(l.fill_next(room, el, nb0), Current);
     }
 }

@@ -123,6 +123,9 @@ impl ScanState {
         let mut found: Vec<(f32, Vec<Tid>)> = Vec::new();
         for blk in 1..rel.nblocks() {
             let p = rel.read_shared(blk);
+            if p.is_new() {
+                continue; // free space (see storage)
+            }
             for off in 1..=p.max_offset() {
                 let Some(bytes) = p.item(off) else { continue };
                 let Some((info, v)) = element_parts(bytes) else { continue };

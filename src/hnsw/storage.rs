@@ -9,6 +9,13 @@
 //! `commit()`, including while a Rust panic or a Postgres ERROR unwinds through it, calls
 //! GenericXLogAbort, so half a change is never logged or applied. The build writes pages
 //! without WAL (`BulkWriter`) and logs them all once at the end with log_newpage_range.
+//!
+//! All-zero pages (PageIsNew) are free space, never corruption: a crash between extending
+//! the relation and logging the record that initialises the new page leaves one (the file
+//! grew, the record was lost), and so does an ERROR in between. Readers skip them; a writer
+//! that needs a new page takes one of them before extending the relation
+//! (`IndexRel::free_blocks`, `WalWrite::fresh_page`), and VACUUM lists them in the free
+//! space map.
 
 use super::page::{self, Meta};
 use pgrx::pg_sys;
@@ -175,6 +182,60 @@ impl IndexRel {
         }
     }
 
+    /// `n` blocks for new pages, to initialise with `WalWrite::fresh_page` in this order, for
+    /// a caller holding the update lock (so nobody else initialises or extends meanwhile):
+    /// all-zero pages the free space map lists (VACUUM records them), then the run of
+    /// all-zero pages that ends the relation (what a crash leaves), then blocks past the end,
+    /// which `fresh_page` extends the relation by. A block taken from the map and then left
+    /// unused (the row joined an existing element) is listed again by the next VACUUM.
+    pub fn free_blocks(&self, n: usize) -> Vec<BlockNumber> {
+        let nblocks = self.nblocks();
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            // SAFETY: the relation is open; GetFreeIndexPage returns InvalidBlockNumber when
+            // the map lists nothing (or there is no map) and marks what it returns as used,
+            // so this loop ends.
+            let b = unsafe { pg_sys::GetFreeIndexPage(self.rel) };
+            if b == pg_sys::InvalidBlockNumber {
+                break;
+            }
+            // The map is only a hint: use a block only if it is still all zeros.
+            if b != page::METAPAGE_BLKNO && b < nblocks && !out.contains(&b) && self.read_shared(b).is_new() {
+                out.push(b);
+            }
+        }
+        if out.len() < n {
+            let mut tail = nblocks;
+            while tail > page::METAPAGE_BLKNO + 1 && self.read_shared(tail - 1).is_new() {
+                tail -= 1;
+            }
+            let mut b = tail;
+            while out.len() < n {
+                if !out.contains(&b) {
+                    out.push(b);
+                }
+                b += 1;
+            }
+        }
+        out
+    }
+
+    /// Lists all-zero blocks in the free space map (VACUUM), for `free_blocks`.
+    pub fn record_free_pages(&self, blocks: &[BlockNumber]) {
+        if blocks.is_empty() {
+            return;
+        }
+        // SAFETY: the relation is open; the free space map of an index takes any block
+        // number (the map is extended as needed) and its upper levels are then updated so
+        // searches find the new entries.
+        unsafe {
+            for &b in blocks {
+                pg_sys::RecordFreeIndexPage(self.rel, b);
+            }
+            pg_sys::IndexFreeSpaceMapVacuum(self.rel);
+        }
+    }
+
     /// Serialises graph changes (insert, vacuum repair) against each other: a heavyweight
     /// lock on the metapage's block number, released at transaction end or by the guard.
     pub fn lock_for_update(&self) -> UpdateLock {
@@ -220,10 +281,23 @@ impl SharedPage {
         unsafe { page_is_ours(self.page) }
     }
 
+    /// Whether the page was never initialised (all zeros: free space, see the module
+    /// comment). Postgres verified when reading it that a page with pd_upper 0 is all zeros.
+    pub fn is_new(&self) -> bool {
+        // SAFETY: locked page.
+        unsafe { pg_sys::PageIsNew(self.page) }
+    }
+
     /// Free bytes for one more tuple (line pointer accounted for).
     pub fn free_space(&self) -> usize {
         // SAFETY: locked page.
         unsafe { pg_sys::PageGetFreeSpace(self.page) }
+    }
+
+    /// pd_upper - pd_lower: the `room` of `page::fits` (0 for an all-zero page).
+    pub fn room(&self) -> usize {
+        // SAFETY: locked page.
+        unsafe { pg_sys::PageGetExactFreeSpace(self.page) }
     }
 
     /// Decodes the metapage stored in this page's contents.
@@ -574,6 +648,11 @@ impl WalWrite {
 
     fn register(&mut self, buf: pg_sys::Buffer, full_image: bool) -> pg_sys::Page {
         self.bufs.push(buf);
+        self.register_held(buf, full_image)
+    }
+
+    /// `register` for a buffer already in `bufs`.
+    fn register_held(&mut self, buf: pg_sys::Buffer, full_image: bool) -> pg_sys::Page {
         let flags = if full_image { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
         // SAFETY: buf is pinned and exclusively locked by us; at most MAX_GENERIC_XLOG_PAGES
         // (4) pages are registered per record by the callers in this crate.
@@ -617,6 +696,48 @@ impl WalWrite {
         };
         let page = self.register(buf, true);
         // SAFETY: page is the registered copy of a new buffer.
+        unsafe {
+            pg_sys::PageInit(page, page::BLCKSZ, page::OPAQUE_SIZE);
+            init_special(page);
+        }
+        PageMut { page, block: blk }
+    }
+
+    /// Initialises block `blk` of the main fork, one `IndexRel::free_blocks` returned, and
+    /// registers it with a full image: an all-zero page of the relation (checked under the
+    /// exclusive lock) or, for the block just past the end, a page the relation is extended
+    /// by. ERROR when the block is neither (the caller must hold the update lock).
+    pub fn fresh_page(&mut self, blk: BlockNumber) -> PageMut {
+        if self.fork != pg_sys::ForkNumber::MAIN_FORKNUM {
+            pgrx::error!("hnsw: fresh_page on fork {}", self.fork);
+        }
+        let nblocks = self.rel.nblocks();
+        if blk >= nblocks {
+            let p = self.new_page();
+            if p.block != blk {
+                pgrx::error!("hnsw: expected new block {blk}, got {}", p.block);
+            }
+            return p;
+        }
+        // SAFETY: pin + exclusive lock of an existing block; the buffer is recorded in
+        // `bufs` before anything can raise an ERROR, so Drop releases it exactly once.
+        let (buf, is_new) = unsafe {
+            let b = pg_sys::ReadBufferExtended(
+                self.rel.raw(),
+                self.fork,
+                blk,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            );
+            pg_sys::LockBuffer(b, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+            self.bufs.push(b);
+            (b, pg_sys::PageIsNew(pg_sys::BufferGetPage(b)))
+        };
+        if !is_new {
+            pgrx::error!("hnsw: block {blk} is not a free page");
+        }
+        let page = self.register_held(buf, true);
+        // SAFETY: page is the registered copy of an all-zero page, logged as a full image.
         unsafe {
             pg_sys::PageInit(page, page::BLCKSZ, page::OPAQUE_SIZE);
             init_special(page);

@@ -9,6 +9,7 @@
 //!    live node that inserts' pruning left without in-links, in the global graph and in
 //!    its tenant group's graph (indexes with key columns). Tenant lists are otherwise left
 //!    alone: deleted elements are never reused, so they stay traversable group members.
+//!    All-zero pages (never initialised, see storage) go to the free space map.
 //! After pass 2 no live node links to a deleted element, so deleted elements are
 //! unreachable: their space is dead (not yet reused; REINDEX reclaims it).
 
@@ -35,6 +36,9 @@ fn remove_heap_pointers(rel: IndexRel, is_dead: &mut DeadCheck) -> (HashSet<u64>
         // it, and only pages with dead rows are locked exclusively and get a WAL record.
         let needs_change = {
             let p = rel.read_shared(blk);
+            if p.is_new() {
+                continue; // free space (see storage), listed in the free space map by pass 3
+            }
             let (mut dead_here, mut live_here) = (Vec::new(), 0usize);
             let mut change = false;
             for off in 1..=p.max_offset() {
@@ -109,11 +113,17 @@ fn relink(g: &mut DiskGraph, id: u64, level: u8, params: Params, deleted: &HashS
     write_lists(g.rel, by_block);
 }
 
-/// Live elements (id, level) and their adjacency over all levels.
-fn live_graph(g: &mut DiskGraph, rel: IndexRel) -> (Vec<(u64, u8)>, HashMap<u64, Vec<u64>>) {
+/// Live elements (id, level), their adjacency over all levels, and the all-zero pages.
+type LiveGraph = (Vec<(u64, u8)>, HashMap<u64, Vec<u64>>, Vec<u32>);
+fn live_graph(g: &mut DiskGraph, rel: IndexRel) -> LiveGraph {
     let mut live = Vec::new();
+    let mut free = Vec::new();
     for blk in 1..rel.nblocks() {
         let p = rel.read_shared(blk);
+        if p.is_new() {
+            free.push(blk);
+            continue;
+        }
         for off in 1..=p.max_offset() {
             if let Some(el) = p.item(off).and_then(page::decode_element) {
                 if !el.deleted {
@@ -134,7 +144,7 @@ fn live_graph(g: &mut DiskGraph, rel: IndexRel) -> (Vec<(u64, u8)>, HashMap<u64,
         adj.insert(id, all);
     }
     g.reset();
-    (live, adj)
+    (live, adj, free)
 }
 
 /// Pass 2. Moves a deleted entry point to a live node of the top level, re-links every
@@ -147,7 +157,7 @@ fn repair_graph(rel: IndexRel, deleted: &HashSet<u64>) {
     let _lock = rel.lock_for_update();
     let mut g = DiskGraph::open(rel);
     let params = Params::new(g.meta.m as usize, g.meta.ef_construction as usize);
-    let (live, adj) = live_graph(&mut g, rel);
+    let (live, adj, _) = live_graph(&mut g, rel);
     let entry_dead = g.meta.entry.is_some_and(|(ep, _)| deleted.contains(&ep.pack()));
     if entry_dead || (g.meta.entry.is_none() && !live.is_empty()) {
         let top = live.iter().copied().max_by_key(|&(id, l)| (l, std::cmp::Reverse(id)));
@@ -168,7 +178,9 @@ fn repair_graph(rel: IndexRel, deleted: &HashSet<u64>) {
     ensure_reachable(&mut g, &live, params);
 }
 
-/// Pass 3. Makes every live element reachable from the entry point again.
+/// Pass 3. Makes every live element reachable from the entry point again, and lists the
+/// all-zero pages (a crash's or an error's leftovers) in the free space map, where inserts
+/// needing a new page find them. Returns how many pages are free.
 fn relink_unreachable(rel: IndexRel) -> usize {
     if rel.nblocks() <= 1 {
         return 0;
@@ -176,8 +188,11 @@ fn relink_unreachable(rel: IndexRel) -> usize {
     let _lock = rel.lock_for_update();
     let mut g = DiskGraph::open(rel);
     let params = Params::new(g.meta.m as usize, g.meta.ef_construction as usize);
-    let (live, _) = live_graph(&mut g, rel);
-    ensure_reachable(&mut g, &live, params) + relink_tenant_groups(rel, &mut g, &live, params)
+    let (live, _, free) = live_graph(&mut g, rel);
+    ensure_reachable(&mut g, &live, params);
+    relink_tenant_groups(rel, &mut g, &live, params);
+    rel.record_free_pages(&free);
+    free.len()
 }
 
 /// Pass 3, tenant part: every live element reachable from its group's directory entry
@@ -253,7 +268,7 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
         }
         let stats = stats_or_new(stats);
         let rel = IndexRel::new((*info).index);
-        relink_unreachable(rel);
+        (*stats).pages_free = relink_unreachable(rel) as pg_sys::BlockNumber;
         (*stats).num_pages = rel.nblocks();
         stats
     }
