@@ -80,13 +80,7 @@ fn max_bytes() -> u64 {
 fn open_locked() -> io::Result<File> {
     use std::os::unix::fs::MetadataExt;
     loop {
-        let f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(log_path())?;
-        f.lock()?;
+        let f = open_log(false)?;
         let same = fs::metadata(log_path()).is_ok_and(|m| {
             f.metadata()
                 .is_ok_and(|fm| fm.ino() == m.ino() && fm.dev() == m.dev())
@@ -131,7 +125,7 @@ pub fn append(rec: &Record) -> io::Result<()> {
             .unwrap_or_else(genesis);
         fs::rename(log_path(), rotated_path())?;
         let rotated_start = head.as_ref().map_or_else(genesis, |h| h.start_prev.clone());
-        let new = open_new_log()?;
+        let new = open_log(true)?;
         f.unlock()?;
         f = new;
         len = 0;
@@ -172,12 +166,14 @@ pub fn append(rec: &Record) -> io::Result<()> {
     Ok(())
 }
 
-// A new, empty log at the log's path, locked.
-fn open_new_log() -> io::Result<File> {
+// The log at its path for appending, exclusively locked: the existing one (created when
+// missing), or with `new_only` a new, empty one.
+fn open_log(new_only: bool) -> io::Result<File> {
     let f = OpenOptions::new()
         .read(true)
         .append(true)
-        .create_new(true)
+        .create(!new_only)
+        .create_new(new_only)
         .mode(0o600)
         .open(log_path())?;
     f.lock()?;

@@ -659,10 +659,12 @@ impl WalWrite {
         unsafe { pg_sys::GenericXLogRegisterBuffer(self.state, buf, flags) }
     }
 
-    /// Exclusively locks an existing block and registers it for modification.
-    pub fn page(&mut self, blk: BlockNumber) -> PageMut {
-        // SAFETY: pin + exclusive lock, released in commit/drop.
-        let buf = unsafe {
+    // Pins an existing block of this record's fork and locks it exclusively; the caller
+    // hands the buffer to `bufs` (through register or directly) before anything can raise.
+    fn lock_exclusive(&self, blk: BlockNumber) -> pg_sys::Buffer {
+        // SAFETY: pin + exclusive lock of a block of an open relation, released in
+        // commit/drop once the caller has recorded the buffer.
+        unsafe {
             let b = pg_sys::ReadBufferExtended(
                 self.rel.raw(),
                 self.fork,
@@ -672,7 +674,12 @@ impl WalWrite {
             );
             pg_sys::LockBuffer(b, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
             b
-        };
+        }
+    }
+
+    /// Exclusively locks an existing block and registers it for modification.
+    pub fn page(&mut self, blk: BlockNumber) -> PageMut {
+        let buf = self.lock_exclusive(blk);
         let page = self.register(buf, false);
         PageMut { page, block: blk }
     }
@@ -719,20 +726,12 @@ impl WalWrite {
             }
             return p;
         }
-        // SAFETY: pin + exclusive lock of an existing block; the buffer is recorded in
-        // `bufs` before anything can raise an ERROR, so Drop releases it exactly once.
-        let (buf, is_new) = unsafe {
-            let b = pg_sys::ReadBufferExtended(
-                self.rel.raw(),
-                self.fork,
-                blk,
-                pg_sys::ReadBufferMode::RBM_NORMAL,
-                std::ptr::null_mut(),
-            );
-            pg_sys::LockBuffer(b, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-            self.bufs.push(b);
-            (b, pg_sys::PageIsNew(pg_sys::BufferGetPage(b)))
-        };
+        let buf = self.lock_exclusive(blk);
+        // The buffer is recorded in `bufs` before anything can raise an ERROR, so Drop
+        // releases it exactly once.
+        self.bufs.push(buf);
+        // SAFETY: buf is pinned and locked by us.
+        let is_new = unsafe { pg_sys::PageIsNew(pg_sys::BufferGetPage(buf)) };
         if !is_new {
             pgrx::error!("hnsw: block {blk} is not a free page");
         }
