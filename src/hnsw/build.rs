@@ -92,7 +92,6 @@ unsafe extern "C-unwind" fn build_callback(
     // one entry per index column.
     unsafe {
         let st = &mut *(state as *mut BuildState);
-        st.heap_tuples += 1.0;
         let vc = st.cols.vector;
         if *isnull.add(vc) {
             return;
@@ -142,8 +141,10 @@ pub unsafe extern "C-unwind" fn ambuild(
         heap_tuples: 0.0,
         indexed: 0.0,
     };
-    // SAFETY: standard heap scan feeding build_callback with &mut st.
-    unsafe {
+    // SAFETY: standard heap scan feeding build_callback with &mut st. It returns the number
+    // of live heap rows it saw, which becomes the table's reltuples; the callback sees only
+    // the rows a partial index's predicate keeps.
+    st.heap_tuples = unsafe {
         pg_sys::table_index_build_scan(
             heap,
             index,
@@ -153,8 +154,8 @@ pub unsafe extern "C-unwind" fn ambuild(
             Some(build_callback),
             &mut st as *mut BuildState as *mut std::ffi::c_void,
             std::ptr::null_mut(),
-        );
-    }
+        )
+    };
     let n = st.heap_tids.len();
     // How many elements fit in maintenance_work_mem; the rest go through on-disk inserts.
     // SAFETY: reading a GUC variable.
