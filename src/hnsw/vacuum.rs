@@ -13,7 +13,8 @@
 //!    alone: deleted elements are never reused, so they stay traversable group members.
 //!    All-zero pages (never initialised, see storage) go to the free space map.
 //! After pass 2 no live node links to a deleted element, so deleted elements are
-//! unreachable: their space is dead (not yet reused; REINDEX reclaims it).
+//! unreachable: `free_deleted` empties their lists, which marks their slots reusable, and
+//! inserts overwrite them in place (`insert::find_reusable`), as pgvector's do.
 
 use super::storage::tid_to_item_pointer;
 use super::diskgraph::DiskGraph;
@@ -165,6 +166,80 @@ fn repair_graph(rel: IndexRel, deleted: &HashSet<u64>) {
         }
     }
     ensure_reachable(&mut g, &live, params);
+    if !g.meta.tenant_links() {
+        free_deleted(rel, &mut g);
+    }
+}
+
+/// Pass 2, last step (indexes without tenant lists, which keep deleted members): makes
+/// the space of every deleted element no live node links to reusable, as pgvector's
+/// vacuum does. Its neighbour lists are emptied, the mark `insert::find_reusable` looks
+/// for (pass 1 never empties lists, so an element deleted but not yet repaired around is
+/// never taken), and the metapage's insert page moves back to the first such element's
+/// page, where inserts start looking. The entry point is never freed.
+fn free_deleted(rel: IndexRel, g: &mut DiskGraph) {
+    let entry = g.meta.entry.map(|(t, _)| t.pack());
+    let mut linked: HashSet<u64> = HashSet::new();
+    let mut dead: Vec<(u64, u8)> = Vec::new();
+    let mut list = Vec::new();
+    for blk in 1..rel.nblocks() {
+        pgrx::check_for_interrupts!();
+        let mut here = Vec::new();
+        {
+            let p = rel.read_shared(blk);
+            if p.is_new() {
+                continue;
+            }
+            for off in 1..=p.max_offset() {
+                if let Some(el) = p.item(off).and_then(page::decode_element) {
+                    here.push((Tid { block: blk, offset: off }.pack(), el.level, el.deleted));
+                }
+            }
+        }
+        for (id, level, deleted) in here {
+            if deleted {
+                dead.push((id, level));
+            } else {
+                for l in 0..=level {
+                    list.clear();
+                    g.neighbors(id, l, &mut list);
+                    linked.extend(list.iter().copied());
+                }
+            }
+        }
+        g.reset();
+    }
+    let mut by_block = ListEdits::new();
+    let mut first = page::INVALID_BLOCK;
+    for (id, level) in dead {
+        if linked.contains(&id) || entry == Some(id) {
+            continue;
+        }
+        first = first.min(Tid::unpack(id).block);
+        let Some(info) = g.info(id) else { continue };
+        let mut lists = Vec::new();
+        for l in 0..=level {
+            list.clear();
+            g.neighbors(id, l, &mut list);
+            if !list.is_empty() {
+                lists.push((info.neighbor_tid.offset, l, Vec::new()));
+            }
+        }
+        if !lists.is_empty() {
+            by_block.entry(info.neighbor_tid.block).or_default().extend(lists);
+        }
+    }
+    g.reset();
+    write_lists(rel, by_block);
+    if first != page::INVALID_BLOCK && (g.meta.insert_page == page::INVALID_BLOCK || first < g.meta.insert_page) {
+        let mut meta = g.meta;
+        meta.insert_page = first;
+        let mut w = WalWrite::begin(rel);
+        let mut p = w.page(page::METAPAGE_BLKNO);
+        p.set_meta(&meta);
+        w.commit();
+        g.meta = meta;
+    }
 }
 
 /// Pass 3. Makes every live element reachable from the entry point again, and lists the
