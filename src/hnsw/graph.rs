@@ -2660,6 +2660,190 @@ pub fn choose_new_entry<S: GraphStore>(store: &mut S, old: (S::Id, u8)) -> Optio
     None
 }
 
+/// One layer of ef-search for vacuum repair: deleted nodes are walked through (they still
+/// bridge the graph until every list is repaired) but never enter the result, so the
+/// `ef` results are all live, however many of the nodes around the query were deleted.
+/// (A plain `search_layer` fills its `ef` slots with deleted nodes first: with three
+/// quarters deleted, an ef of 8 left about two live candidates.) Returns up to `ef` live
+/// nodes nearest-first; seeds are marked visited and returned only when live.
+pub fn search_layer_live<S: GraphStore>(
+    store: &mut S,
+    query: &[f32],
+    seeds: &[Candidate<S::Id>],
+    ef: usize,
+    level: u8,
+    visited: &mut IdHashSet<S::Id>,
+) -> Vec<Candidate<S::Id>> {
+    let ef = ef.max(1);
+    let mut cand: BinaryHeap<Reverse<Item<S::Id>>> = BinaryHeap::new();
+    let mut res: BinaryHeap<Item<S::Id>> = BinaryHeap::new();
+    for s in seeds {
+        if visited.insert(s.id) {
+            let it = Item { d: clean(s.distance), id: s.id };
+            cand.push(Reverse(it));
+            if !store.is_deleted(s.id) {
+                res.push(it);
+            }
+        }
+    }
+    while res.len() > ef {
+        res.pop();
+    }
+    let (mut nbrs, mut scores) = (Vec::new(), Vec::new());
+    while let Some(Reverse(c)) = cand.pop() {
+        if res.len() >= ef && res.peek().is_some_and(|f| c.d > f.d) {
+            break;
+        }
+        nbrs.clear();
+        store.neighbors(c.id, level, &mut nbrs);
+        nbrs.retain(|&n| visited.insert(n));
+        store.score_batch(&nbrs, query, &mut scores);
+        for (&n, s) in nbrs.iter().zip(scores.iter()) {
+            let Some((d, deleted)) = *s else { continue };
+            let d = clean(d);
+            if res.len() < ef || res.peek().is_some_and(|f| d < f.d) {
+                let it = Item { d, id: n };
+                cand.push(Reverse(it));
+                if !deleted {
+                    res.push(it);
+                    if res.len() > ef {
+                        res.pop();
+                    }
+                }
+            }
+        }
+    }
+    let mut out: Vec<Candidate<S::Id>> = res.into_iter().map(|it| Candidate { id: it.id, distance: it.d }).collect();
+    out.sort_unstable_by(cand_cmp);
+    out
+}
+
+/// Plans the repair of live node `id` (of level `level`) whose lists point at deleted
+/// nodes, as pgvector's vacuum does: each affected level is re-selected like an insert's
+/// with ef_construction, over the live neighbours it keeps, the live neighbours of its
+/// deleted ones, and a live-only search (`search_layer_live`) started at the node itself;
+/// then the node is offered to each new neighbour's list (appended when there is room,
+/// else kept only if the heuristic keeps it), so it keeps in-links. The first update is
+/// the node's own (only the levels that change); the rest are its neighbours'. A
+/// neighbour's deleted entries are dropped only to make room, so a neighbour that still
+/// has some is repaired by its own turn with the same two-hop candidates. Unaffected
+/// levels are left alone; an unreadable node yields its lists without the deleted entries.
+pub fn plan_repair<S: GraphWrite>(
+    store: &mut S,
+    id: S::Id,
+    level: u8,
+    params: Params,
+    dist: Distance,
+) -> Vec<NodeUpdate<S::Id>> {
+    let mut own = NodeUpdate { id, lists: Vec::new() };
+    let mut others: Vec<NodeUpdate<S::Id>> = Vec::new();
+    let mut cache = VecCache::new();
+    let base = cache.load(store, id);
+    let (mut cur, mut tmp) = (Vec::new(), Vec::new());
+    for l in 0..=level.min(MAX_LEVEL) {
+        cur.clear();
+        store.neighbors(id, l, &mut cur);
+        if !cur.iter().any(|&c| store.is_deleted(c)) {
+            continue;
+        }
+        let Some(bv) = base else {
+            cur.retain(|&c| !store.is_deleted(c));
+            own.lists.push((l, cur.clone()));
+            continue;
+        };
+        let max = params.max_neighbors(l);
+        let mut seen: IdHashSet<S::Id> = IdHashSet::default();
+        seen.insert(id);
+        let mut cands = Vec::new();
+        for &c in cur.iter() {
+            if store.is_deleted(c) {
+                if !seen.insert(c) {
+                    continue;
+                }
+                tmp.clear();
+                store.neighbors(c, l, &mut tmp);
+                for &c2 in tmp.iter() {
+                    consider(store, &mut cache, &mut seen, &mut cands, id, c2, dist);
+                }
+            } else {
+                consider(store, &mut cache, &mut seen, &mut cands, id, c, dist);
+            }
+        }
+        let q: Vec<f32> = cache.get(bv).to_vec();
+        let mut visited: IdHashSet<S::Id> = IdHashSet::default();
+        let ef = params.ef_construction.max(max);
+        for c in search_layer_live(store, &q, &[Candidate { id, distance: 0.0 }], ef, l, &mut visited) {
+            if c.id != id && c.distance.is_finite() && seen.insert(c.id) {
+                cands.push(c);
+            }
+        }
+        cands.sort_unstable_by(cand_cmp);
+        let dists: Vec<f32> = cands.iter().map(|c| c.distance).collect();
+        let (mut kept, mut pruned, mut sel) = (Vec::new(), Vec::new(), Vec::new());
+        heuristic_select(&dists, max, true, |i, j| cache.pair(store, cands[i].id, cands[j].id, dist), &mut kept, &mut pruned, &mut sel);
+        let chosen: Vec<Candidate<S::Id>> = sel.iter().map(|&(i, _)| cands[i]).collect();
+        own.lists.push((l, chosen.iter().map(|c| c.id).collect()));
+        for c in &chosen {
+            let Some(list) = offered_list(store, c.id, l, id, c.distance, max, dist, &mut cache) else { continue };
+            match others.iter_mut().find(|u| u.id == c.id) {
+                Some(u) => u.lists.push((l, list)),
+                None => others.push(NodeUpdate { id: c.id, lists: vec![(l, list)] }),
+            }
+        }
+    }
+    let mut out = vec![own];
+    out.extend(others);
+    out
+}
+
+/// Neighbour `n`'s list on `level` once repaired node `id` (at distance `d`) is offered
+/// to it, or None when it is already there or not kept. Room comes first from free slots,
+/// then from dropping deleted entries, then from the heuristic over the live entries.
+#[allow(clippy::too_many_arguments)]
+fn offered_list<S: GraphWrite>(
+    store: &mut S,
+    n: S::Id,
+    level: u8,
+    id: S::Id,
+    d: f32,
+    max: usize,
+    dist: Distance,
+    cache: &mut VecCache<S::Id>,
+) -> Option<Vec<S::Id>> {
+    let mut list = Vec::new();
+    store.neighbors(n, level, &mut list);
+    if list.contains(&id) || max == 0 {
+        return None;
+    }
+    if list.len() < max {
+        list.push(id);
+        return Some(list);
+    }
+    let (dead, live): (Vec<S::Id>, Vec<S::Id>) = list.iter().partition(|&&x| store.is_deleted(x));
+    if !dead.is_empty() {
+        let mut out = live;
+        out.push(id);
+        out.extend(dead.into_iter().take(max.saturating_sub(out.len())));
+        return Some(out);
+    }
+    let nv = cache.load(store, n)?;
+    let mut cands: Vec<(Candidate<S::Id>, Loc)> = Vec::with_capacity(live.len() + 1);
+    for &c in &live {
+        if c == n {
+            continue;
+        }
+        let cv = cache.load(store, c);
+        cands.push((Candidate { id: c, distance: cache.dist_at(Some(nv), cv, dist) }, cv));
+    }
+    cands.push((Candidate { id, distance: clean(d) }, cache.load(store, id)));
+    cands.sort_unstable_by(|a, b| cand_cmp(&a.0, &b.0));
+    let dists: Vec<f32> = cands.iter().map(|c| c.0.distance).collect();
+    let (mut kept, mut pruned, mut sel) = (Vec::new(), Vec::new(), Vec::new());
+    heuristic_select(&dists, max, true, |i, j| cache.dist_at(cands[i].1, cands[j].1, dist), &mut kept, &mut pruned, &mut sel);
+    let res: Vec<S::Id> = sel.iter().map(|&(i, _)| cands[i].0.id).collect();
+    res.contains(&id).then_some(res)
+}
+
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
@@ -3475,6 +3659,52 @@ mod tests {
         println!("vacuum: deleted {} of {n}, repaired {repaired} lists in {el:.2?}, recall@10 ef=64 = {rec:.4}",
             dead.iter().filter(|&&d| d).count());
         assert!(rec >= 0.9);
+    }
+
+    // Vacuum repair at pgvector's 014 settings (m 4, ef_construction 8, 3-d uniform):
+    // deleting 75% and repairing with `plan_repair` keeps recall@20 at ef 20 within 0.02
+    // of a fresh build on the survivors, with every list free of deleted nodes.
+    #[test]
+    fn plan_repair_keeps_recall_after_deleting_most() {
+        let (n, dim, k, ef) = (10_000usize, 3usize, 20usize, 20usize);
+        let mut gen = Gen::new(14);
+        let data: Vec<f32> = (0..n * dim).map(|_| gen.unif() as f32).collect();
+        let params = Params::new(4, 8);
+        let mut g = MemGraph::build(dim, data.clone(), params, l2, 7, 1, &noprog);
+        let alive = |i: usize| i < n / 4;
+        for i in n / 4..n {
+            g.mark_deleted(i as u32);
+        }
+        if let Some(e) = g.entry() {
+            let ne = choose_new_entry(&mut g, e);
+            g.set_entry_point(ne);
+        }
+        for i in 0..(n / 4) as u32 {
+            let level = g.level(i);
+            for u in plan_repair(&mut g, i, level, params, l2) {
+                for (l, list) in &u.lists {
+                    g.set_neighbors(u.id, *l, list);
+                }
+            }
+        }
+        for i in 0..(n / 4) as u32 {
+            for l in 0..=g.level(i) {
+                assert!(g.neighbors(i, l).iter().all(|&x| alive(x as usize)), "node {i} level {l}");
+            }
+        }
+        let fresh_data: Vec<f32> = data[..n / 4 * dim].to_vec();
+        let fresh = MemGraph::build(dim, fresh_data.clone(), params, l2, 7, 1, &noprog);
+        let (mut h_rep, mut h_fresh) = (0, 0);
+        let nq = 200;
+        for _ in 0..nq {
+            let q: Vec<f32> = (0..dim).map(|_| gen.unif() as f32).collect();
+            let t = truth(&data, dim, &q, k, alive);
+            h_rep += hits(&g.knn(&q, k, ef), &t).0;
+            h_fresh += hits(&fresh.knn(&q, k, ef), &t).0;
+        }
+        let (rep, fr) = (h_rep as f64 / (nq * k) as f64, h_fresh as f64 / (nq * k) as f64);
+        println!("repair after 75% deleted: recall@{k} ef {ef} = {rep:.4}, fresh build on survivors {fr:.4}");
+        assert!(rep >= fr - 0.02, "repaired {rep} vs fresh {fr}");
     }
 
     // Entry replacement: live entry kept, deleted one replaced, all dead -> None.

@@ -62,6 +62,67 @@ struct Placement {
     nb: Tid,
     fresh: Vec<u32>,
     fill: u32,
+    /// The TIDs are a vacuumed element's slots, overwritten in place.
+    reuse: bool,
+}
+
+/// A vacuumed element's slots the new node can take, or room on a page, looking from the
+/// insert page (which VACUUM moves back to the first page it freed space on) towards the
+/// end, as pgvector's inserts do. A slot is reusable when its element is deleted, its
+/// neighbour lists are empty (VACUUM's `free_deleted` empties them once no live node links
+/// to it) and it is not the entry point; the new element must have the old one's length and
+/// the new neighbour tuple must fit where the old one was. None when no page from the insert
+/// page on has either: `place` then takes fresh pages. The caller holds the update lock.
+fn find_reusable(rel: IndexRel, meta: &page::Meta, el_len: usize, nb_len: usize) -> (Option<Placement>, Option<u32>) {
+    let start = meta.insert_page;
+    let nblocks = rel.nblocks();
+    if start == page::INVALID_BLOCK || start >= nblocks {
+        return (None, None);
+    }
+    // The first page still holding a freed slot this node could not take: the insert page
+    // stays there, so a node that goes elsewhere does not strand the slots after it.
+    let mut first_free = None;
+    let entry = meta.entry.map(|(t, _)| t);
+    for blk in start..nblocks {
+        let (cands, room) = {
+            let p = rel.read_shared(blk);
+            if p.is_new() {
+                continue;
+            }
+            let mut cands = Vec::new();
+            for off in 1..=p.max_offset() {
+                let Some(bytes) = p.item(off) else { continue };
+                let Some((_, deleted, nb, _, _)) = page::element_header(bytes) else { continue };
+                let el = Tid { block: blk, offset: off };
+                if deleted && bytes.len() == el_len && Some(el) != entry && nb.is_valid() {
+                    cands.push((el, nb));
+                }
+            }
+            (cands, p.room())
+        };
+        for (el, nb) in cands {
+            let p = rel.read_shared(nb.block);
+            let Some(old) = p.item(nb.offset) else { continue };
+            let Some(level) = page::neighbors_level(old) else { continue };
+            let mut list = Vec::new();
+            let empty = (0..=level).all(|l| page::read_neighbors(old, l, &mut list) && list.is_empty());
+            if empty && page::maxalign(nb_len) <= page::maxalign(old.len()) + p.room() {
+                let fill = first_free.unwrap_or(blk);
+                return (Some(Placement { el, nb, fresh: Vec::new(), fill, reuse: true }), first_free);
+            }
+            if empty {
+                first_free.get_or_insert(blk);
+            }
+        }
+        if page::fits(room, &[el_len, nb_len]) {
+            let mut at = place(rel, blk, el_len, nb_len);
+            if let Some(f) = first_free {
+                at.fill = f;
+            }
+            return (Some(at), first_free);
+        }
+    }
+    (None, first_free)
 }
 
 /// Places the node by `page::place_node` against the room left on the insert page, new
@@ -95,7 +156,7 @@ fn place(rel: IndexRel, insert_page: u32, el_len: usize, nb_len: usize) -> Place
     let el = tid_in(block_of(layout.element));
     let nb = tid_in(block_of(layout.neighbors));
     let fill = block_of(layout.fill_next(room, el_len, nb_len));
-    Placement { el, nb, fresh, fill }
+    Placement { el, nb, fresh, fill, reuse: false }
 }
 
 /// ERROR for an element tuple of `len` bytes when no page holds it (key columns too long
@@ -182,7 +243,19 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     let m = meta.m as usize;
     let params = Params::new(m, meta.ef_construction as usize);
     let level = params.random_level(rand::random::<u64>()).min(page::max_level(m, tenant));
-    let at = place(rel, meta.insert_page, page::element_size(v.len()) + keys.len(), page::neighbor_size(m, level, tenant));
+    let (el_len, nb_len) = (page::element_size(v.len()) + keys.len(), page::neighbor_size(m, level, tenant));
+    // Indexes with tenant lists never free deleted elements (see vacuum), so only others look.
+    let (found, first_free) = if tenant { (None, None) } else { find_reusable(rel, &meta, el_len, nb_len) };
+    let at = found.unwrap_or_else(|| {
+        let mut at = place(rel, meta.insert_page, el_len, nb_len);
+        // Nothing from the insert page on fits this node (a higher level's neighbour tuple
+        // than any freed slot takes): it goes to a fresh page, but the insert page stays,
+        // so the slots VACUUM freed still serve the next inserts.
+        if let Some(f) = first_free {
+            at.fill = f;
+        }
+        at
+    });
     let dist = g.dist;
     let plan = plan_insert(&mut g, at.el.pack(), v, level, params, dist);
 
@@ -287,6 +360,12 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
                     pages.len() - 1
                 }
             };
+            if at.reuse {
+                if !pages[idx].overwrite_item(tid.offset, bytes) {
+                    pgrx::error!("hnsw insert: reused slot {:?} changed under the update lock", tid);
+                }
+                continue;
+            }
             let got = pages[idx].add_item(bytes);
             if got != Some(tid.offset) {
                 pgrx::error!("hnsw insert: tuple landed at {:?}, expected offset {}", got, tid.offset);

@@ -607,6 +607,19 @@ impl PageMut {
         (off != pg_sys::InvalidOffsetNumber).then_some(off)
     }
 
+    /// Replaces tuple `off` with `bytes` in place (same offset, the page compacted around
+    /// it); false when the new tuple does not fit in the old one's space plus the page's
+    /// free space. Inserts use it to reuse a vacuumed element's slots.
+    pub fn overwrite_item(&mut self, off: u16, bytes: &[u8]) -> bool {
+        if off == 0 || off > self.max_offset() || self.item(off).is_none() {
+            return false;
+        }
+        // SAFETY: the GenericXLog copy is private to this backend until commit; `off` names
+        // a normal item (checked above); PageIndexTupleOverwrite copies `len` bytes and
+        // returns false, changing nothing, when they do not fit.
+        unsafe { pg_sys::PageIndexTupleOverwrite(self.page, off, bytes.as_ptr() as pg_sys::Item, bytes.len()) }
+    }
+
     /// Stores `meta` in the page contents and extends pd_lower over it, so full-page
     /// images do not treat it as the hole between pd_lower and pd_upper.
     pub fn set_meta(&mut self, meta: &Meta) {

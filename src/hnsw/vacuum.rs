@@ -2,20 +2,23 @@
 //! 1. `remove_heap_pointers`: drop heap TIDs of dead rows from elements; an element left
 //!    with none is marked deleted (still traversable, never returned).
 //! 2. `repair_graph`: a deleted entry point is replaced by a live node of the top level;
-//!    every live node whose lists point at deleted elements is re-linked as if inserted
-//!    again (new out-lists, and added to its new neighbours' lists), and so is any node a
-//!    reachability pass finds cut off, because its in-links all came from deleted nodes.
+//!    every live node whose lists point at deleted elements is repaired as pgvector does
+//!    (`graph::plan_repair`: each affected list re-selected over its live neighbours, the
+//!    live neighbours of its deleted ones and a search from the node that walks deleted
+//!    elements but keeps only live ones, then the node offered to its new neighbours'
+//!    lists), and any node a reachability pass finds cut off is linked back.
 //! 3. `relink_unreachable` (in amvacuumcleanup, so every VACUUM runs it): links back any
 //!    live node that inserts' pruning left without in-links, in the global graph and in
 //!    its tenant group's graph (indexes with key columns). Tenant lists are otherwise left
 //!    alone: deleted elements are never reused, so they stay traversable group members.
 //!    All-zero pages (never initialised, see storage) go to the free space map.
 //! After pass 2 no live node links to a deleted element, so deleted elements are
-//! unreachable: their space is dead (not yet reused; REINDEX reclaims it).
+//! unreachable: `free_deleted` empties their lists, which marks their slots reusable, and
+//! inserts overwrite them in place (`insert::find_reusable`), as pgvector's do.
 
 use super::storage::tid_to_item_pointer;
 use super::diskgraph::DiskGraph;
-use super::graph::{ensure_reachable, plan_insert, GraphStore, GraphWrite, NodeUpdate, Params};
+use super::graph::{ensure_reachable, plan_repair, GraphStore, Params};
 use super::insert::{queue_updates, write_lists, ListEdits};
 use super::keys;
 use super::page::{self, Tid};
@@ -86,27 +89,14 @@ fn remove_heap_pointers(rel: IndexRel, is_dead: &mut DeadCheck) -> (HashSet<u64>
     (deleted, removed, live)
 }
 
-/// Re-links live node `id` as if inserting it again: new lists for the node itself and
-/// the node added to its new neighbours' lists (so it regains in-links, not only
-/// out-links). Deleted elements are traversed but never linked.
-fn relink(g: &mut DiskGraph, id: u64, level: u8, params: Params, deleted: &HashSet<u64>) {
-    let mut v = Vec::new();
-    if !g.vector_of(id, &mut v) {
-        return;
-    }
+/// Repairs live node `id`, whose lists point at deleted elements, with
+/// `graph::plan_repair`: each affected list is re-selected over its live neighbours, the
+/// live neighbours of its deleted ones and a live-only search from the node (deleted
+/// elements are walked through, never linked), and the node is offered to its new
+/// neighbours' lists so it keeps in-links.
+fn relink(g: &mut DiskGraph, id: u64, level: u8, params: Params) {
     let dist = g.dist;
-    let plan = plan_insert(g, id, &v, level, params, dist);
-    let mut updates = vec![NodeUpdate { id, lists: Vec::new() }];
-    for (l, list) in plan.neighbors.iter().enumerate() {
-        let list: Vec<u64> = list.iter().copied().filter(|n| !deleted.contains(n) && *n != id).collect();
-        if !list.is_empty() {
-            updates[0].lists.push((l as u8, list));
-        }
-    }
-    for u in &plan.updates {
-        let lists = u.lists.iter().map(|(l, list)| (*l, list.iter().copied().filter(|n| !deleted.contains(n)).collect())).collect();
-        updates.push(NodeUpdate { id: u.id, lists });
-    }
+    let updates = plan_repair(g, id, level, params, dist);
     let mut by_block = ListEdits::new();
     queue_updates(g, &updates, |l| l, &mut by_block);
     g.reset();
@@ -172,10 +162,84 @@ fn repair_graph(rel: IndexRel, deleted: &HashSet<u64>) {
     for &(id, level) in &live {
         pgrx::check_for_interrupts!();
         if adj.get(&id).is_some_and(|ns| ns.iter().any(|n| deleted.contains(n))) {
-            relink(&mut g, id, level, params, deleted);
+            relink(&mut g, id, level, params);
         }
     }
     ensure_reachable(&mut g, &live, params);
+    if !g.meta.tenant_links() {
+        free_deleted(rel, &mut g);
+    }
+}
+
+/// Pass 2, last step (indexes without tenant lists, which keep deleted members): makes
+/// the space of every deleted element no live node links to reusable, as pgvector's
+/// vacuum does. Its neighbour lists are emptied, the mark `insert::find_reusable` looks
+/// for (pass 1 never empties lists, so an element deleted but not yet repaired around is
+/// never taken), and the metapage's insert page moves back to the first such element's
+/// page, where inserts start looking. The entry point is never freed.
+fn free_deleted(rel: IndexRel, g: &mut DiskGraph) {
+    let entry = g.meta.entry.map(|(t, _)| t.pack());
+    let mut linked: HashSet<u64> = HashSet::new();
+    let mut dead: Vec<(u64, u8)> = Vec::new();
+    let mut list = Vec::new();
+    for blk in 1..rel.nblocks() {
+        pgrx::check_for_interrupts!();
+        let mut here = Vec::new();
+        {
+            let p = rel.read_shared(blk);
+            if p.is_new() {
+                continue;
+            }
+            for off in 1..=p.max_offset() {
+                if let Some(el) = p.item(off).and_then(page::decode_element) {
+                    here.push((Tid { block: blk, offset: off }.pack(), el.level, el.deleted));
+                }
+            }
+        }
+        for (id, level, deleted) in here {
+            if deleted {
+                dead.push((id, level));
+            } else {
+                for l in 0..=level {
+                    list.clear();
+                    g.neighbors(id, l, &mut list);
+                    linked.extend(list.iter().copied());
+                }
+            }
+        }
+        g.reset();
+    }
+    let mut by_block = ListEdits::new();
+    let mut first = page::INVALID_BLOCK;
+    for (id, level) in dead {
+        if linked.contains(&id) || entry == Some(id) {
+            continue;
+        }
+        first = first.min(Tid::unpack(id).block);
+        let Some(info) = g.info(id) else { continue };
+        let mut lists = Vec::new();
+        for l in 0..=level {
+            list.clear();
+            g.neighbors(id, l, &mut list);
+            if !list.is_empty() {
+                lists.push((info.neighbor_tid.offset, l, Vec::new()));
+            }
+        }
+        if !lists.is_empty() {
+            by_block.entry(info.neighbor_tid.block).or_default().extend(lists);
+        }
+    }
+    g.reset();
+    write_lists(rel, by_block);
+    if first != page::INVALID_BLOCK && (g.meta.insert_page == page::INVALID_BLOCK || first < g.meta.insert_page) {
+        let mut meta = g.meta;
+        meta.insert_page = first;
+        let mut w = WalWrite::begin(rel);
+        let mut p = w.page(page::METAPAGE_BLKNO);
+        p.set_meta(&meta);
+        w.commit();
+        g.meta = meta;
+    }
 }
 
 /// Pass 3. Makes every live element reachable from the entry point again, and lists the
