@@ -1,5 +1,7 @@
-//! CREATE INDEX: collect the heap's vectors, build the graph in memory on all cores
-//! (rayon in the pure graph code; this backend thread alone talks to Postgres), lay nodes
+//! CREATE INDEX: collect the heap's vectors, build the graph in memory on as many threads
+//! as PostgreSQL would give a parallel index build workers, plus the leader (pgvector's
+//! rule: `plan_create_index_workers`, the table's parallel_workers, capped by cores; rayon
+//! in the pure graph code; this backend thread alone talks to Postgres), lay nodes
 //! out on pages in breadth-first order from the entry point so neighbours tend to share
 //! pages, write every page without WAL and log them all once at the end.
 //!
@@ -157,19 +159,28 @@ pub unsafe extern "C-unwind" fn ambuild(
         )
     };
     let n = st.heap_tids.len();
+    // SAFETY: heap and index are the open relations Postgres passed to ambuild.
+    let workers = unsafe { parallel_workers(heap, index) };
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let threads = build_threads(workers, cores);
+    if threads > 1 {
+        pgrx::debug1!("using {} parallel workers", threads - 1);
+    }
     // How many elements fit in maintenance_work_mem; the rest go through on-disk inserts.
     // SAFETY: reading a GUC variable.
-    let budget = unsafe { pg_sys::maintenance_work_mem } as usize * 1024;
-    let mut fit = n;
-    while fit > 0 && MemGraph::estimated_memory_bytes(fit, dim, params) > budget {
-        fit = fit * 9 / 10;
-    }
+    let mwm = unsafe { pg_sys::maintenance_work_mem }.max(0) as usize * 1024;
+    let budget = graph_budget(mwm, threads > 1);
+    let fit = in_memory_count(n, MemGraph::estimated_memory_bytes(1, dim, params), budget);
     if fit < n {
-        pgrx::notice!(
-            "hnsw graph no longer fits into maintenance_work_mem after {fit} tuples; \
-             inserting the remaining {} on disk (raise maintenance_work_mem to build faster)",
-            n - fit
-        );
+        let tuples: usize = st.heap_tids[..fit].iter().map(Vec::len).sum();
+        pgrx::pg_sys::panic::ErrorReport::new(
+            pgrx::PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            format!("hnsw graph no longer fits into maintenance_work_mem after {tuples} tuples"),
+            "vecguard",
+        )
+        .set_detail("Building will take significantly more time.")
+        .set_hint("Increase maintenance_work_mem to speed up builds.")
+        .report(pgrx::PgLogLevel::NOTICE);
     }
     // SAFETY: progress reporting for pg_stat_progress_create_index.
     unsafe { pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL as i32, n as i64) };
@@ -177,7 +188,7 @@ pub unsafe extern "C-unwind" fn ambuild(
     let done = AtomicUsize::new(0);
     let graph = std::thread::scope(|s| {
         let worker = s.spawn(|| {
-            MemGraph::build(dim, mem_vectors, params, graph_distance(metric), 0x5eed, 2, &|d| {
+            MemGraph::build(dim, mem_vectors, params, graph_distance(metric), 0x5eed, threads, &|d| {
                 done.store(d, Ordering::Relaxed)
             })
         });
@@ -213,7 +224,7 @@ pub unsafe extern "C-unwind" fn ambuild(
             });
             members[g].push(i as u32);
         }
-        let links = build_group_links(dim, graph.vectors_flat(), &members, params, graph_distance(metric), 0x7e4a, 2);
+        let links = build_group_links(dim, graph.vectors_flat(), &members, params, graph_distance(metric), 0x7e4a, threads);
         let first = |i: u32| keys::first_key(&st.keys[i as usize], &types);
         let pure = members.iter().map(|m| m.iter().all(|&i| first(i) == first(m[0]))).collect();
         Tenants { hashes, sizes: members.iter().map(|m| m.len() as u32).collect(), pure, links }
@@ -235,6 +246,62 @@ pub unsafe extern "C-unwind" fn ambuild(
         (*res).index_tuples = st.indexed;
         res
     }
+}
+
+/// Parallel workers PostgreSQL would give this index build, as pgvector computes them
+/// (ComputeParallelWorkers): none when the planner says the build should not be parallel
+/// (max_parallel_maintenance_workers = 0, a small table, parallel-unsafe expressions,
+/// a temporary table, ...); otherwise the table's parallel_workers reloption or
+/// max_parallel_maintenance_workers, whichever is smaller. Our workers are threads of
+/// this backend, not background workers, but they still draw on the server's parallel
+/// budget, so max_parallel_workers caps them too.
+///
+/// # Safety
+/// `heap` and `index` must be the open relations passed to ambuild.
+unsafe fn parallel_workers(heap: pg_sys::Relation, index: pg_sys::Relation) -> usize {
+    // SAFETY: both relations are open and valid for the duration of ambuild (caller).
+    unsafe {
+        if pg_sys::plan_create_index_workers((*heap).rd_id, (*index).rd_id) <= 0 {
+            return 0;
+        }
+        let max = pg_sys::max_parallel_maintenance_workers.max(0) as usize;
+        let kind = (*(*heap).rd_rel).relkind as u8;
+        let std_options = kind == pg_sys::RELKIND_RELATION || kind == pg_sys::RELKIND_MATVIEW;
+        let opts = (*heap).rd_options as *const pg_sys::StdRdOptions;
+        // RelationGetParallelWorkers: only tables and materialized views carry StdRdOptions.
+        let reloption = if std_options && !opts.is_null() { (*opts).parallel_workers } else { -1 };
+        let workers = if reloption >= 0 { (reloption as usize).min(max) } else { max };
+        workers.min(pg_sys::max_parallel_workers.max(0) as usize)
+    }
+}
+
+/// Threads of the in-memory build: the leader (this backend) plus `workers`, capped by
+/// the cores there are.
+fn build_threads(workers: usize, cores: usize) -> usize {
+    workers.saturating_add(1).min(cores.max(1))
+}
+
+/// Shared memory pgvector keeps out of a parallel build's graph area for other objects,
+/// and the margin it reports less than the area it allocates.
+const PARALLEL_RESERVE: usize = 3 << 20;
+const PARALLEL_MARGIN: usize = 1 << 20;
+
+/// Bytes of maintenance_work_mem (`mwm` bytes) the graph may use. A serial build gets all
+/// of it; a parallel one, like pgvector's, leaves 3 MB for other objects (when there is
+/// more than that) and keeps a 1 MB margin, so the same settings take the low-memory
+/// path here as there (pgvector's TAP 045: 3073kB with one worker holds no tuple).
+fn graph_budget(mwm: usize, parallel: bool) -> usize {
+    if !parallel {
+        return mwm;
+    }
+    let area = if mwm > PARALLEL_RESERVE { mwm - PARALLEL_RESERVE } else { mwm };
+    area.saturating_sub(PARALLEL_MARGIN)
+}
+
+/// How many of `n` elements of `per_element` bytes the in-memory graph holds within
+/// `budget` bytes.
+fn in_memory_count(n: usize, per_element: usize, budget: usize) -> usize {
+    n.min(budget.checked_div(per_element).unwrap_or(n))
 }
 
 /// The tenant groups of a build: per group its hash, size and (in `links`) entry node,
@@ -392,4 +459,41 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let mut p = w.new_page();
     p.set_meta(&meta);
     w.commit();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_follow_workers_and_cores() {
+        assert_eq!(build_threads(0, 8), 1);
+        assert_eq!(build_threads(1, 8), 2);
+        assert_eq!(build_threads(2, 8), 3);
+        assert_eq!(build_threads(7, 2), 2);
+        assert_eq!(build_threads(3, 0), 1);
+        assert_eq!(build_threads(usize::MAX, 4), 4);
+    }
+
+    #[test]
+    fn graph_budget_like_pgvector() {
+        let mb = 1 << 20;
+        assert_eq!(graph_budget(64 * mb, false), 64 * mb);
+        assert_eq!(graph_budget(64 * mb, true), 60 * mb);
+        // TAP 045: 3073kB with one worker leaves no room for a single tuple.
+        assert_eq!(graph_budget(3073 * 1024, true), 0);
+        // TAP 012: 4MB with workers
+        assert_eq!(graph_budget(4 * mb, true), 0);
+        assert_eq!(graph_budget(2 * mb, true), mb);
+        assert_eq!(graph_budget(0, true), 0);
+    }
+
+    #[test]
+    fn in_memory_count_cases() {
+        assert_eq!(in_memory_count(1000, 600, 0), 0);
+        assert_eq!(in_memory_count(1000, 600, 599), 0);
+        assert_eq!(in_memory_count(1000, 600, 600), 1);
+        assert_eq!(in_memory_count(1000, 600, 6_000_000), 1000);
+        assert_eq!(in_memory_count(10, 0, 0), 10);
+    }
 }
