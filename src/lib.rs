@@ -6,8 +6,8 @@
 
 pub mod authz;
 pub mod distance;
-pub mod hnsw;
 mod fmgr;
+pub mod hnsw;
 pub mod vector;
 
 ::pgrx::pg_module_magic!(name, version);

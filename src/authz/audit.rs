@@ -127,9 +127,7 @@ fn chain_hash(prev_hex: &str, body: &str) -> String {
 }
 
 fn is_hash_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Seal a record onto the chain: returns the complete JSON line (no
@@ -216,12 +214,7 @@ pub fn verify_chain_from<'a>(
             );
         }
         if chain_hash(&prev, &canonical(&rec)) != hash {
-            return fail(
-                line_no,
-                records,
-                last,
-                "hash mismatch: the record was modified",
-            );
+            return fail(line_no, records, last, "hash mismatch: the record was modified");
         }
         if seal(&rec, &prev) != line {
             return fail(
@@ -235,13 +228,7 @@ pub fn verify_chain_from<'a>(
         expected_prev = hash.clone();
         last = Some(hash);
     }
-    ChainReport {
-        records,
-        ok: true,
-        first_bad_line: None,
-        reason: None,
-        last_hash: last,
-    }
+    ChainReport { records, ok: true, first_bad_line: None, reason: None, last_hash: last }
 }
 
 /// Per-backend bound on audit volume: at most `per_minute` records in each window of 60
@@ -276,20 +263,14 @@ impl RateLimit {
             if self.suppressed > 0 {
                 suppressed_before = Some(self.suppressed);
             }
-            *self = RateLimit {
-                window_start: now,
-                written: 0,
-                suppressed: 0,
-            };
+            *self = RateLimit { window_start: now, written: 0, suppressed: 0 };
         }
         if per_minute == 0 || self.written < per_minute {
             self.written = self.written.saturating_add(1);
             Admission::Write { suppressed_before }
         } else {
             self.suppressed += 1;
-            Admission::Suppress {
-                first: self.suppressed == 1,
-            }
+            Admission::Suppress { first: self.suppressed == 1 }
         }
     }
 }
@@ -320,26 +301,14 @@ mod tests {
         let mut r = Record::new(
             &format!("2024-01-15T07:00:{:02}.000000Z", i % 60),
             "app_user",
-            if i.is_multiple_of(3) {
-                "token_rejected"
-            } else {
-                "token_accepted"
-            },
+            if i.is_multiple_of(3) { "token_rejected" } else { "token_accepted" },
             if i.is_multiple_of(3) { "deny" } else { "allow" },
         );
         r.subject = Some(format!("user-{i}"));
         r.tenant = Some("t1".into());
         r.kid = Some("k1".into());
-        r.jti = if i.is_multiple_of(2) {
-            Some(format!("j{i}"))
-        } else {
-            None
-        };
-        r.reason = if i.is_multiple_of(3) {
-            Some("expired".into())
-        } else {
-            None
-        };
+        r.jti = if i.is_multiple_of(2) { Some(format!("j{i}")) } else { None };
+        r.reason = if i.is_multiple_of(3) { Some("expired".into()) } else { None };
         r
     }
 
@@ -362,19 +331,15 @@ mod tests {
     fn genesis_and_line_shape() {
         assert_eq!(GENESIS.len(), 64);
         assert!(is_hash_hex(GENESIS));
-        let line = seal(
-            &Record::new("2024-01-15T07:00:00.000000Z", "r", "protect", "change"),
-            GENESIS,
-        );
+        let line =
+            seal(&Record::new("2024-01-15T07:00:00.000000Z", "r", "protect", "change"), GENESIS);
         assert!(line.starts_with(r#"{"ts":"2024-01-15T07:00:00.000000Z","db_role":"r","event":"protect","subject":null,"tenant":null,"kid":null,"jti":null,"decision":"change","reason":null,"policy":null,"detail":null,"prev":"0000"#));
         assert!(line.ends_with("\"}"));
         assert!(!line.contains('\n'));
         let (r, p, h) = parse_line(&line).unwrap();
         assert_eq!(r.event, "protect");
         assert_eq!(p, GENESIS);
-        let expect = hex::encode(Sha256::digest(
-            format!("{GENESIS}{}", canonical(&r)).as_bytes(),
-        ));
+        let expect = hex::encode(Sha256::digest(format!("{GENESIS}{}", canonical(&r)).as_bytes()));
         assert_eq!(h, expect);
         assert_eq!(
             rfc3339_utc(Utc.with_ymd_and_hms(2024, 1, 15, 7, 0, 0).unwrap()),
@@ -480,11 +445,8 @@ mod tests {
         assert_eq!(check(&lines).first_bad_line, Some(5));
 
         let mut lines = chain(20);
-        lines[4] = lines[4].replacen(
-            "\"db_role\":\"app_user\"",
-            "\"db_role\":\"\\u0061pp_user\"",
-            1,
-        ); // same value, other escape
+        lines[4] =
+            lines[4].replacen("\"db_role\":\"app_user\"", "\"db_role\":\"\\u0061pp_user\"", 1); // same value, other escape
         assert_eq!(check(&lines).first_bad_line, Some(5));
 
         let mut lines = chain(3);

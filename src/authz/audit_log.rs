@@ -81,10 +81,8 @@ fn open_locked() -> io::Result<File> {
     use std::os::unix::fs::MetadataExt;
     loop {
         let f = open_log(false)?;
-        let same = fs::metadata(log_path()).is_ok_and(|m| {
-            f.metadata()
-                .is_ok_and(|fm| fm.ino() == m.ino() && fm.dev() == m.dev())
-        });
+        let same = fs::metadata(log_path())
+            .is_ok_and(|m| f.metadata().is_ok_and(|fm| fm.ino() == m.ino() && fm.dev() == m.dev()));
         if same {
             return Ok(f);
         }
@@ -110,10 +108,7 @@ fn last_line_hash(f: &mut File, len: u64) -> io::Result<Option<String>> {
 
 /// Appends one record under the exclusive lock and fsyncs it; updates the head anchor.
 pub fn append(rec: &Record) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir())?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir())?;
     let mut f = open_locked()?;
     let mut len = f.metadata()?.len();
     let mut head = read_head();
@@ -145,9 +140,7 @@ pub fn append(rec: &Record) -> io::Result<()> {
         // reports the damaged line rather than this new one.
         match last_line_hash(&mut f, len)? {
             Some(h) => h,
-            None => read_head()
-                .map(|h| h.last_hash)
-                .unwrap_or_else(|| audit::GENESIS.to_string()),
+            None => read_head().map(|h| h.last_hash).unwrap_or_else(|| audit::GENESIS.to_string()),
         }
     };
     let line = audit::seal(rec, &prev);
@@ -184,12 +177,8 @@ fn open_log(new_only: bool) -> io::Result<File> {
 fn write_head(head: &Head) -> io::Result<()> {
     let tmp = dir().join("audit.head.tmp");
     {
-        let mut h = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut h =
+            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         h.write_all(serde_json::to_string(head).unwrap_or_default().as_bytes())?;
         h.sync_data()?;
     }
@@ -227,10 +216,7 @@ pub fn verify() -> io::Result<ChainReport> {
     let rotated = read_file(&rotated_path())?;
     let mut before = 0;
     if !rotated.is_empty() {
-        let from = head
-            .as_ref()
-            .and_then(|h| h.rotated_start_prev.clone())
-            .unwrap_or_else(genesis);
+        let from = head.as_ref().and_then(|h| h.rotated_start_prev.clone()).unwrap_or_else(genesis);
         let r = audit::verify_chain_from(rotated.split('\n'), &from);
         if !r.ok || r.last_hash.as_deref() != Some(start.as_str()) {
             let mut r = r;

@@ -183,12 +183,7 @@ mod tests {
     fn defaults() {
         let n = names();
         assert_eq!(
-            (
-                n.subject.as_str(),
-                n.tenant.as_str(),
-                n.clearance.as_str(),
-                n.roles.as_str()
-            ),
+            (n.subject.as_str(), n.tenant.as_str(), n.clearance.as_str(), n.roles.as_str()),
             ("sub", "tenant_id", "clearance", "roles")
         );
     }
@@ -207,10 +202,7 @@ mod tests {
     #[test]
     fn subject_shapes() {
         let n = names();
-        assert_eq!(
-            subject(&json!({"sub": "alice"}), &n).as_deref(),
-            Some("alice")
-        );
+        assert_eq!(subject(&json!({"sub": "alice"}), &n).as_deref(), Some("alice"));
         assert_eq!(subject(&json!({"sub": 42}), &n).as_deref(), Some("42"));
         assert_eq!(subject(&json!({"sub": ""}), &n), None);
         assert_eq!(subject(&json!({"sub": null}), &n), None);
@@ -228,26 +220,11 @@ mod tests {
     #[test]
     fn tenants_shapes() {
         let n = names();
-        assert_eq!(
-            tenants(&json!({"tenant_id": "t1"}), &n),
-            Some(vec!["t1".to_string()])
-        );
-        assert_eq!(
-            tenants(&json!({"tenant_id": 7}), &n),
-            Some(vec!["7".to_string()])
-        );
-        assert_eq!(
-            tenants(&json!({"tenant_id": -7}), &n),
-            Some(vec!["-7".to_string()])
-        );
-        assert_eq!(
-            tenants(&json!({"tenant_id": 7.0}), &n),
-            Some(vec!["7".to_string()])
-        );
-        assert_eq!(
-            tenants(&json!({"tenant_id": u64::MAX}), &n),
-            Some(vec![u64::MAX.to_string()])
-        );
+        assert_eq!(tenants(&json!({"tenant_id": "t1"}), &n), Some(vec!["t1".to_string()]));
+        assert_eq!(tenants(&json!({"tenant_id": 7}), &n), Some(vec!["7".to_string()]));
+        assert_eq!(tenants(&json!({"tenant_id": -7}), &n), Some(vec!["-7".to_string()]));
+        assert_eq!(tenants(&json!({"tenant_id": 7.0}), &n), Some(vec!["7".to_string()]));
+        assert_eq!(tenants(&json!({"tenant_id": u64::MAX}), &n), Some(vec![u64::MAX.to_string()]));
         assert_eq!(
             tenants(&json!({"tenant_id": ["a", 2, "a", "b"]}), &n),
             Some(vec!["a".to_string(), "2".to_string(), "b".to_string()])
@@ -275,18 +252,9 @@ mod tests {
     #[test]
     fn single_tenant() {
         let n = names();
-        assert_eq!(
-            tenant(&json!({"tenant_id": "t1"}), &n).as_deref(),
-            Some("t1")
-        );
-        assert_eq!(
-            tenant(&json!({"tenant_id": ["t1"]}), &n).as_deref(),
-            Some("t1")
-        );
-        assert_eq!(
-            tenant(&json!({"tenant_id": ["t1", "t1"]}), &n).as_deref(),
-            Some("t1")
-        );
+        assert_eq!(tenant(&json!({"tenant_id": "t1"}), &n).as_deref(), Some("t1"));
+        assert_eq!(tenant(&json!({"tenant_id": ["t1"]}), &n).as_deref(), Some("t1"));
+        assert_eq!(tenant(&json!({"tenant_id": ["t1", "t1"]}), &n).as_deref(), Some("t1"));
         assert_eq!(tenant(&json!({"tenant_id": ["t1", "t2"]}), &n), None);
         assert_eq!(tenant(&json!({"tenant_id": {}}), &n), None);
     }
@@ -296,10 +264,7 @@ mod tests {
         let n = names();
         assert_eq!(clearance(&json!({"clearance": 3}), &n), Some(3));
         assert_eq!(clearance(&json!({"clearance": -1}), &n), Some(-1));
-        assert_eq!(
-            clearance(&json!({"clearance": i32::MAX}), &n),
-            Some(i32::MAX)
-        );
+        assert_eq!(clearance(&json!({"clearance": i32::MAX}), &n), Some(i32::MAX));
         for bad in [
             json!({"clearance": "3"}),
             json!({"clearance": 3.0}),
@@ -323,10 +288,7 @@ mod tests {
             roles(&json!({"roles": ["a", "b"]}), &n),
             Some(vec!["a".to_string(), "b".to_string()])
         );
-        assert_eq!(
-            roles(&json!({"roles": "admin"}), &n),
-            Some(vec!["admin".to_string()])
-        );
+        assert_eq!(roles(&json!({"roles": "admin"}), &n), Some(vec!["admin".to_string()]));
         assert_eq!(roles(&json!({"roles": []}), &n), Some(vec![]));
         assert_eq!(roles(&json!({"roles": ["a", 1]}), &n), None);
         assert_eq!(roles(&json!({"roles": {"a": 1}}), &n), None);

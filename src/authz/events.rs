@@ -51,7 +51,9 @@ pub fn write(rec: &Record) {
         audit::Admission::Write { suppressed_before } => {
             if let Some(n) = suppressed_before {
                 let mut r = record("audit_suppressed", "change");
-                r.detail = Some(serde_json::json!({"suppressed": n, "limit_per_minute": limit}).to_string());
+                r.detail = Some(
+                    serde_json::json!({"suppressed": n, "limit_per_minute": limit}).to_string(),
+                );
                 append_or_warn(&r);
             }
             append_or_warn(rec);

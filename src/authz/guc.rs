@@ -245,9 +245,7 @@ fn jwt_variable() -> Option<*mut pgrx::pg_sys::config_generic> {
 }
 
 fn string(s: &GucSetting<Option<CString>>) -> Option<String> {
-    s.get()
-        .map(|c| c.to_string_lossy().into_owned())
-        .filter(|s| !s.is_empty())
+    s.get().map(|c| c.to_string_lossy().into_owned()).filter(|s| !s.is_empty())
 }
 
 /// The token the session set, if any.

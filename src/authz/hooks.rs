@@ -62,7 +62,10 @@ fn report_masked_activity(masked: *const c_char) {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn vecguard_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
+unsafe extern "C-unwind" fn vecguard_executor_start(
+    query_desc: *mut pg_sys::QueryDesc,
+    eflags: c_int,
+) {
     // SAFETY: the executor passes a valid QueryDesc whose plannedstmt and sourceText live
     // for the whole execution; replacing sourceText by a same-length masked copy keeps
     // every statement location that other code derives from it.
@@ -72,7 +75,10 @@ unsafe extern "C-unwind" fn vecguard_executor_start(query_desc: *mut pg_sys::Que
             report_masked_activity(masked);
         }
         let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as c_int != 0;
-        if !explain_only && !identity::is_parallel_worker() && reads_rls_table((*query_desc).plannedstmt) {
+        if !explain_only
+            && !identity::is_parallel_worker()
+            && reads_rls_table((*query_desc).plannedstmt)
+        {
             identity::precheck();
         }
         match PREV_EXECUTOR_START.get().copied().flatten() {
@@ -130,24 +136,28 @@ unsafe extern "C-unwind" fn vecguard_process_utility(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     // SAFETY: pstmt is the PlannedStmt of the utility statement about to run.
-    if unsafe { session_token_set(pstmt) } && guc::TOKEN_SCOPE.get() == guc::TokenScope::Transaction {
+    if unsafe { session_token_set(pstmt) } && guc::TOKEN_SCOPE.get() == guc::TokenScope::Transaction
+    {
         identity::raise_session_token();
     }
     // SET's text is only shown and kept, never parsed again, so the masked copy can replace
     // it for everyone after us; other utility statements keep theirs.
     // SAFETY: pstmt is the PlannedStmt of the utility statement about to run.
-    let query_string = match unsafe { is_variable_set(pstmt) }.then(|| masked_copy(query_string)).flatten() {
-        Some(masked) => {
-            report_masked_activity(masked);
-            masked
-        }
-        None => query_string,
-    };
+    let query_string =
+        match unsafe { is_variable_set(pstmt) }.then(|| masked_copy(query_string)).flatten() {
+            Some(masked) => {
+                report_masked_activity(masked);
+                masked
+            }
+            None => query_string,
+        };
     // SAFETY: arguments are passed on unchanged (the text masked at the same length), as
     // the hook contract requires.
     unsafe {
         match PREV_PROCESS_UTILITY.get().copied().flatten() {
-            Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            Some(prev) => {
+                prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+            }
             None => pg_sys::standard_ProcessUtility(
                 pstmt,
                 query_string,

@@ -15,8 +15,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use pgrx::{pg_sys, PgRelation};
 use pgrx::prelude::*;
+use pgrx::{pg_sys, PgRelation};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -32,11 +32,7 @@ fn current_stmt() -> StmtId {
     // SAFETY: MyProc is set for every backend and parallel worker before SQL runs;
     // GetCurrentStatementStartTimestamp only reads a backend-local variable.
     unsafe {
-        let lxid = if pg_sys::MyProc.is_null() {
-            0
-        } else {
-            (*pg_sys::MyProc).lxid
-        };
+        let lxid = if pg_sys::MyProc.is_null() { 0 } else { (*pg_sys::MyProc).lxid };
         StmtId(lxid, pg_sys::GetCurrentStatementStartTimestamp())
     }
 }
@@ -130,10 +126,7 @@ impl AsUser {
                     | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
             );
         }
-        AsUser {
-            saved_user,
-            saved_ctx,
-        }
+        AsUser { saved_user, saved_ctx }
     }
 }
 
@@ -254,12 +247,9 @@ fn fetch_key_row(kid: &str) -> Option<KeyRow> {
                 Some(std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned())
             };
             match (text(ATT_ALG), text(ATT_FORMAT), text(ATT_MATERIAL)) {
-                (Some(alg), Some(format), Some(material)) => Some(KeyRow {
-                    alg,
-                    format,
-                    material,
-                    revoked: !nulls[ATT_REVOKED_AT],
-                }),
+                (Some(alg), Some(format), Some(material)) => {
+                    Some(KeyRow { alg, format, material, revoked: !nulls[ATT_REVOKED_AT] })
+                }
                 _ => None,
             }
         };
@@ -270,7 +260,12 @@ fn fetch_key_row(kid: &str) -> Option<KeyRow> {
 }
 
 /// Parses stored key material into a `Key` (the same checks as at registration).
-pub fn key_from_row(kid: &str, alg: &str, format: &str, material: &str) -> Result<Key, jwt::KeyError> {
+pub fn key_from_row(
+    kid: &str,
+    alg: &str,
+    format: &str,
+    material: &str,
+) -> Result<Key, jwt::KeyError> {
     if format == "jwk" {
         let v: Value = serde_json::from_str(material)
             .map_err(|_| jwt::KeyError::InvalidJwk("stored JWK is not valid JSON".into()))?;
@@ -287,13 +282,9 @@ pub fn key_from_row(kid: &str, alg: &str, format: &str, material: &str) -> Resul
 // Key for a row, reusing the parsed key when the row is unchanged (PEM/JWK parsing of RSA
 // keys costs more than the lookup).
 fn key_for(kid: &str, row: &KeyRow) -> Option<Key> {
-    if let Some(k) = STATE.with(|s| {
-        s.borrow()
-            .keys
-            .get(kid)
-            .filter(|(r, _)| r == row)
-            .map(|(_, k)| k.clone())
-    }) {
+    if let Some(k) =
+        STATE.with(|s| s.borrow().keys.get(kid).filter(|(r, _)| r == row).map(|(_, k)| k.clone()))
+    {
         return Some(k);
     }
     let k = key_from_row(kid, &row.alg, &row.format, &row.material).ok()?;
@@ -370,7 +361,16 @@ fn verify_jwt(token: &str, stmt: StmtId) -> Outcome {
     let now = statement_unix_time();
     let kid = match jwt::header_kid(token) {
         Ok(Some(k)) => k,
-        Ok(None) => return finish(token, stmt, Outcome::Rejected(Reject::MissingKid), None, validation, None),
+        Ok(None) => {
+            return finish(
+                token,
+                stmt,
+                Outcome::Rejected(Reject::MissingKid),
+                None,
+                validation,
+                None,
+            )
+        }
         Err(r) => return finish(token, stmt, Outcome::Rejected(r), None, validation, None),
     };
     let row = fetch_key_row(&kid);
@@ -379,7 +379,9 @@ fn verify_jwt(token: &str, stmt: StmtId) -> Outcome {
     let cached = STATE.with(|s| {
         let s = s.borrow();
         s.tokens.get(token).and_then(|e| match &e.outcome {
-            Outcome::Accepted(id) if e.key.is_some() && e.key == row && e.validation == validation => {
+            Outcome::Accepted(id)
+                if e.key.is_some() && e.key == row && e.validation == validation =>
+            {
                 Some(id.clone())
             }
             _ => None,
@@ -406,10 +408,7 @@ fn verify_jwt(token: &str, stmt: StmtId) -> Outcome {
         }
     };
     let outcome = match jwt::verify_with(token, &lookup, &validation, now) {
-        Ok(v) => Outcome::Accepted(Rc::new(Identity {
-            verified: v,
-            source: Source::Jwt,
-        })),
+        Ok(v) => Outcome::Accepted(Rc::new(Identity { verified: v, source: Source::Jwt })),
         Err(r) => Outcome::Rejected(r),
     };
     finish(token, stmt, outcome, row, validation, Some(kid))
@@ -429,15 +428,8 @@ fn finish(
         if s.tokens.len() >= MAX_CACHED_TOKENS && !s.tokens.contains_key(token) {
             s.tokens.clear();
         }
-        s.tokens.insert(
-            token.to_string(),
-            Entry {
-                stmt,
-                outcome: outcome.clone(),
-                key,
-                validation,
-            },
-        );
+        s.tokens
+            .insert(token.to_string(), Entry { stmt, outcome: outcome.clone(), key, validation });
     });
     outcome
 }
@@ -467,7 +459,8 @@ fn from_request_claims(stmt: StmtId) -> Option<Outcome> {
     let outcome = match serde_json::from_str::<Value>(&raw) {
         Ok(v @ Value::Object(_)) => {
             let exp = v.get("exp").and_then(Value::as_i64);
-            let expired = exp.is_some_and(|e| now >= e.saturating_add(guc::validation().leeway_secs as i64));
+            let expired =
+                exp.is_some_and(|e| now >= e.saturating_add(guc::validation().leeway_secs as i64));
             if v.get("exp").is_some() && exp.is_none() {
                 Outcome::Rejected(Reject::BadClaim("exp must be a number".into()))
             } else if expired {
@@ -495,11 +488,7 @@ fn from_request_claims(stmt: StmtId) -> Option<Outcome> {
 
 fn cached_for_stmt(token: &str, stmt: StmtId) -> Option<Outcome> {
     STATE.with(|s| {
-        s.borrow()
-            .tokens
-            .get(token)
-            .filter(|e| e.stmt == stmt)
-            .map(|e| e.outcome.clone())
+        s.borrow().tokens.get(token).filter(|e| e.stmt == stmt).map(|e| e.outcome.clone())
     })
 }
 

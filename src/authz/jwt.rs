@@ -325,9 +325,7 @@ impl Key {
     /// EdDSA, oct -> HS256). `use` other than "sig" and any private
     /// parameter (d, p, q, ...) are refused.
     pub fn from_jwk(jwk: &Value) -> Result<Key, KeyError> {
-        let obj = jwk
-            .as_object()
-            .ok_or_else(|| jwk_err("a JWK must be a JSON object"))?;
+        let obj = jwk.as_object().ok_or_else(|| jwk_err("a JWK must be a JSON object"))?;
         let kid = match obj.get("kid") {
             Some(Value::String(s)) => validate_kid(s)?,
             Some(_) => return Err(jwk_err("\"kid\" must be a string")),
@@ -381,9 +379,7 @@ impl Key {
                 let x = b64_field(obj, "x")?;
                 let y = b64_field(obj, "y")?;
                 if x.len() != want || y.len() != want {
-                    return Err(jwk_err(
-                        "EC coordinates have the wrong length for the curve",
-                    ));
+                    return Err(jwk_err("EC coordinates have the wrong length for the curve"));
                 }
                 DecodingKey::from_ec_components(
                     &URL_SAFE_NO_PAD.encode(&x),
@@ -424,8 +420,7 @@ impl Key {
             return None;
         }
         let jwk = Jwk::from_decoding_key(&self.decoding, None).ok()?;
-        jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
-            .ok()
+        jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256).ok()
     }
 }
 
@@ -463,11 +458,9 @@ fn is_encryption_jwk(k: &Value) -> bool {
         return true;
     }
     match k.get("alg").and_then(Value::as_str) {
-        Some(a) => [
-            "RSA-OAEP", "RSA1_5", "ECDH-ES", "A128", "A192", "A256", "PBES2", "dir",
-        ]
-        .iter()
-        .any(|p| a.starts_with(p)),
+        Some(a) => ["RSA-OAEP", "RSA1_5", "ECDH-ES", "A128", "A192", "A256", "PBES2", "dir"]
+            .iter()
+            .any(|p| a.starts_with(p)),
         None => false,
     }
 }
@@ -617,16 +610,14 @@ fn check_rsa(key: &DecodingKey) -> Result<(), KeyError> {
     }
     // Big-endian without leading zeros: the longer number is the larger.
     if (n.len(), n) <= (e.len(), e) {
-        return Err(KeyError::InvalidKey(
-            "RSA public exponent must be smaller than the modulus",
-        ));
+        return Err(KeyError::InvalidKey("RSA public exponent must be smaller than the modulus"));
     }
     let big = rsa::BigUint::from_bytes_be;
     match rsa::RsaPublicKey::new(big(n), big(e)) {
         Ok(_) => Ok(()),
-        Err(rsa::Error::ModulusTooLarge) => Err(KeyError::InvalidKey(
-            "RSA keys larger than 4096 bits are not supported",
-        )),
+        Err(rsa::Error::ModulusTooLarge) => {
+            Err(KeyError::InvalidKey("RSA keys larger than 4096 bits are not supported"))
+        }
         Err(rsa::Error::PublicExponentTooLarge) => Err(KeyError::InvalidKey(
             "RSA public exponent is too large; at most 2^33-1 is supported (65537 is usual)",
         )),
@@ -654,12 +645,10 @@ fn check_ec(alg: Alg, key: &DecodingKey) -> Result<(), KeyError> {
     };
     match (on_curve, alg) {
         (true, _) => Ok(()),
-        (false, Alg::ES256) => Err(KeyError::InvalidKey(
-            "EC public key is not a point on curve P-256",
-        )),
-        (false, _) => Err(KeyError::InvalidKey(
-            "EC public key is not a point on curve P-384",
-        )),
+        (false, Alg::ES256) => {
+            Err(KeyError::InvalidKey("EC public key is not a point on curve P-256"))
+        }
+        (false, _) => Err(KeyError::InvalidKey("EC public key is not a point on curve P-384")),
     }
 }
 
@@ -815,12 +804,7 @@ impl Verified {
     /// Re-check exp/nbf at a later statement of the same session, so a
     /// token cached by the glue stops working when it expires.
     pub fn check_time(&self, now_unix: i64, leeway_secs: u64) -> Result<(), Reject> {
-        check_window(
-            self.exp,
-            self.nbf,
-            now_unix,
-            leeway_secs.min(MAX_LEEWAY_SECS),
-        )
+        check_window(self.exp, self.nbf, now_unix, leeway_secs.min(MAX_LEEWAY_SECS))
     }
 }
 
@@ -919,9 +903,7 @@ pub fn verify_with(
         .map_err(|e| map_jwt_error(e.kind()))?;
 
     let claims = data.claims;
-    let obj = claims
-        .as_object()
-        .ok_or_else(|| bad_claim("payload must be a JSON object"))?;
+    let obj = claims.as_object().ok_or_else(|| bad_claim("payload must be a JSON object"))?;
 
     let exp = match obj.get("exp") {
         None | Some(Value::Null) => return Err(Reject::MissingExp),
@@ -947,15 +929,7 @@ pub fn verify_with(
         check_audience(obj.get("aud"), want)?;
     }
 
-    Ok(Verified {
-        kid: key.kid.clone(),
-        alg: key.alg,
-        exp,
-        nbf,
-        jti,
-        subject,
-        claims,
-    })
+    Ok(Verified { kid: key.kid.clone(), alg: key.alg, exp, nbf, jti, subject, claims })
 }
 
 struct Parts<'a> {
@@ -975,21 +949,14 @@ fn split_token(token: &str) -> Result<Parts<'_>, Reject> {
         [h, p, s] => (*h, *p, *s),
         _ => return Err(Reject::Malformed),
     };
-    let b64url = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
+    let b64url = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if header.is_empty()
         || payload.is_empty()
         || ![header, payload, signature].iter().all(|s| b64url(s))
     {
         return Err(Reject::Malformed);
     }
-    Ok(Parts {
-        whole,
-        header,
-        signature,
-    })
+    Ok(Parts { whole, header, signature })
 }
 
 // Header must be base64url of a JSON object.
@@ -1230,12 +1197,7 @@ mod tests {
     }
 
     fn hs_token(c: &Value) -> String {
-        sign(
-            Algorithm::HS256,
-            Some("hs"),
-            c,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
+        sign(Algorithm::HS256, Some("hs"), c, &EncodingKey::from_secret(SECRET.as_bytes()))
     }
 
     fn v0() -> Validation {
@@ -1327,10 +1289,7 @@ mod tests {
             let h = b64(&format!(r#"{{"alg":"{alg}","kid":"hs","typ":"JWT"}}"#));
             let p = b64(&claims().to_string());
             for t in [format!("{h}.{p}."), format!("{h}.{p}.AAAA")] {
-                assert_eq!(
-                    verify(&t, &one(hs_key()), &v0(), NOW),
-                    Err(Reject::AlgNotAllowed)
-                );
+                assert_eq!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::AlgNotAllowed));
             }
         }
         assert_eq!(Alg::parse("none"), None);
@@ -1346,15 +1305,9 @@ mod tests {
             &claims(),
             &EncodingKey::from_secret(RSA_PUB.as_bytes()),
         );
-        assert_eq!(
-            verify(&forged, &one(rsa), &v0(), NOW),
-            Err(Reject::AlgMismatch)
-        );
+        assert_eq!(verify(&forged, &one(rsa), &v0(), NOW), Err(Reject::AlgMismatch));
         // And the PEM can never be registered as an HMAC secret in the first place.
-        assert_eq!(
-            Key::from_material("x", "HS256", RSA_PUB).unwrap_err(),
-            KeyError::PemAsSecret
-        );
+        assert_eq!(Key::from_material("x", "HS256", RSA_PUB).unwrap_err(), KeyError::PemAsSecret);
     }
 
     #[test]
@@ -1373,24 +1326,15 @@ mod tests {
         let mut evil = claims();
         evil["tenant_id"] = json!("t2");
         let t2 = format!("{}.{}.{}", segs[0], b64(&evil.to_string()), segs[2]);
-        assert_eq!(
-            verify(&t2, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadSignature)
-        );
+        assert_eq!(verify(&t2, &one(hs_key()), &v0(), NOW), Err(Reject::BadSignature));
 
         // The first character holds six signature bits (the last one also holds padding
         // bits, which must stay zero).
         let sig = format!("{}{}", if segs[2].starts_with('A') { 'B' } else { 'A' }, &segs[2][1..]);
         let t3 = format!("{}.{}.{}", segs[0], segs[1], sig);
-        assert_eq!(
-            verify(&t3, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadSignature)
-        );
+        assert_eq!(verify(&t3, &one(hs_key()), &v0(), NOW), Err(Reject::BadSignature));
         let t4 = format!("{}.{}.", segs[0], segs[1]);
-        assert_eq!(
-            verify(&t4, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadSignature)
-        );
+        assert_eq!(verify(&t4, &one(hs_key()), &v0(), NOW), Err(Reject::BadSignature));
     }
 
     #[test]
@@ -1419,11 +1363,7 @@ mod tests {
         let v = Validation::new(None, None, u64::MAX);
         assert_eq!(verify(&t, &one(hs_key()), &v, NOW), Err(Reject::Expired));
         // even a hand-built struct is clamped at use
-        let raw = Validation {
-            issuer: None,
-            audience: None,
-            leeway_secs: 1000,
-        };
+        let raw = Validation { issuer: None, audience: None, leeway_secs: 1000 };
         assert_eq!(verify(&t, &one(hs_key()), &raw, NOW), Err(Reject::Expired));
         let t = hs_token(&json!({"exp": NOW - 29}));
         assert!(verify(&t, &one(hs_key()), &raw, NOW).is_ok());
@@ -1432,28 +1372,16 @@ mod tests {
     #[test]
     fn nbf_in_future_and_types() {
         let t = hs_token(&json!({"exp": NOW + 100, "nbf": NOW + 60}));
-        assert_eq!(
-            verify(&t, &one(hs_key()), &v0(), NOW),
-            Err(Reject::NotYetValid)
-        );
+        assert_eq!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::NotYetValid));
         let v = Validation::new(None, None, 30);
-        assert_eq!(
-            verify(&t, &one(hs_key()), &v, NOW),
-            Err(Reject::NotYetValid)
-        );
+        assert_eq!(verify(&t, &one(hs_key()), &v, NOW), Err(Reject::NotYetValid));
         let t = hs_token(&json!({"exp": NOW + 100, "nbf": NOW + 20}));
         let ok = verify(&t, &one(hs_key()), &v, NOW).unwrap();
         assert_eq!(ok.nbf, Some(NOW + 20));
         let t = hs_token(&json!({"exp": NOW + 100, "nbf": "0"}));
-        assert!(matches!(
-            verify(&t, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadClaim(_))
-        ));
+        assert!(matches!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::BadClaim(_))));
         let t = hs_token(&json!({"exp": NOW + 100, "iat": "yesterday"}));
-        assert!(matches!(
-            verify(&t, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadClaim(_))
-        ));
+        assert!(matches!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::BadClaim(_))));
     }
 
     #[test]
@@ -1463,45 +1391,24 @@ mod tests {
         let good = Validation::new(Some("https://idp".into()), Some("vecguard".into()), 0);
         assert!(verify(&t, &one(hs_key()), &good, NOW).is_ok());
         let bad_iss = Validation::new(Some("https://evil".into()), None, 0);
-        assert_eq!(
-            verify(&t, &one(hs_key()), &bad_iss, NOW),
-            Err(Reject::WrongIssuer)
-        );
+        assert_eq!(verify(&t, &one(hs_key()), &bad_iss, NOW), Err(Reject::WrongIssuer));
         let bad_aud = Validation::new(None, Some("other".into()), 0);
-        assert_eq!(
-            verify(&t, &one(hs_key()), &bad_aud, NOW),
-            Err(Reject::WrongAudience)
-        );
+        assert_eq!(verify(&t, &one(hs_key()), &bad_aud, NOW), Err(Reject::WrongAudience));
         // missing iss/aud when configured
         let t0 = hs_token(&json!({"exp": NOW + 100}));
-        assert_eq!(
-            verify(&t0, &one(hs_key()), &good, NOW),
-            Err(Reject::WrongIssuer)
-        );
+        assert_eq!(verify(&t0, &one(hs_key()), &good, NOW), Err(Reject::WrongIssuer));
         let aud_only = Validation::new(Some(String::new()), Some("vecguard".into()), 0);
         assert_eq!(aud_only.issuer, None);
-        assert_eq!(
-            verify(&t0, &one(hs_key()), &aud_only, NOW),
-            Err(Reject::WrongAudience)
-        );
+        assert_eq!(verify(&t0, &one(hs_key()), &aud_only, NOW), Err(Reject::WrongAudience));
         // aud array
         let ta = hs_token(&json!({"exp": NOW + 100, "aud": ["x", "vecguard"]}));
         assert!(verify(&ta, &one(hs_key()), &aud_only, NOW).is_ok());
         let tb = hs_token(&json!({"exp": NOW + 100, "aud": ["x", "y"]}));
-        assert_eq!(
-            verify(&tb, &one(hs_key()), &aud_only, NOW),
-            Err(Reject::WrongAudience)
-        );
+        assert_eq!(verify(&tb, &one(hs_key()), &aud_only, NOW), Err(Reject::WrongAudience));
         let tc = hs_token(&json!({"exp": NOW + 100, "aud": ["vecguard", 5]}));
-        assert!(matches!(
-            verify(&tc, &one(hs_key()), &aud_only, NOW),
-            Err(Reject::BadClaim(_))
-        ));
+        assert!(matches!(verify(&tc, &one(hs_key()), &aud_only, NOW), Err(Reject::BadClaim(_))));
         let td = hs_token(&json!({"exp": NOW + 100, "iss": 7}));
-        assert!(matches!(
-            verify(&td, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadClaim(_))
-        ));
+        assert!(matches!(verify(&td, &one(hs_key()), &v0(), NOW), Err(Reject::BadClaim(_))));
     }
 
     #[test]
@@ -1512,95 +1419,49 @@ mod tests {
             &claims(),
             &EncodingKey::from_secret(SECRET.as_bytes()),
         );
-        assert_eq!(
-            verify(&t, &one(hs_key()), &v0(), NOW),
-            Err(Reject::UnknownKey)
-        );
-        let t = sign(
-            Algorithm::HS256,
-            None,
-            &claims(),
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        );
-        assert_eq!(
-            verify(&t, &one(hs_key()), &v0(), NOW),
-            Err(Reject::MissingKid)
-        );
+        assert_eq!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::UnknownKey));
+        let t =
+            sign(Algorithm::HS256, None, &claims(), &EncodingKey::from_secret(SECRET.as_bytes()));
+        assert_eq!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::MissingKid));
         assert_eq!(header_kid(&t), Ok(None));
         let t = hs_token(&claims());
         assert_eq!(header_kid(&t), Ok(Some("hs".to_string())));
         let revoked = |_: &str| KeyLookup::Revoked;
-        assert_eq!(
-            verify_with(&t, &revoked, &v0(), NOW),
-            Err(Reject::RevokedKey)
-        );
+        assert_eq!(verify_with(&t, &revoked, &v0(), NOW), Err(Reject::RevokedKey));
         let h = b64(r#"{"alg":"HS256","kid":42}"#);
         let t = format!("{h}.{}.AAAA", b64("{}"));
         assert_eq!(header_kid(&t), Err(Reject::BadHeader));
-        assert_eq!(
-            verify(&t, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadHeader)
-        );
+        assert_eq!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::BadHeader));
     }
 
     #[test]
     fn exp_string_or_missing_rejected() {
         let t = hs_token(&json!({"exp": "9999999999"}));
-        assert!(matches!(
-            verify(&t, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadClaim(_))
-        ));
+        assert!(matches!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::BadClaim(_))));
         let t = hs_token(&json!({"sub": "alice"}));
-        assert_eq!(
-            verify(&t, &one(hs_key()), &v0(), NOW),
-            Err(Reject::MissingExp)
-        );
+        assert_eq!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::MissingExp));
         let t = hs_token(&json!({"exp": null}));
-        assert_eq!(
-            verify(&t, &one(hs_key()), &v0(), NOW),
-            Err(Reject::MissingExp)
-        );
+        assert_eq!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::MissingExp));
         let t = hs_token(&json!({"exp": 1e300}));
-        assert!(matches!(
-            verify(&t, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadClaim(_))
-        ));
+        assert!(matches!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::BadClaim(_))));
         let t = hs_token(&json!({"exp": u64::MAX}));
-        assert!(matches!(
-            verify(&t, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadClaim(_))
-        ));
+        assert!(matches!(verify(&t, &one(hs_key()), &v0(), NOW), Err(Reject::BadClaim(_))));
         let t = hs_token(&json!({"exp": i64::MAX}));
-        assert!(verify(
-            &t,
-            &one(hs_key()),
-            &Validation::new(None, None, 30),
-            i64::MAX - 1
-        )
-        .is_ok());
+        assert!(verify(&t, &one(hs_key()), &Validation::new(None, None, 30), i64::MAX - 1).is_ok());
         // non-object payloads: jsonwebtoken or our own check refuses them
         for p in [json!([1, 2, 3]), json!("s"), json!(5)] {
             let r = verify(&hs_token(&p), &one(hs_key()), &v0(), NOW);
-            assert!(
-                matches!(r, Err(Reject::Malformed) | Err(Reject::BadClaim(_))),
-                "{r:?}"
-            );
+            assert!(matches!(r, Err(Reject::Malformed) | Err(Reject::BadClaim(_))), "{r:?}");
         }
     }
 
     #[test]
     fn oversize_and_garbage() {
         let big = "a".repeat(MAX_TOKEN_BYTES + 1);
-        assert_eq!(
-            verify(&big, &one(hs_key()), &v0(), NOW),
-            Err(Reject::TooLarge)
-        );
+        assert_eq!(verify(&big, &one(hs_key()), &v0(), NOW), Err(Reject::TooLarge));
         let mut c = claims();
         c["pad"] = json!("x".repeat(MAX_TOKEN_BYTES));
-        assert_eq!(
-            verify(&hs_token(&c), &one(hs_key()), &v0(), NOW),
-            Err(Reject::TooLarge)
-        );
+        assert_eq!(verify(&hs_token(&c), &one(hs_key()), &v0(), NOW), Err(Reject::TooLarge));
         assert_eq!(header_kid(&big), Err(Reject::TooLarge));
 
         let t = hs_token(&claims());
@@ -1617,34 +1478,21 @@ mod tests {
             "....".to_string(),
             "é.é.é".to_string(),
         ] {
-            assert_eq!(
-                verify(&bad, &one(hs_key()), &v0(), NOW),
-                Err(Reject::Malformed),
-                "{bad}"
-            );
+            assert_eq!(verify(&bad, &one(hs_key()), &v0(), NOW), Err(Reject::Malformed), "{bad}");
         }
         // valid base64url, but header is not a JSON object
         for h in ["not json", "[1,2]", "\"s\""] {
             let tok = format!("{}.{}.{}", b64(h), segs[1], segs[2]);
-            assert_eq!(
-                verify(&tok, &one(hs_key()), &v0(), NOW),
-                Err(Reject::BadHeader)
-            );
+            assert_eq!(verify(&tok, &one(hs_key()), &v0(), NOW), Err(Reject::BadHeader));
         }
         // header without alg, and with an unsupported crit extension
         let tok = format!("{}.{}.{}", b64(r#"{"kid":"hs"}"#), segs[1], segs[2]);
-        assert_eq!(
-            verify(&tok, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadHeader)
-        );
+        assert_eq!(verify(&tok, &one(hs_key()), &v0(), NOW), Err(Reject::BadHeader));
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some("hs".into());
         h.crit = Some(vec!["exp".into()]);
         let tok = encode(&h, &claims(), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
-        assert_eq!(
-            verify(&tok, &one(hs_key()), &v0(), NOW),
-            Err(Reject::BadHeader)
-        );
+        assert_eq!(verify(&tok, &one(hs_key()), &v0(), NOW), Err(Reject::BadHeader));
         // payload that is validly signed but not JSON
         let hp = format!("{}.{}", segs[0], b64("not json"));
         let sig = jsonwebtoken::crypto::sign(
@@ -1696,9 +1544,7 @@ mod tests {
         ];
         let codes: HashSet<&str> = all.iter().map(Reject::code).collect();
         assert_eq!(codes.len(), all.len());
-        assert!(codes
-            .iter()
-            .all(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        assert!(codes.iter().all(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
         let err = Key::from_material("k", "HS256", "short-secret-XYZ").unwrap_err();
         assert!(!err.to_string().contains("XYZ"));
     }
@@ -1715,10 +1561,7 @@ mod tests {
             Key::from_material("k", "none", SECRET),
             Err(KeyError::UnsupportedAlg(_))
         ));
-        assert!(matches!(
-            Key::from_material("", "HS256", SECRET),
-            Err(KeyError::InvalidKid(_))
-        ));
+        assert!(matches!(Key::from_material("", "HS256", SECRET), Err(KeyError::InvalidKid(_))));
         assert!(matches!(
             Key::from_material("a\nb", "HS256", SECRET),
             Err(KeyError::InvalidKid(_))
@@ -1734,10 +1577,7 @@ mod tests {
             assert!(e.to_string().contains("private key"));
         }
         let both = format!("{RSA_PUB}\n{RSA_PRIV}");
-        assert_eq!(
-            Key::from_material("k", "RS256", &both).unwrap_err(),
-            KeyError::PrivateKey
-        );
+        assert_eq!(Key::from_material("k", "RS256", &both).unwrap_err(), KeyError::PrivateKey);
         let pkcs1_priv = RSA_PRIV.replace("PRIVATE KEY", "RSA PRIVATE KEY");
         assert_eq!(
             Key::from_material("k", "RS256", &pkcs1_priv).unwrap_err(),
@@ -1772,24 +1612,15 @@ mod tests {
             Key::from_material("k", "RS256", RSA1024_PUB).unwrap_err(),
             KeyError::WeakRsa { bits: 1024 }
         );
-        assert_eq!(
-            Key::from_material("k", "RS256", "not a pem").unwrap_err(),
-            KeyError::NotPem
-        );
+        assert_eq!(Key::from_material("k", "RS256", "not a pem").unwrap_err(), KeyError::NotPem);
         let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
-        assert_eq!(
-            Key::from_material("k", "RS256", cert).unwrap_err(),
-            KeyError::Certificate
-        );
+        assert_eq!(Key::from_material("k", "RS256", cert).unwrap_err(), KeyError::Certificate);
         let junk = "-----BEGIN PUBLIC KEY-----\nAAAA%%%%\n-----END PUBLIC KEY-----";
         assert!(Key::from_material("k", "RS256", junk).is_err());
         assert!(Key::from_material("k", "EdDSA", junk).is_err());
         // thumbprints only for asymmetric keys
         assert!(hs_key().thumbprint().is_none());
-        assert!(Key::from_material("k", "RS256", RSA_PUB)
-            .unwrap()
-            .thumbprint()
-            .is_some());
+        assert!(Key::from_material("k", "RS256", RSA_PUB).unwrap().thumbprint().is_some());
         assert!(!format!("{:?}", hs_key()).contains(SECRET));
     }
 
@@ -1850,10 +1681,7 @@ mod tests {
         // negatives
         let mut no_kid = rsa.clone();
         no_kid.as_object_mut().unwrap().remove("kid");
-        assert!(matches!(
-            Key::from_jwk(&no_kid),
-            Err(KeyError::InvalidJwk(_))
-        ));
+        assert!(matches!(Key::from_jwk(&no_kid), Err(KeyError::InvalidJwk(_))));
         let mut private = ec.clone();
         private["d"] = json!("AAAA");
         assert_eq!(Key::from_jwk(&private).unwrap_err(), KeyError::PrivateKey);
@@ -1862,18 +1690,12 @@ mod tests {
         assert!(Key::from_jwk(&enc).is_err());
         let mut wrong = rsa.clone();
         wrong["alg"] = json!("ES256");
-        assert!(matches!(
-            Key::from_jwk(&wrong),
-            Err(KeyError::WrongKeyType { .. })
-        ));
+        assert!(matches!(Key::from_jwk(&wrong), Err(KeyError::WrongKeyType { .. })));
         let mut wrong_crv = ec.clone();
         wrong_crv["alg"] = json!("ES384");
         assert!(Key::from_jwk(&wrong_crv).is_err());
         let weak = json!({"kty": "oct", "kid": "o", "k": "c2hvcnQ"});
-        assert_eq!(
-            Key::from_jwk(&weak).unwrap_err(),
-            KeyError::WeakSecret { got: 5 }
-        );
+        assert_eq!(Key::from_jwk(&weak).unwrap_err(), KeyError::WeakSecret { got: 5 });
         assert!(Key::from_jwk(&json!({"kty": "XYZ", "kid": "a", "alg": "HS256"})).is_err());
         assert!(Key::from_jwk(&json!("string")).is_err());
         assert!(Key::from_jwk(&json!({"kty": "RSA", "kid": "a", "n": "!!", "e": "AQAB"})).is_err());
@@ -1899,10 +1721,7 @@ mod tests {
         assert!(parse_jwks("{").is_err());
         assert!(parse_jwks("[]").is_err());
         let bad = json!({"keys": [public_jwk("a", Alg::RS256, RSA_PUB), {"kty": "RSA"}]});
-        assert!(parse_jwks(&bad.to_string())
-            .unwrap_err()
-            .to_string()
-            .contains("key #2"));
+        assert!(parse_jwks(&bad.to_string()).unwrap_err().to_string().contains("key #2"));
     }
 
     // Hand-built DER/PEM for keys no tool would emit (bodies below 64 KiB).
@@ -1919,15 +1738,8 @@ mod tests {
 
     fn to_pem(label: &str, der: &[u8]) -> String {
         let b = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = b
-            .as_bytes()
-            .chunks(64)
-            .flat_map(std::str::from_utf8)
-            .collect();
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            lines.join("\n")
-        )
+        let lines: Vec<&str> = b.as_bytes().chunks(64).flat_map(std::str::from_utf8).collect();
+        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
     }
 
     // PKCS#1 RSAPublicKey; DER wants a zero byte before a high first byte, and only there.
@@ -1941,14 +1753,8 @@ mod tests {
 
     // An SPKI PEM with its trailing bytes (the EC point or Ed25519 key) replaced.
     fn with_point(pem: &str, point: &[u8]) -> String {
-        let body: String = pem
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.starts_with("-----"))
-            .collect();
-        let mut der = base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .unwrap();
+        let body: String = pem.lines().map(str::trim).filter(|l| !l.starts_with("-----")).collect();
+        let mut der = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
         let at = der.len() - point.len();
         der[at..].copy_from_slice(point);
         to_pem("PUBLIC KEY", &der)
@@ -1956,10 +1762,7 @@ mod tests {
 
     // Both registration paths must refuse the key, with `why` in the message.
     fn refused(jwk: Value, alg: Alg, pem: &str, why: &str) {
-        for got in [
-            Key::from_jwk(&jwk),
-            Key::from_material("k", alg.as_str(), pem),
-        ] {
+        for got in [Key::from_jwk(&jwk), Key::from_material("k", alg.as_str(), pem)] {
             let msg = got.unwrap_err().to_string();
             assert!(msg.contains(why), "{alg}: {msg:?} lacks {why:?}");
         }
@@ -1999,22 +1802,14 @@ mod tests {
             json!({"kty": "RSA", "kid": "k", "n": u(&[&[0][..], &n].concat()), "e": "AQAB"});
         assert!(Key::from_jwk(&padded).is_ok());
 
-        for (alg, pem, curve) in [
-            (Alg::ES256, EC_PUB, "P-256"),
-            (Alg::ES384, EC384_PUB, "P-384"),
-        ] {
+        for (alg, pem, curve) in [(Alg::ES256, EC_PUB, "P-256"), (Alg::ES384, EC384_PUB, "P-384")] {
             let good = public_jwk("k", alg, pem);
             let (x, mut y) = (jwk_bytes(&good, "x"), jwk_bytes(&good, "y"));
             // Only y and p - y lie on the curve with this x, so y ^ 1 does not.
             *y.last_mut().unwrap() ^= 1;
             let zero = vec![0u8; x.len()];
             let above_p = vec![0xffu8; x.len()];
-            for (x, y) in [
-                (&x, &y),
-                (&zero, &zero),
-                (&above_p, &above_p),
-                (&x, &above_p),
-            ] {
+            for (x, y) in [(&x, &y), (&zero, &zero), (&above_p, &above_p), (&x, &above_p)] {
                 let jwk = json!({"kty": "EC", "kid": "k", "crv": curve, "x": u(x), "y": u(y)});
                 let point = [&[4u8][..], x, y].concat();
                 refused(
@@ -2036,10 +1831,7 @@ mod tests {
         // y = 2 gives a non-square x^2 = (y^2 - 1) / (d y^2 + 1): no such point.
         let mut off_curve = [0u8; 32];
         off_curve[0] = 2;
-        for (x, why) in [
-            (identity, "small-order point"),
-            (off_curve, "not a point on the curve"),
-        ] {
+        for (x, why) in [(identity, "small-order point"), (off_curve, "not a point on the curve")] {
             let jwk = json!({"kty": "OKP", "kid": "k", "crv": "Ed25519", "x": u(&x)});
             refused(jwk, Alg::EdDSA, &with_point(ED_PUB, &x), why);
         }
@@ -2053,9 +1845,7 @@ mod tests {
         // Deterministic LCG so the test is reproducible without a rand dependency.
         let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (seed >> 33) as usize
         };
         let keys = [
@@ -2063,18 +1853,13 @@ mod tests {
             (Key::from_material("k", "RS256", RSA_PUB).unwrap(), "RS256"),
             (Key::from_material("k", "PS512", RSA_PUB).unwrap(), "PS512"),
             (Key::from_material("k", "ES256", EC_PUB).unwrap(), "ES256"),
-            (
-                Key::from_material("k", "ES384", EC384_PUB).unwrap(),
-                "ES384",
-            ),
+            (Key::from_material("k", "ES384", EC384_PUB).unwrap(), "ES384"),
             (Key::from_material("k", "EdDSA", ED_PUB).unwrap(), "EdDSA"),
         ];
         let payload = b64(&claims().to_string());
         for (key, alg) in keys {
             let head = b64(&format!(r#"{{"alg":"{alg}","kid":"k"}}"#));
-            for len in [
-                1usize, 2, 31, 32, 63, 64, 65, 71, 72, 96, 104, 255, 256, 257, 512, 600,
-            ] {
+            for len in [1usize, 2, 31, 32, 63, 64, 65, 71, 72, 96, 104, 255, 256, 257, 512, 600] {
                 let sig: Vec<u8> = (0..len).map(|_| next() as u8).collect();
                 let t = format!("{head}.{payload}.{}", URL_SAFE_NO_PAD.encode(&sig));
                 assert_eq!(
@@ -2088,12 +1873,7 @@ mod tests {
         for _ in 0..3000 {
             let len = next() % 120;
             let t: String = (0..len)
-                .map(|_| {
-                    alphabet
-                        .get(next() % alphabet.len())
-                        .copied()
-                        .unwrap_or(b'A') as char
-                })
+                .map(|_| alphabet.get(next() % alphabet.len()).copied().unwrap_or(b'A') as char)
                 .collect();
             assert!(verify(&t, &one(hs_key()), &v0(), NOW).is_err());
             let _ = header_kid(&t);

@@ -115,9 +115,7 @@ pub struct PolicyError {
 
 impl PolicyError {
     fn new(message: impl Into<String>) -> PolicyError {
-        PolicyError {
-            message: message.into(),
-        }
+        PolicyError { message: message.into() }
     }
 
     /// The human-readable reason.
@@ -187,14 +185,8 @@ pub fn quote_literal(s: &str) -> String {
 /// dimensions given. At least one column dimension is required.
 pub fn protect_sql(spec: &ProtectSpec) -> Result<Vec<String>, PolicyError> {
     let table = qualified(&spec.table)?;
-    for c in [
-        &spec.tenant,
-        &spec.clearance,
-        &spec.valid_from,
-        &spec.valid_until,
-    ]
-    .into_iter()
-    .flatten()
+    for c in
+        [&spec.tenant, &spec.clearance, &spec.valid_from, &spec.valid_until].into_iter().flatten()
     {
         check_ident(&c.name, "column name")?;
         validate_type_name(&c.type_name)?;
@@ -249,23 +241,14 @@ pub fn protect_sql(spec: &ProtectSpec) -> Result<Vec<String>, PolicyError> {
     let mut validity = Vec::new();
     if let Some(c) = &spec.valid_from {
         let col = quote_ident(&c.name);
-        validity.push(format!(
-            "({col} IS NULL OR {col} <= (SELECT pg_catalog.now()))"
-        ));
+        validity.push(format!("({col} IS NULL OR {col} <= (SELECT pg_catalog.now()))"));
     }
     if let Some(c) = &spec.valid_until {
         let col = quote_ident(&c.name);
-        validity.push(format!(
-            "({col} IS NULL OR {col} > (SELECT pg_catalog.now()))"
-        ));
+        validity.push(format!("({col} IS NULL OR {col} > (SELECT pg_catalog.now()))"));
     }
     if !validity.is_empty() {
-        out.push(restrictive(
-            "vecguard_validity",
-            &table,
-            &validity.join(" AND "),
-            "true",
-        ));
+        out.push(restrictive("vecguard_validity", &table, &validity.join(" AND "), "true"));
     }
     if let Some(h) = &spec.access_hours {
         let expr = format!(
@@ -286,9 +269,14 @@ pub const TENANT_TYPES: &str = "smallint, integer, bigint, text, character varyi
 /// A tenant column's type, as far as matching claim values against it is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TenantKeyType {
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     /// `text`, or `character varying(n)` with its length limit.
-    Text { max_chars: Option<usize> },
+    Text {
+        max_chars: Option<usize>,
+    },
     Uuid,
 }
 
@@ -344,11 +332,7 @@ pub fn is_canonical_tenant_key(ty: TenantKeyType, value: &str) -> bool {
 /// DISABLE row level security. Note that DISABLE also switches off any
 /// policies the table had that vecguard did not create.
 pub fn unprotect_sql(table: &QualifiedName) -> Vec<String> {
-    let t = format!(
-        "{}.{}",
-        quote_ident(&table.schema),
-        quote_ident(&table.name)
-    );
+    let t = format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name));
     let mut out: Vec<String> = POLICY_NAMES.iter().map(|p| drop_policy(p, &t)).collect();
     out.push(format!("ALTER TABLE {t} NO FORCE ROW LEVEL SECURITY"));
     out.push(format!("ALTER TABLE {t} DISABLE ROW LEVEL SECURITY"));
@@ -370,11 +354,7 @@ fn restrictive(name: &str, table: &str, using: &str, check: &str) -> String {
 fn qualified(q: &QualifiedName) -> Result<String, PolicyError> {
     check_ident(&q.schema, "schema name")?;
     check_ident(&q.name, "table name")?;
-    Ok(format!(
-        "{}.{}",
-        quote_ident(&q.schema),
-        quote_ident(&q.name)
-    ))
+    Ok(format!("{}.{}", quote_ident(&q.schema), quote_ident(&q.name)))
 }
 
 // Identifiers are quoted, so any character is fine except NUL (which
@@ -388,9 +368,7 @@ fn check_ident(s: &str, what: &str) -> Result<(), PolicyError> {
         return Err(PolicyError::new(format!("{what} must not contain NUL")));
     }
     if s.len() > MAX_IDENT_BYTES {
-        return Err(PolicyError::new(format!(
-            "{what} is longer than {MAX_IDENT_BYTES} bytes"
-        )));
+        return Err(PolicyError::new(format!("{what} is longer than {MAX_IDENT_BYTES} bytes")));
     }
     Ok(())
 }
@@ -539,10 +517,7 @@ pub fn validate_type_name(t: &str) -> Result<(), PolicyError> {
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
                 let s = i;
-                while b
-                    .get(i)
-                    .is_some_and(|d| d.is_ascii_alphanumeric() || *d == b'_')
-                {
+                while b.get(i).is_some_and(|d| d.is_ascii_alphanumeric() || *d == b'_') {
                     i += 1;
                 }
                 let word = t.get(s..i).unwrap_or("");
@@ -623,12 +598,7 @@ pub fn parse_access_hours(
             quote_literal(&tz.chars().take(64).collect::<String>())
         ))
     })?;
-    Ok(AccessHours {
-        days,
-        start: start_m,
-        end: end_m,
-        time_zone,
-    })
+    Ok(AccessHours { days, start: start_m, end: end_m, time_zone })
 }
 
 /// True when `now_utc`, seen in the window's time zone, falls inside the
@@ -712,34 +682,22 @@ mod tests {
     use chrono::TimeZone;
 
     fn col(name: &str, ty: &str) -> Option<Column> {
-        Some(Column {
-            name: name.into(),
-            type_name: ty.into(),
-        })
+        Some(Column { name: name.into(), type_name: ty.into() })
     }
 
     fn table() -> QualifiedName {
-        QualifiedName {
-            schema: "public".into(),
-            name: "docs".into(),
-        }
+        QualifiedName { schema: "public".into(), name: "docs".into() }
     }
 
     #[test]
     fn quoting_helpers() {
         assert_eq!(quote_ident("docs"), "\"docs\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(
-            quote_ident("x\"); DROP TABLE t; --"),
-            "\"x\"\"); DROP TABLE t; --\""
-        );
+        assert_eq!(quote_ident("x\"); DROP TABLE t; --"), "\"x\"\"); DROP TABLE t; --\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(quote_literal("a\\'b"), "E'a\\\\''b'");
         assert_eq!(quote_literal(""), "''");
-        assert_eq!(
-            quote_literal("'; DROP TABLE x; --"),
-            "'''; DROP TABLE x; --'"
-        );
+        assert_eq!(quote_literal("'; DROP TABLE x; --"), "'''; DROP TABLE x; --'");
     }
 
     #[test]
@@ -803,11 +761,8 @@ mod tests {
         for refused in ["numeric", "character(4)", "date", "character varying(x)"] {
             assert_eq!(tenant_key_type(refused), None, "{refused}");
         }
-        let spec = ProtectSpec {
-            table: table(),
-            tenant: col("t", "numeric"),
-            ..Default::default()
-        };
+        let spec =
+            ProtectSpec { table: table(), tenant: col("t", "numeric"), ..Default::default() };
         assert!(protect_sql(&spec).unwrap_err().message().contains("expected one of"));
     }
 
@@ -822,11 +777,8 @@ mod tests {
         assert_eq!(sql.len(), 9);
         assert!(sql[8]
             .contains(r#""org" = ANY ((SELECT vecguard.tenant_keys('character varying(64)')::character varying(64)[])::character varying[])"#));
-        let spec = ProtectSpec {
-            table: table(),
-            valid_until: col("until", "date"),
-            ..Default::default()
-        };
+        let spec =
+            ProtectSpec { table: table(), valid_until: col("until", "date"), ..Default::default() };
         let sql = protect_sql(&spec).unwrap();
         assert_eq!(
             sql.last().unwrap(),
@@ -940,36 +892,18 @@ mod tests {
         let long = "a".repeat(64);
         for spec in [
             ProtectSpec {
-                table: QualifiedName {
-                    schema: "".into(),
-                    name: "t".into(),
-                },
+                table: QualifiedName { schema: "".into(), name: "t".into() },
                 clearance: col("c", "int"),
                 ..Default::default()
             },
             ProtectSpec {
-                table: QualifiedName {
-                    schema: "s".into(),
-                    name: long.clone(),
-                },
+                table: QualifiedName { schema: "s".into(), name: long.clone() },
                 clearance: col("c", "int"),
                 ..Default::default()
             },
-            ProtectSpec {
-                table: table(),
-                clearance: col(&long, "int"),
-                ..Default::default()
-            },
-            ProtectSpec {
-                table: table(),
-                clearance: col("a\0b", "int"),
-                ..Default::default()
-            },
-            ProtectSpec {
-                table: table(),
-                clearance: col("", "int"),
-                ..Default::default()
-            },
+            ProtectSpec { table: table(), clearance: col(&long, "int"), ..Default::default() },
+            ProtectSpec { table: table(), clearance: col("a\0b", "int"), ..Default::default() },
+            ProtectSpec { table: table(), clearance: col("", "int"), ..Default::default() },
         ] {
             assert!(protect_sql(&spec).is_err());
         }
@@ -1003,35 +937,21 @@ mod tests {
         assert_eq!(h.days, [true, true, true, true, true, false, false]);
         assert_eq!((h.start, h.end), (480, 1080));
         assert_eq!(h.days_spec(), "mon,tue,wed,thu,fri");
-        assert_eq!(
-            (h.start_str().as_str(), h.end_str().as_str()),
-            ("08:00", "18:00")
-        );
+        assert_eq!((h.start_str().as_str(), h.end_str().as_str()), ("08:00", "18:00"));
         let h = parse_access_hours(" Mon, wed ,SAT ", "8:30", "24:00", "UTC").unwrap();
         assert_eq!(h.days_spec(), "mon,wed,sat");
         assert_eq!(h.end_str(), "24:00");
         let h = parse_access_hours("sat-mon", "22:00", "06:00", "America/New_York").unwrap();
         assert_eq!(h.days_spec(), "mon,sat,sun");
+        assert_eq!(parse_access_hours("daily", "00:00", "24:00", "UTC").unwrap().days, [true; 7]);
         assert_eq!(
-            parse_access_hours("daily", "00:00", "24:00", "UTC")
-                .unwrap()
-                .days,
-            [true; 7]
-        );
-        assert_eq!(
-            parse_access_hours("monday-tuesday", "00:00", "01:00", "UTC")
-                .unwrap()
-                .days_spec(),
+            parse_access_hours("monday-tuesday", "00:00", "01:00", "UTC").unwrap().days_spec(),
             "mon,tue"
         );
         // round trip through the canonical strings
-        let again = parse_access_hours(
-            &h.days_spec(),
-            &h.start_str(),
-            &h.end_str(),
-            h.time_zone.name(),
-        )
-        .unwrap();
+        let again =
+            parse_access_hours(&h.days_spec(), &h.start_str(), &h.end_str(), h.time_zone.name())
+                .unwrap();
         assert_eq!(again, h);
         for (d, s, e, tz) in [
             ("", "08:00", "18:00", "UTC"),

@@ -64,27 +64,14 @@ impl Drop for Busy {
 }
 
 fn spi_err(e: pgrx::spi::Error) -> ! {
-    ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        format!("vecguard: SPI failure: {e}")
-    );
+    ereport!(ERROR, PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("vecguard: SPI failure: {e}"));
 }
 
 const INT_TYPES: [&str; 3] = ["smallint", "integer", "bigint"];
-const TIME_TYPES: [&str; 3] = [
-    "timestamp with time zone",
-    "timestamp without time zone",
-    "date",
-];
+const TIME_TYPES: [&str; 3] = ["timestamp with time zone", "timestamp without time zone", "date"];
 
 // Column with its type as format_type() prints it; 42703 when absent.
-fn column(
-    rel: &TableInfo,
-    name: Option<&str>,
-    allowed: &[&str],
-    what: &str,
-) -> Option<Column> {
+fn column(rel: &TableInfo, name: Option<&str>, allowed: &[&str], what: &str) -> Option<Column> {
     let name = name?;
     let ty: Option<String> = Spi::get_one_with_args(
         "SELECT pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute \
@@ -135,10 +122,7 @@ fn column(
             "Give the column a deterministic collation, e.g. ALTER TABLE ... ALTER COLUMN ... TYPE text COLLATE \"C\".",
         );
     }
-    Some(Column {
-        name: name.to_string(),
-        type_name: ty,
-    })
+    Some(Column { name: name.to_string(), type_name: ty })
 }
 
 struct TableInfo {
@@ -157,10 +141,7 @@ fn table_info(rel: PgRelation) -> TableInfo {
     }
     TableInfo {
         oid: rel.oid(),
-        name: QualifiedName {
-            schema: rel.namespace().to_string(),
-            name: rel.name().to_string(),
-        },
+        name: QualifiedName { schema: rel.namespace().to_string(), name: rel.name().to_string() },
     }
 }
 
@@ -171,7 +152,6 @@ fn run_all(stmts: &[String]) {
         }
     });
 }
-
 
 /// Runs `f` with `search_path = pg_catalog, pg_temp`, so SQL we generate and run cannot be
 /// redirected to objects the caller planted. Restored on success; an ERROR restores it
@@ -198,7 +178,6 @@ fn with_safe_search_path<R>(f: impl FnOnce() -> R) -> R {
     unsafe { pg_sys::AtEOXact_GUC(true, nest) };
     r
 }
-
 
 fn spec_for(tbl: &TableInfo, args: &ProtectArgs) -> ProtectSpec {
     let access_hours = match (&args.hours_days, &args.hours_start, &args.hours_end) {
@@ -450,7 +429,8 @@ fn registry_exists() -> bool {
     // SAFETY: catalog name lookups that return InvalidOid instead of raising.
     unsafe {
         let nsp = pg_sys::get_namespace_oid(c"vecguard".as_ptr(), true);
-        nsp != pg_sys::InvalidOid && pg_sys::get_relname_relid(c"protected".as_ptr(), nsp) != pg_sys::InvalidOid
+        nsp != pg_sys::InvalidOid
+            && pg_sys::get_relname_relid(c"protected".as_ptr(), nsp) != pg_sys::InvalidOid
     }
 }
 
@@ -477,7 +457,9 @@ pub fn enforce() {
                 events::change("protection_change_refused", None, Some(&name), Some(detail));
                 fail_with_hint(
                     PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                    format!("vecguard: cannot change the row level security of protected table {name}"),
+                    format!(
+                        "vecguard: cannot change the row level security of protected table {name}"
+                    ),
                     "Only a superuser can, with vecguard.protect() or vecguard.unprotect().",
                 );
             }

@@ -9,8 +9,6 @@
 
 use pgrx::prelude::*;
 
-
-
 /// Raises an ERROR with a hint, the line that tells the user what to do instead.
 pub(crate) fn fail_with_hint(code: PgSqlErrorCode, msg: String, hint: &str) -> ! {
     pgrx::pg_sys::panic::ErrorReport::new(code, msg, "vecguard")
@@ -25,11 +23,7 @@ pub(crate) fn fail(code: PgSqlErrorCode, msg: String) -> ! {
 }
 
 fn spi_err(e: pgrx::spi::Error) -> ! {
-    ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        format!("vecguard: SPI failure: {e}")
-    );
+    ereport!(ERROR, PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("vecguard: SPI failure: {e}"));
 }
 
 #[pg_schema]
@@ -39,8 +33,8 @@ pub mod vecguard {
     use serde_json::Value;
 
     use super::super::policy;
-    use super::super::{audit_log, claims, events, guc, identity, jwt};
     use super::super::protection;
+    use super::super::{audit_log, claims, events, guc, identity, jwt};
     use super::spi_err;
 
     // ------------------------------------------------------------------ claims
@@ -135,11 +129,7 @@ pub mod vecguard {
     // ------------------------------------------------------------------ keys
 
     fn key_error(e: jwt::KeyError) -> ! {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("vecguard: {e}")
-        );
+        ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("vecguard: {e}"));
     }
 
     // Inserts or (when `replace`) replaces a key row, as the key table's owner. Returns
@@ -467,9 +457,7 @@ mod tests {
     }
 
     fn count() -> i64 {
-        Spi::get_one::<i64>("SELECT count(*) FROM pt_docs")
-            .expect("count")
-            .unwrap_or(-1)
+        Spi::get_one::<i64>("SELECT count(*) FROM pt_docs").expect("count").unwrap_or(-1)
     }
 
     #[pg_test]
@@ -480,10 +468,7 @@ mod tests {
             Spi::get_one::<String>("SELECT vecguard.tenant()").expect("spi"),
             Some("a".into())
         );
-        assert_eq!(
-            Spi::get_one::<i32>("SELECT vecguard.clearance()").expect("spi"),
-            Some(1)
-        );
+        assert_eq!(Spi::get_one::<i32>("SELECT vecguard.clearance()").expect("spi"), Some(1));
         // tenant a = even ids, clearance i % 3 <= 1: 20 of the 30 even ids
         assert_eq!(count(), 20);
         // the key lookup ran as the key table's owner and switched back
@@ -502,24 +487,23 @@ mod tests {
         // it into 'B' made the token malformed, not badly signed, in 1 run out of 16.)
         let sig_at = good.rfind('.').expect("three parts") + 1;
         let first = &good[sig_at..sig_at + 1];
-        let tampered = format!("{}{}{}", &good[..sig_at], if first == "A" { "B" } else { "A" }, &good[sig_at + 1..]);
+        let tampered = format!(
+            "{}{}{}",
+            &good[..sig_at],
+            if first == "A" { "B" } else { "A" },
+            &good[sig_at + 1..]
+        );
         for (tok, code) in [
             (tampered.as_str(), "bad_signature"),
             ("a.b", "malformed"),
-            (
-                &token(json!({"tenant_id": "a", "exp": 1000})) as &str,
-                "expired",
-            ),
+            (&token(json!({"tenant_id": "a", "exp": 1000})) as &str, "expired"),
         ] {
             as_app(tok);
             assert_eq!(
                 Spi::get_one::<String>("SELECT vecguard.token_status()").expect("spi"),
                 Some(code.into())
             );
-            assert_eq!(
-                Spi::get_one::<String>("SELECT vecguard.tenant()").expect("spi"),
-                None
-            );
+            assert_eq!(Spi::get_one::<String>("SELECT vecguard.tenant()").expect("spi"), None);
             assert_eq!(count(), 0);
             Spi::run("RESET ROLE").expect("reset");
         }
@@ -535,7 +519,9 @@ mod tests {
         count();
     }
 
-    #[pg_test(error = "vecguard: HMAC secret looks like a PEM document; register public keys with an RS*, PS*, ES* or EdDSA algorithm instead")]
+    #[pg_test(
+        error = "vecguard: HMAC secret looks like a PEM document; register public keys with an RS*, PS*, ES* or EdDSA algorithm instead"
+    )]
     fn add_key_refuses_pem_secret() {
         Spi::run(
             "SELECT vecguard.add_key('x', 'HS256', '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----')",

@@ -88,7 +88,10 @@ pub fn l1(a: &[f32], b: &[f32]) -> f64 {
 
 /// Which SIMD kernel family the running CPU dispatched to (for benchmarks and logs).
 pub fn simd_backend() -> &'static str {
-    if simsimd::capabilities::uses_sapphire() || simsimd::capabilities::uses_ice() || simsimd::capabilities::uses_skylake() {
+    if simsimd::capabilities::uses_sapphire()
+        || simsimd::capabilities::uses_ice()
+        || simsimd::capabilities::uses_skylake()
+    {
         "avx512"
     } else if simsimd::capabilities::uses_haswell() {
         "haswell (avx2+fma)"
@@ -182,7 +185,10 @@ mod tests {
         use std::hint::black_box;
         use std::time::Instant;
         println!("simd backend: {}", simd_backend());
-        println!("{:>6} {:>8} {:>10} {:>10} {:>7}", "dim", "kernel", "simd ns", "scalar ns", "ratio");
+        println!(
+            "{:>6} {:>8} {:>10} {:>10} {:>7}",
+            "dim", "kernel", "simd ns", "scalar ns", "ratio"
+        );
         type K = fn(&[f32], &[f32]) -> f64;
         let kernels: [(&str, K, K); 4] = [
             ("l2sq", l2_squared, scalar::l2_squared),

@@ -16,9 +16,14 @@ macro_rules! binary_distance {
 }
 
 binary_distance!(l2_distance, pg_finfo_l2_distance, super::l2);
-binary_distance!(vector_l2_squared_distance, pg_finfo_vector_l2_squared_distance, super::l2_squared);
+binary_distance!(
+    vector_l2_squared_distance,
+    pg_finfo_vector_l2_squared_distance,
+    super::l2_squared
+);
 binary_distance!(inner_product, pg_finfo_inner_product, super::dot);
-binary_distance!(vector_negative_inner_product, pg_finfo_vector_negative_inner_product, |a, b| -super::dot(a, b));
+binary_distance!(vector_negative_inner_product, pg_finfo_vector_negative_inner_product, |a, b| {
+    -super::dot(a, b)
+});
 binary_distance!(cosine_distance, pg_finfo_cosine_distance, super::cosine);
 binary_distance!(l1_distance, pg_finfo_l1_distance, super::l1);
-

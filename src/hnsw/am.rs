@@ -24,7 +24,8 @@ pub enum IterativeScan {
 }
 
 pub static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
-pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeScan>::new(IterativeScan::Off);
+pub static ITERATIVE_SCAN: GucSetting<IterativeScan> =
+    GucSetting::<IterativeScan>::new(IterativeScan::Off);
 pub static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20000);
 pub static SCAN_MEM_MULTIPLIER: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 /// ACORN second-hop budget of authorized scans: stop looking through a node's failing
@@ -127,7 +128,10 @@ pub struct HnswOptions {
 }
 
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: bool) -> *mut pg_sys::bytea {
+unsafe extern "C-unwind" fn amoptions(
+    reloptions: pg_sys::Datum,
+    validate: bool,
+) -> *mut pg_sys::bytea {
     let tab = [
         pg_sys::relopt_parse_elt {
             optname: c"m".as_ptr(),
@@ -178,7 +182,11 @@ pub fn index_metric(rel: IndexRel) -> Metric {
         }
         let proc_ = pg_sys::index_getprocid(rel.raw(), att, 1);
         let name = pg_sys::get_func_name(proc_);
-        let name = if name.is_null() { String::new() } else { CStr::from_ptr(name).to_string_lossy().into_owned() };
+        let name = if name.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(name).to_string_lossy().into_owned()
+        };
         match name.as_str() {
             "vector_negative_inner_product" => Metric::InnerProduct,
             "l1_distance" => Metric::L1,
@@ -197,13 +205,20 @@ pub fn index_dimensions(rel: IndexRel) -> usize {
         (*desc).attrs.as_slice(vector + 1)[vector].atttypmod
     };
     if typmod < 0 {
-        pgrx::ereport!(ERROR, pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "column does not have dimensions");
+        pgrx::ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "column does not have dimensions"
+        );
     }
     if typmod as usize > super::page::MAX_DIM {
         pgrx::ereport!(
             ERROR,
             pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("column cannot have more than {} dimensions for hnsw index", super::page::MAX_DIM)
+            format!(
+                "column cannot have more than {} dimensions for hnsw index",
+                super::page::MAX_DIM
+            )
         );
     }
     typmod as usize
@@ -259,7 +274,8 @@ unsafe extern "C-unwind" fn amcostestimate(
         // The selectivity is the relation's (all restrictions), not this path's: the same
         // multiplier for every candidate path, so a path that moves more of the policy into
         // index conditions is never costed above one that leaves them to a Filter.
-        let rel_sel = if (*rel).tuples > 0.0 { ((*rel).rows / (*rel).tuples).clamp(1e-6, 1.0) } else { 1.0 };
+        let rel_sel =
+            if (*rel).tuples > 0.0 { ((*rel).rows / (*rel).tuples).clamp(1e-6, 1.0) } else { 1.0 };
         let acorn = |sel: f64| 1.0 + 2.0 * (1.0 - sel) / sel.sqrt();
         let filtered = if (*path).indexclauses.is_null() { 1.0 } else { acorn(rel_sel) };
         let mut cost = (visited_pages * pg_sys::seq_page_cost + cpu) * filtered;
@@ -308,13 +324,17 @@ fn expected_visits(n: f64, m: f64, ef: f64) -> f64 {
 ///
 /// # Safety
 /// `root` and `path` are the planner's, as passed to amcostestimate.
-unsafe fn tenant_clause_selectivity(root: *mut pg_sys::PlannerInfo, path: *mut pg_sys::IndexPath) -> Option<f64> {
+unsafe fn tenant_clause_selectivity(
+    root: *mut pg_sys::PlannerInfo,
+    path: *mut pg_sys::IndexPath,
+) -> Option<f64> {
     // SAFETY: IndexOptInfo arrays have ncolumns entries; indexclauses is a List of
     // IndexClause nodes whose rinfo clauses are the planner's expressions.
     unsafe {
         let info = (*path).indexinfo;
         let ncols = (*info).ncolumns.max(0) as usize;
-        let col = (0..ncols).find(|&i| super::scankeys::key_type_of(*(*info).opcintype.add(i)).is_some())?;
+        let col = (0..ncols)
+            .find(|&i| super::scankeys::key_type_of(*(*info).opcintype.add(i)).is_some())?;
         let family = *(*info).opfamily.add(col);
         let clauses = pgrx::PgList::<pg_sys::IndexClause>::from_pg((*path).indexclauses);
         for ic in clauses.iter_ptr() {
@@ -325,17 +345,27 @@ unsafe fn tenant_clause_selectivity(root: *mut pg_sys::PlannerInfo, path: *mut p
             let node = (*rinfo).clause as *mut pg_sys::Node;
             let opno = match (*node).type_ {
                 pg_sys::NodeTag::T_OpExpr => (*(node as *mut pg_sys::OpExpr)).opno,
-                pg_sys::NodeTag::T_ScalarArrayOpExpr if (*(node as *mut pg_sys::ScalarArrayOpExpr)).useOr => {
+                pg_sys::NodeTag::T_ScalarArrayOpExpr
+                    if (*(node as *mut pg_sys::ScalarArrayOpExpr)).useOr =>
+                {
                     (*(node as *mut pg_sys::ScalarArrayOpExpr)).opno
                 }
                 _ => continue,
             };
-            if pg_sys::get_op_opfamily_strategy(opno, family) != pg_sys::BTEqualStrategyNumber as i32 {
+            if pg_sys::get_op_opfamily_strategy(opno, family)
+                != pg_sys::BTEqualStrategyNumber as i32
+            {
                 continue;
             }
             let list = pg_sys::lappend(std::ptr::null_mut(), rinfo as *mut std::ffi::c_void);
             let relid = (*(*info).rel).relid as i32;
-            let sel = pg_sys::clauselist_selectivity(root, list, relid, pg_sys::JoinType::JOIN_INNER, std::ptr::null_mut());
+            let sel = pg_sys::clauselist_selectivity(
+                root,
+                list,
+                relid,
+                pg_sys::JoinType::JOIN_INNER,
+                std::ptr::null_mut(),
+            );
             return Some(sel.clamp(1e-9, 1.0));
         }
         None
@@ -350,7 +380,8 @@ unsafe extern "C-unwind" fn amvalidate(_opclassoid: pg_sys::Oid) -> bool {
 pg_v1_fn!(hnsw_handler, pg_finfo_hnsw_handler, |_fcinfo| {
     // SAFETY: makeNode-equivalent: a zeroed, palloc'd IndexAmRoutine with its node tag.
     unsafe {
-        let am = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexAmRoutine>()) as *mut pg_sys::IndexAmRoutine;
+        let am = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexAmRoutine>())
+            as *mut pg_sys::IndexAmRoutine;
         let a = &mut *am;
         a.type_ = pg_sys::NodeTag::T_IndexAmRoutine;
         a.amstrategies = 0;

@@ -99,7 +99,11 @@ unsafe extern "C-unwind" fn build_callback(
             return;
         }
         let v = datum_to_slice(*values.add(vc));
-        let keys = if st.cols.keys.is_empty() { Vec::new() } else { encode_row(st.rel, &st.cols, values, isnull) };
+        let keys = if st.cols.keys.is_empty() {
+            Vec::new()
+        } else {
+            encode_row(st.rel, &st.cols, values, isnull)
+        };
         st.add(tid_from_ptr(tid), v, keys);
     }
 }
@@ -183,14 +187,25 @@ pub unsafe extern "C-unwind" fn ambuild(
         .report(pgrx::PgLogLevel::NOTICE);
     }
     // SAFETY: progress reporting for pg_stat_progress_create_index.
-    unsafe { pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL as i32, n as i64) };
+    unsafe {
+        pg_sys::pgstat_progress_update_param(
+            pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL as i32,
+            n as i64,
+        )
+    };
     let mem_vectors = st.vectors[..fit * dim].to_vec();
     let done = AtomicUsize::new(0);
     let graph = std::thread::scope(|s| {
         let worker = s.spawn(|| {
-            MemGraph::build(dim, mem_vectors, params, graph_distance(metric), 0x5eed, threads, &|d| {
-                done.store(d, Ordering::Relaxed)
-            })
+            MemGraph::build(
+                dim,
+                mem_vectors,
+                params,
+                graph_distance(metric),
+                0x5eed,
+                threads,
+                &|d| done.store(d, Ordering::Relaxed),
+            )
         });
         while !worker.is_finished() {
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -224,14 +239,35 @@ pub unsafe extern "C-unwind" fn ambuild(
             });
             members[g].push(i as u32);
         }
-        let links = build_group_links(dim, graph.vectors_flat(), &members, params, graph_distance(metric), 0x7e4a, threads);
+        let links = build_group_links(
+            dim,
+            graph.vectors_flat(),
+            &members,
+            params,
+            graph_distance(metric),
+            0x7e4a,
+            threads,
+        );
         let first = |i: u32| keys::first_key(&st.keys[i as usize], &types);
         let pure = members.iter().map(|m| m.iter().all(|&i| first(i) == first(m[0]))).collect();
         Tenants { hashes, sizes: members.iter().map(|m| m.len() as u32).collect(), pure, links }
     });
-    write_graph(rel, &graph, &st.heap_tids[..fit], &st.keys[..fit], metric, params, tenants.as_ref());
+    write_graph(
+        rel,
+        &graph,
+        &st.heap_tids[..fit],
+        &st.keys[..fit],
+        metric,
+        params,
+        tenants.as_ref(),
+    );
     // SAFETY: progress reporting.
-    unsafe { pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE as i32, fit as i64) };
+    unsafe {
+        pg_sys::pgstat_progress_update_param(
+            pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE as i32,
+            fit as i64,
+        )
+    };
     for i in fit..n {
         let v = &st.vectors[i * dim..(i + 1) * dim];
         for &t in &st.heap_tids[i] {
@@ -241,7 +277,8 @@ pub unsafe extern "C-unwind" fn ambuild(
     }
     // SAFETY: palloc0'd result for the executor.
     unsafe {
-        let res = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>()) as *mut pg_sys::IndexBuildResult;
+        let res = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>())
+            as *mut pg_sys::IndexBuildResult;
         (*res).heap_tuples = st.heap_tuples;
         (*res).index_tuples = st.indexed;
         res
@@ -319,7 +356,11 @@ struct Tenants {
 /// `first_overflow`. Returns the pages in block order: buckets first, then overflow pages,
 /// each with its next-page link.
 type DirTuple = (u64, [u8; page::DIR_ENTRY_BYTES]);
-fn directory_pages(tuples: &[DirTuple], buckets: u32, first_overflow: u32) -> Vec<(u32, Vec<DirTuple>)> {
+fn directory_pages(
+    tuples: &[DirTuple],
+    buckets: u32,
+    first_overflow: u32,
+) -> Vec<(u32, Vec<DirTuple>)> {
     let per = page::dir_entries_per_page();
     let mut by_bucket: Vec<Vec<DirTuple>> = vec![Vec::new(); buckets as usize];
     for t in tuples {
@@ -331,7 +372,11 @@ fn directory_pages(tuples: &[DirTuple], buckets: u32, first_overflow: u32) -> Ve
         let mut chunks = list.chunks(per).map(|c| c.to_vec());
         let head = chunks.next().unwrap_or_default();
         let rest: Vec<Vec<DirTuple>> = chunks.collect();
-        let next = if rest.is_empty() { page::INVALID_BLOCK } else { first_overflow + overflow.len() as u32 };
+        let next = if rest.is_empty() {
+            page::INVALID_BLOCK
+        } else {
+            first_overflow + overflow.len() as u32
+        };
         heads.push((next, head));
         let n = rest.len();
         for (i, c) in rest.into_iter().enumerate() {
@@ -356,7 +401,8 @@ fn write_graph(
     let m = params.m;
     // nodes per page at level 0 (most nodes): runs of that many share a page
     let key_len = keys.first().map_or(0, |k| k.len());
-    let node_fp = page::footprint(page::element_size(g.dim()) + key_len) + page::footprint(page::neighbor_size(m, 0, tenants.is_some()));
+    let node_fp = page::footprint(page::element_size(g.dim()) + key_len)
+        + page::footprint(page::neighbor_size(m, 0, tenants.is_some()));
     let order = g.page_layout(page::page_capacity() / node_fp);
     let dir_pages = tenants.map_or(0, |t| page::dir_pages_for(t.hashes.len()));
     let tenant = tenants.is_some();
@@ -365,7 +411,11 @@ fn write_graph(
     // The same rule decides here where each tuple goes and, in the writer below, whether
     // PageAddItem takes it (`page::fits`); elements too long for a page were refused as
     // their rows were read.
-    let plan = match page::plan_pages(g.len(), order.iter().map(|&i| (i, el_len(i), nb_len(i))), 1 + dir_pages) {
+    let plan = match page::plan_pages(
+        g.len(),
+        order.iter().map(|&i| (i, el_len(i), nb_len(i))),
+        1 + dir_pages,
+    ) {
         Ok(plan) => plan,
         Err(i) => super::insert::refuse_row_size(rel, el_len(i)),
     };
@@ -382,9 +432,18 @@ fn write_graph(
         let mut tuples: Vec<DirTuple> = Vec::new();
         for gi in (0..t.hashes.len()).filter(|&gi| (t.links.entries[gi] as usize) < pos.len()) {
             let h = t.hashes[gi];
-            let e = page::DirEntry { hash: h, entry: pos[t.links.entries[gi] as usize].0, count: t.sizes[gi], pure: t.pure[gi] };
+            let e = page::DirEntry {
+                hash: h,
+                entry: pos[t.links.entries[gi] as usize].0,
+                count: t.sizes[gi],
+                pure: t.pure[gi],
+            };
             tuples.push((h, page::encode_dir_entry(&e)));
-            tuples.extend(t.links.pivots[gi].iter().map(|&p| (h, page::encode_dir_pivot(h, pos[p as usize].0))));
+            tuples.extend(
+                t.links.pivots[gi]
+                    .iter()
+                    .map(|&p| (h, page::encode_dir_pivot(h, pos[p as usize].0))),
+            );
         }
         directory = directory_pages(&tuples, dir_pages, 1 + dir_pages + pages.len() as u32);
     }
@@ -392,7 +451,8 @@ fn write_graph(
     w.append(|p| p.set_meta(&meta));
     let write_dir = |w: &mut BulkWriter, next: u32, list: &[DirTuple]| {
         w.append(|p| {
-            let ok = p.add_item(&page::encode_dir_header(next)) == Some(1) && list.iter().all(|t| p.add_item(&t.1).is_some());
+            let ok = p.add_item(&page::encode_dir_header(next)) == Some(1)
+                && list.iter().all(|t| p.add_item(&t.1).is_some());
             if !ok {
                 pgrx::error!("hnsw build: tenant directory page overflow");
             }
@@ -414,7 +474,14 @@ fn write_graph(
                 match t {
                     page::Planned::Element(_) => {
                         buf.resize(el_len(i), 0);
-                        page::encode_element(&mut buf, level, &heap_tids[i as usize], pos[i as usize].1, g.vector(i), &keys[i as usize]);
+                        page::encode_element(
+                            &mut buf,
+                            level,
+                            &heap_tids[i as usize],
+                            pos[i as usize].1,
+                            g.vector(i),
+                            &keys[i as usize],
+                        );
                     }
                     page::Planned::Neighbors(_) => {
                         buf.resize(nb_len(i), 0);
@@ -426,13 +493,18 @@ fn write_graph(
                         }
                         if let Some(t) = tenants {
                             list.clear();
-                            list.extend(t.links.lists[i as usize].iter().map(|&j| pos[j as usize].0));
+                            list.extend(
+                                t.links.lists[i as usize].iter().map(|&j| pos[j as usize].0),
+                            );
                             page::write_neighbors(&mut buf, page::TENANT_LEVEL, &list);
                         }
                     }
                 }
                 if p.add_item(&buf) != Some(at.offset) {
-                    pgrx::error!("hnsw build: page layout mismatch on page {}", pi as u32 + 1 + dir_pages);
+                    pgrx::error!(
+                        "hnsw build: page layout mismatch on page {}",
+                        pi as u32 + 1 + dir_pages
+                    );
                 }
             }
         });
@@ -450,7 +522,8 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let rel = unsafe { IndexRel::new(index) };
     let dim = index_dimensions(rel);
     let params = params_of(rel);
-    let mut meta = Meta::new(dim as u32, params.m as u16, params.ef_construction as u16, index_metric(rel));
+    let mut meta =
+        Meta::new(dim as u32, params.m as u16, params.ef_construction as u16, index_metric(rel));
     if !columns(rel).keys.is_empty() {
         // The directory is created by the first insert.
         meta.flags |= page::FLAG_TENANT_LINKS;

@@ -62,10 +62,14 @@ pub fn check(rel: IndexRel) -> String {
             let tid = Tid { block: blk, offset: off };
             match page::tuple_kind(bytes) {
                 Some(page::KIND_ELEMENT) => {
-                    let el = page::decode_element(bytes)
-                        .unwrap_or_else(|| corrupted(format!("element {blk},{off} does not decode")));
+                    let el = page::decode_element(bytes).unwrap_or_else(|| {
+                        corrupted(format!("element {blk},{off} does not decode"))
+                    });
                     if el.dim != meta.dimensions as usize {
-                        corrupted(format!("element {blk},{off} has {} dimensions, index has {}", el.dim, meta.dimensions));
+                        corrupted(format!(
+                            "element {blk},{off} has {} dimensions, index has {}",
+                            el.dim, meta.dimensions
+                        ));
                     }
                     if !el.deleted && el.heap_tids.is_empty() {
                         corrupted(format!("live element {blk},{off} has no heap pointer"));
@@ -80,11 +84,15 @@ pub fn check(rel: IndexRel) -> String {
                 }
                 Some(page::KIND_DIR_HEADER) if tenant && off == 1 => {}
                 Some(page::KIND_DIR_PIVOT) if tenant => {
-                    let pv = page::decode_dir_pivot(bytes).unwrap_or_else(|| corrupted(format!("directory pivot {blk},{off} does not decode")));
+                    let pv = page::decode_dir_pivot(bytes).unwrap_or_else(|| {
+                        corrupted(format!("directory pivot {blk},{off} does not decode"))
+                    });
                     pivots.push(pv);
                 }
                 Some(page::KIND_DIR_ENTRY) if tenant => {
-                    let e = page::decode_dir_entry(bytes).unwrap_or_else(|| corrupted(format!("directory entry {blk},{off} does not decode")));
+                    let e = page::decode_dir_entry(bytes).unwrap_or_else(|| {
+                        corrupted(format!("directory entry {blk},{off} does not decode"))
+                    });
                     if directory.insert(e.hash, e).is_some() {
                         corrupted(format!("tenant group {:#x} has two directory entries", e.hash));
                     }
@@ -107,19 +115,30 @@ pub fn check(rel: IndexRel) -> String {
         }
         match neighbor_levels.get(&nb) {
             Some(&l) if l == level => {}
-            _ => corrupted(format!("element {:?} points at a bad neighbour tuple {nb:?}", Tid::unpack(id))),
+            _ => corrupted(format!(
+                "element {:?} points at a bad neighbour tuple {nb:?}",
+                Tid::unpack(id)
+            )),
         }
         let p = rel.read_shared(nb.block);
-        let bytes = p.item(nb.offset).unwrap_or_else(|| corrupted(format!("neighbour tuple {nb:?} missing")));
+        let bytes = p
+            .item(nb.offset)
+            .unwrap_or_else(|| corrupted(format!("neighbour tuple {nb:?} missing")));
         let out = adj.entry(id).or_default();
         for l in 0..=level {
             page::read_neighbors(bytes, l, &mut list);
             for n in &list {
                 let Some(&(nl, _, _)) = elements.get(&n.pack()) else {
-                    corrupted(format!("element {:?} level {l} links to non-element {n:?}", Tid::unpack(id)))
+                    corrupted(format!(
+                        "element {:?} level {l} links to non-element {n:?}",
+                        Tid::unpack(id)
+                    ))
                 };
                 if nl < l {
-                    corrupted(format!("element {:?} level {l} links to {n:?} of level {nl}", Tid::unpack(id)));
+                    corrupted(format!(
+                        "element {:?} level {l} links to {n:?} of level {nl}",
+                        Tid::unpack(id)
+                    ));
                 }
                 if n.pack() == id {
                     corrupted(format!("element {:?} links to itself", Tid::unpack(id)));
@@ -136,7 +155,11 @@ pub fn check(rel: IndexRel) -> String {
             corrupted(format!("tenant group {h:#x}: pivot {t:?} is not a member"));
         }
     }
-    let tenant_unreachable = if tenant { check_tenant_graphs(rel, &elements, &group_of, &first_of, &directory, meta.elements) } else { 0 };
+    let tenant_unreachable = if tenant {
+        check_tenant_graphs(rel, &elements, &group_of, &first_of, &directory, meta.elements)
+    } else {
+        0
+    };
     let live: Vec<u64> = elements.iter().filter(|(_, e)| !e.1).map(|(&id, _)| id).collect();
     let top = live.iter().map(|id| elements[id].0).max();
     let reached = match (meta.entry, top) {
@@ -147,7 +170,9 @@ pub fn check(rel: IndexRel) -> String {
                 corrupted(format!("entry point {ep:?} is not an element"))
             };
             if deleted || el_level != lvl || Some(lvl) != top {
-                corrupted(format!("entry point {ep:?} (level {lvl}) is deleted or not on the top level {top:?}"));
+                corrupted(format!(
+                    "entry point {ep:?} (level {lvl}) is deleted or not on the top level {top:?}"
+                ));
             }
             let mut seen = std::collections::HashSet::from([ep.pack()]);
             let mut q = VecDeque::from([ep.pack()]);
@@ -200,28 +225,44 @@ fn check_tenant_graphs(
         let g = group_of[&id];
         *sizes.entry(g).or_default() += 1;
         let p = rel.read_shared(nb.block);
-        let Some(bytes) = p.item(nb.offset) else { corrupted(format!("neighbour tuple {nb:?} missing")) };
+        let Some(bytes) = p.item(nb.offset) else {
+            corrupted(format!("neighbour tuple {nb:?} missing"))
+        };
         if !page::read_neighbors(bytes, page::TENANT_LEVEL, &mut list) {
             corrupted(format!("element {:?} has no tenant list", Tid::unpack(id)));
         }
         for n in &list {
             if group_of.get(&n.pack()) != Some(&g) {
-                corrupted(format!("element {:?} has {n:?} of another tenant group in its tenant list", Tid::unpack(id)));
+                corrupted(format!(
+                    "element {:?} has {n:?} of another tenant group in its tenant list",
+                    Tid::unpack(id)
+                ));
             }
         }
         tadj.insert(id, list.iter().map(|t| t.pack()).collect());
     }
     for (&g, &n) in &sizes {
-        let Some(e) = directory.get(&g) else { corrupted(format!("tenant group {g:#x} has no directory entry")) };
+        let Some(e) = directory.get(&g) else {
+            corrupted(format!("tenant group {g:#x} has no directory entry"))
+        };
         if e.count != n {
-            corrupted(format!("tenant group {g:#x}: directory counts {} elements, index has {n}", e.count));
+            corrupted(format!(
+                "tenant group {g:#x}: directory counts {} elements, index has {n}",
+                e.count
+            ));
         }
         if group_of.get(&e.entry.pack()) != Some(&g) {
-            corrupted(format!("tenant group {g:#x}: directory entry {:?} is not a member", e.entry));
+            corrupted(format!(
+                "tenant group {g:#x}: directory entry {:?} is not a member",
+                e.entry
+            ));
         }
     }
     if meta_elements != elements.len() as u64 {
-        corrupted(format!("metapage counts {meta_elements} elements, index has {}", elements.len()));
+        corrupted(format!(
+            "metapage counts {meta_elements} elements, index has {}",
+            elements.len()
+        ));
     }
     if let Some(g) = directory.keys().find(|g| !sizes.contains_key(g)) {
         corrupted(format!("directory entry for tenant group {g:#x} without elements"));
@@ -229,7 +270,10 @@ fn check_tenant_graphs(
     for (&id, &g) in group_of {
         let e = &directory[&g];
         if e.pure && first_of.get(&id) != first_of.get(&e.entry.pack()) {
-            corrupted(format!("tenant group {g:#x} is marked pure but element {:?} has another first key", Tid::unpack(id)));
+            corrupted(format!(
+                "tenant group {g:#x} is marked pure but element {:?} has another first key",
+                Tid::unpack(id)
+            ));
         }
     }
     let mut live_by_group: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -249,7 +293,9 @@ fn check_tenant_graphs(
                 }
             }
         }
-        unreachable += live_by_group.get(&e.hash).map_or(0, |ids| ids.iter().filter(|id| !seen.contains(id)).count());
+        unreachable += live_by_group
+            .get(&e.hash)
+            .map_or(0, |ids| ids.iter().filter(|id| !seen.contains(id)).count());
     }
     unreachable
 }
@@ -272,10 +318,15 @@ pg_v1_fn!(hnsw_check, pg_finfo_hnsw_check, |fcinfo| {
         let rel = pg_sys::index_open(oid, pg_sys::AccessShareLock as i32);
         let am = (*rel).rd_amhandler;
         let ours = pg_sys::get_func_name(am);
-        let is_hnsw = !ours.is_null() && std::ffi::CStr::from_ptr(ours).to_bytes() == b"hnsw_handler";
+        let is_hnsw =
+            !ours.is_null() && std::ffi::CStr::from_ptr(ours).to_bytes() == b"hnsw_handler";
         if !is_hnsw {
             pg_sys::index_close(rel, pg_sys::AccessShareLock as i32);
-            pgrx::ereport!(ERROR, pgrx::PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, "index is not an hnsw index");
+            pgrx::ereport!(
+                ERROR,
+                pgrx::PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                "index is not an hnsw index"
+            );
         }
         let summary = check(IndexRel::new(rel));
         pg_sys::index_close(rel, pg_sys::AccessShareLock as i32);

@@ -133,9 +133,15 @@ pub struct DiskGraph {
 /// Where a directory entry lives (to update its count) or where a new one can go.
 #[derive(Debug, Clone, Copy)]
 pub enum DirSlot {
-    Found { at: Tid, entry: page::DirEntry },
+    Found {
+        at: Tid,
+        entry: page::DirEntry,
+    },
     /// Not found; `room` is a chain page with space for one more entry, if any.
-    Missing { room: Option<u32>, last: u32 },
+    Missing {
+        room: Option<u32>,
+        last: u32,
+    },
 }
 
 impl DiskGraph {
@@ -180,7 +186,11 @@ impl DiskGraph {
     /// Walks the directory chain of `hash`'s bucket, calling `visit(block, page)` on each
     /// page until it returns false. Returns the last block visited, or None when there is
     /// no directory or a page of the chain is not a directory page.
-    fn dir_walk(&mut self, hash: u64, mut visit: impl FnMut(u32, &SharedPage) -> bool) -> Option<u32> {
+    fn dir_walk(
+        &mut self,
+        hash: u64,
+        mut visit: impl FnMut(u32, &SharedPage) -> bool,
+    ) -> Option<u32> {
         let meta = self.meta;
         if !meta.tenant_links() || meta.dir_pages == 0 || meta.dir_start == page::INVALID_BLOCK {
             return None;
@@ -216,7 +226,8 @@ impl DiskGraph {
             for off in 2..=p.max_offset() {
                 if let Some(e) = p.item(off).and_then(page::decode_dir_entry) {
                     if e.hash == hash {
-                        found = Some(DirSlot::Found { at: Tid { block: blk, offset: off }, entry: e });
+                        found =
+                            Some(DirSlot::Found { at: Tid { block: blk, offset: off }, entry: e });
                         return false;
                     }
                 }
@@ -246,7 +257,8 @@ impl DiskGraph {
                 let Some(bytes) = p.item(off) else { continue };
                 if let Some(e) = page::decode_dir_entry(bytes).filter(|e| e.hash == hash) {
                     entry = Some(e);
-                } else if let Some((_, t)) = page::decode_dir_pivot(bytes).filter(|pv| pv.0 == hash) {
+                } else if let Some((_, t)) = page::decode_dir_pivot(bytes).filter(|pv| pv.0 == hash)
+                {
                     pivots.push(t.pack());
                 }
             }
@@ -369,7 +381,10 @@ impl FixedCache {
             return;
         }
         self.bytes += keys.len().max(24) + 48;
-        self.nodes.insert(id, Fixed { level: info.level, neighbor_tid: info.neighbor_tid, keys: keys.into() });
+        self.nodes.insert(
+            id,
+            Fixed { level: info.level, neighbor_tid: info.neighbor_tid, keys: keys.into() },
+        );
     }
 }
 
@@ -460,7 +475,9 @@ impl GraphStore for DiskGraph {
             while k < order.len() && Tid::unpack(order[k].0).block == blk {
                 let (id, i) = order[k];
                 k += 1;
-                let Some((info, v)) = p.item(Tid::unpack(id).offset).and_then(element_parts) else { continue };
+                let Some((info, v)) = p.item(Tid::unpack(id).offset).and_then(element_parts) else {
+                    continue;
+                };
                 if v.len() != query.len() {
                     continue;
                 }

@@ -379,7 +379,10 @@ pub struct StampVisited {
 impl StampVisited {
     /// Preallocates bits for ids `0..capacity` (grows on demand anyway).
     pub fn new(capacity: usize) -> Self {
-        StampVisited { words: vec![0; capacity.min(STAMP_LIMIT).div_ceil(64)], ..Default::default() }
+        StampVisited {
+            words: vec![0; capacity.min(STAMP_LIMIT).div_ceil(64)],
+            ..Default::default()
+        }
     }
 }
 
@@ -395,7 +398,8 @@ impl VisitedSet<u32> for StampVisited {
                 self.count += fresh as usize;
                 return fresh;
             }
-            let new_len = (w + 1).max(self.words.len().saturating_mul(2)).min(STAMP_LIMIT.div_ceil(64));
+            let new_len =
+                (w + 1).max(self.words.len().saturating_mul(2)).min(STAMP_LIMIT.div_ceil(64));
             self.words.resize(new_len, 0);
         }
         let bit = 1u64 << (i & 63);
@@ -548,7 +552,13 @@ pub struct SearchScratch<Id> {
 impl<Id: Ord> Default for SearchScratch<Id> {
     // Empty heaps; they grow to ef and stay allocated.
     fn default() -> Self {
-        SearchScratch { cand: BinaryHeap::new(), res: BinaryHeap::new(), nbrs: Vec::new(), scores: Vec::new(), distance_computations: 0 }
+        SearchScratch {
+            cand: BinaryHeap::new(),
+            res: BinaryHeap::new(),
+            nbrs: Vec::new(),
+            scores: Vec::new(),
+            distance_computations: 0,
+        }
     }
 }
 
@@ -759,7 +769,15 @@ pub fn select_neighbors_heuristic<Id: Copy + Ord>(
     c.dedup_by(|a, b| a.id == b.id);
     let dists: Vec<f32> = c.iter().map(|x| x.distance).collect();
     let (mut kept, mut pruned, mut out) = (Vec::new(), Vec::new(), Vec::new());
-    heuristic_select(&dists, max, keep_pruned, |i, j| clean(pair(c[i].id, c[j].id)), &mut kept, &mut pruned, &mut out);
+    heuristic_select(
+        &dists,
+        max,
+        keep_pruned,
+        |i, j| clean(pair(c[i].id, c[j].id)),
+        &mut kept,
+        &mut pruned,
+        &mut out,
+    );
     out.iter().map(|&(i, _)| c[i]).collect()
 }
 
@@ -788,7 +806,8 @@ fn insert_flagged(
     }
     let new_d = clean(new_d);
     let key = |x: &Nb| (x.d, x.id);
-    let less = |a: (f32, u32), b: (f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)) == Ordering::Less;
+    let less =
+        |a: (f32, u32), b: (f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)) == Ordering::Less;
     let p = list.partition_point(|x| less(key(x), (new_d, new_id)));
     // Fast path: list full, newcomer last and every old entry kept -> the
     // heuristic stops at `max` kept entries and never looks at it.
@@ -808,7 +827,10 @@ fn insert_flagged(
         for j in p + 1..list.len() {
             let e = list[j];
             if e.kept {
-                if added.iter().any(|&a| relax(pair(e.id, a)).partial_cmp(&e.d) != Some(Ordering::Greater)) {
+                if added
+                    .iter()
+                    .any(|&a| relax(pair(e.id, a)).partial_cmp(&e.d) != Some(Ordering::Greater))
+                {
                     list[j].kept = false;
                     removed_any = true;
                 }
@@ -959,7 +981,9 @@ impl GraphStore for BuildView<'_, '_> {
     fn neighbors(&mut self, id: u32, level: u8, out: &mut Vec<u32>) {
         if let Some(s) = self.b.slot(id, level) {
             let (ids, _) = self.b.arrays(s);
-            let len = ids.get(s.base).map_or(0, |l| (l.load(AtomicOrdering::Acquire) as usize).min(s.cap));
+            let len = ids
+                .get(s.base)
+                .map_or(0, |l| (l.load(AtomicOrdering::Acquire) as usize).min(s.cap));
             if let Some(ids) = ids.get(s.base + 1..s.base + 1 + len) {
                 out.extend(ids.iter().map(|x| x.load(AtomicOrdering::Relaxed)));
             }
@@ -982,7 +1006,13 @@ impl GraphStore for BuildView<'_, '_> {
 
 impl<'a> Builder<'a> {
     /// Allocates every slot up front, in MemGraph's layout.
-    fn new(dim: usize, vectors: &'a [f32], levels: &'a [u8], dist: Distance, params: Params) -> Self {
+    fn new(
+        dim: usize,
+        vectors: &'a [f32],
+        levels: &'a [u8],
+        dist: Distance,
+        params: Params,
+    ) -> Self {
         let (m0, m) = (params.max_neighbors(0), params.max_neighbors(1));
         let n = levels.len();
         let mut node_up = Vec::with_capacity(n);
@@ -1029,7 +1059,8 @@ impl<'a> Builder<'a> {
     fn load_list(&self, s: Slot, out: &mut Vec<Nb>) {
         out.clear();
         let (ids, meta) = self.arrays(s);
-        let len = ids.get(s.base).map_or(0, |l| (l.load(AtomicOrdering::Relaxed) as usize).min(s.cap));
+        let len =
+            ids.get(s.base).map_or(0, |l| (l.load(AtomicOrdering::Relaxed) as usize).min(s.cap));
         for k in s.base + 1..s.base + 1 + len {
             if let (Some(i), Some(m)) = (ids.get(k), meta.get(k)) {
                 let (d, kept) = unpack_meta(m.load(AtomicOrdering::Relaxed));
@@ -1085,11 +1116,32 @@ impl<'a> Builder<'a> {
         if ep == q {
             return;
         }
-        let BuildScratch { visited, search, w, entries, dists, kept, pruned, sel, nbrs, newl, list, old } = s;
+        let BuildScratch {
+            visited,
+            search,
+            w,
+            entries,
+            dists,
+            kept,
+            pruned,
+            sel,
+            nbrs,
+            newl,
+            list,
+            old,
+        } = s;
         let mut view = BuildView { b: self };
         let mut cur = Candidate { id: ep, distance: self.pair(q, ep) };
         if top > lq {
-            cur = greedy_impl(&mut view, qv, cur, top, lq + 1, nbrs, &mut search.distance_computations);
+            cur = greedy_impl(
+                &mut view,
+                qv,
+                cur,
+                top,
+                lq + 1,
+                nbrs,
+                &mut search.distance_computations,
+            );
         }
         entries.clear();
         entries.push(cur);
@@ -1103,7 +1155,15 @@ impl<'a> Builder<'a> {
             dists.extend(w.iter().map(|c| c.distance));
             {
                 let wr: &Vec<Candidate<u32>> = w;
-                heuristic_select(dists, max, true, |i, j| self.pair(wr[i].id, wr[j].id), kept, pruned, sel);
+                heuristic_select(
+                    dists,
+                    max,
+                    true,
+                    |i, j| self.pair(wr[i].id, wr[j].id),
+                    kept,
+                    pruned,
+                    sel,
+                );
             }
             newl.clear();
             newl.extend(sel.iter().map(|&(i, k)| Nb { id: w[i].id, d: w[i].distance, kept: k }));
@@ -1121,7 +1181,9 @@ impl<'a> Builder<'a> {
             }
             // Reverse edges, one neighbour lock at a time.
             for nb in newl.iter() {
-                if let (Some(slot), Some(lock)) = (self.slot(nb.id, level), self.locks.get(nb.id as usize)) {
+                if let (Some(slot), Some(lock)) =
+                    (self.slot(nb.id, level), self.locks.get(nb.id as usize))
+                {
                     let _g = lock.lock();
                     self.load_list(slot, list);
                     if insert_flagged(list, q, nb.d, max, |a, b| self.pair(a, b)) {
@@ -1215,7 +1277,8 @@ impl MemGraph {
         threads: usize,
         progress: &(dyn Fn(usize) + Sync),
     ) -> MemGraph {
-        let mut graph = MemGraph::build_unlinked(dim, vectors, params, dist, seed, threads, progress);
+        let mut graph =
+            MemGraph::build_unlinked(dim, vectors, params, dist, seed, threads, progress);
         graph.link_orphans();
         graph
     }
@@ -1276,7 +1339,9 @@ impl MemGraph {
                         for _ in 0..threads {
                             sc.spawn(|_| {
                                 let mut s = BuildScratch::new(n);
-                                while let Some(&i) = rest.get(next.fetch_add(1, AtomicOrdering::Relaxed)) {
+                                while let Some(&i) =
+                                    rest.get(next.fetch_add(1, AtomicOrdering::Relaxed))
+                                {
                                     b.insert(i, &mut s);
                                     tick();
                                 }
@@ -1353,7 +1418,9 @@ impl MemGraph {
                     if !via_chain && gave.get(nb as usize).is_none_or(|&g| g) {
                         continue;
                     }
-                    let Some(pos) = list.iter().rposition(|&x| indeg.get(x as usize).is_some_and(|&d| d >= 2)) else {
+                    let Some(pos) =
+                        list.iter().rposition(|&x| indeg.get(x as usize).is_some_and(|&d| d >= 2))
+                    else {
                         continue;
                     };
                     let x = list.remove(pos);
@@ -1367,7 +1434,10 @@ impl MemGraph {
                 // Keep the list nearest-first.
                 let nv = self.vector(nb);
                 let d_o = clean((self.dist)(nv, self.vector(o)));
-                let pos = list.iter().position(|&x| clean((self.dist)(nv, self.vector(x))) > d_o).unwrap_or(list.len());
+                let pos = list
+                    .iter()
+                    .position(|&x| clean((self.dist)(nv, self.vector(x))) > d_o)
+                    .unwrap_or(list.len());
                 list.insert(pos, o);
                 if let Some(d) = indeg.get_mut(o as usize) {
                     *d += 1;
@@ -1869,7 +1939,12 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     /// group's start would fill with the group whose start is nearest and never expand a
     /// group whose start lies far but whose members lie near (greedy walks to a local
     /// minimum were not enough: recall 0.875 for two 10% groups in the unit test).
-    pub fn reset_with_seeds<S: GraphStore<Id = Id>>(&mut self, store: &mut S, query: &[f32], groups: &[Vec<Id>]) {
+    pub fn reset_with_seeds<S: GraphStore<Id = Id>>(
+        &mut self,
+        store: &mut S,
+        query: &[f32],
+        groups: &[Vec<Id>],
+    ) {
         self.clear_for(query);
         let mut found = Vec::new();
         let live = groups.iter().filter(|g| !g.is_empty()).count();
@@ -1893,7 +1968,16 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             }
             self.visited.clear();
             let local_ef = (self.ef / 4).max(MIN_SEED_EF);
-            search_layer_with(store, &self.query, &[c], local_ef, 0, &mut self.visited, &mut self.scratch, &mut found);
+            search_layer_with(
+                store,
+                &self.query,
+                &[c],
+                local_ef,
+                0,
+                &mut self.visited,
+                &mut self.scratch,
+                &mut found,
+            );
             self.dist_count += std::mem::take(&mut self.scratch.distance_computations);
             self.seeds.extend(found.drain(..));
         }
@@ -1939,10 +2023,27 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
                 // points (spread over the query's neighbourhood) let the
                 // search reach the islands that matter.
                 if top >= 2 {
-                    c = greedy_impl(store, &self.query, c, top, 2, &mut self.nbrs, &mut self.dist_count);
+                    c = greedy_impl(
+                        store,
+                        &self.query,
+                        c,
+                        top,
+                        2,
+                        &mut self.nbrs,
+                        &mut self.dist_count,
+                    );
                 }
                 self.visited.clear();
-                search_layer_with(store, &self.query, &[c], self.ef, 1, &mut self.visited, &mut self.scratch, &mut self.seeds);
+                search_layer_with(
+                    store,
+                    &self.query,
+                    &[c],
+                    self.ef,
+                    1,
+                    &mut self.visited,
+                    &mut self.scratch,
+                    &mut self.seeds,
+                );
                 self.dist_count += std::mem::take(&mut self.scratch.distance_computations);
                 self.visited.clear();
                 if self.seeds.is_empty() {
@@ -1950,7 +2051,15 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
                 }
             } else {
                 if top >= 1 {
-                    c = greedy_impl(store, &self.query, c, top, 1, &mut self.nbrs, &mut self.dist_count);
+                    c = greedy_impl(
+                        store,
+                        &self.query,
+                        c,
+                        top,
+                        1,
+                        &mut self.nbrs,
+                        &mut self.dist_count,
+                    );
                 }
                 self.seeds.push(c);
             }
@@ -1970,7 +2079,11 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     }
 
     /// Allocation-free form of [`Searcher::next_batch`].
-    pub fn next_batch_into<S: GraphStore<Id = Id>>(&mut self, store: &mut S, out: &mut Vec<Candidate<Id>>) {
+    pub fn next_batch_into<S: GraphStore<Id = Id>>(
+        &mut self,
+        store: &mut S,
+        out: &mut Vec<Candidate<Id>>,
+    ) {
         out.clear();
         self.w.clear();
         self.merge_spilled();
@@ -2035,7 +2148,9 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             && self.pool.is_empty()
             && self.spill.is_empty()
             && (self.stopped
-                || (self.cand.is_empty() && self.later.is_empty() && (!self.opts.filtered || self.frontier.is_empty())))
+                || (self.cand.is_empty()
+                    && self.later.is_empty()
+                    && (!self.opts.filtered || self.frontier.is_empty())))
     }
 
     /// Eligible = may be returned: passes the filter and is not deleted.
@@ -2119,12 +2234,15 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     /// it; in filtered mode drains the frontier while the batch is short.
     fn run<S: GraphStore<Id = Id>>(&mut self, store: &mut S) {
         loop {
-            if self.stopped || (self.opts.max_visited != 0 && self.visited.len() >= self.opts.max_visited) {
+            if self.stopped
+                || (self.opts.max_visited != 0 && self.visited.len() >= self.opts.max_visited)
+            {
                 self.stopped = true;
                 break;
             }
             let full = self.w.len() >= self.ef;
-            let bound = if full { self.w.peek().map_or(f32::INFINITY, |f| f.d) } else { f32::INFINITY };
+            let bound =
+                if full { self.w.peek().map_or(f32::INFINITY, |f| f.d) } else { f32::INFINITY };
             if let Some(&Reverse(c)) = self.cand.peek() {
                 if !full || c.d <= bound {
                     self.cand.pop();
@@ -2201,7 +2319,11 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             }
             self.scores = scores;
             self.pass_buf = pass;
-            let limit = if self.opts.two_hop_limit == 0 { nbrs.len().max(1) } else { self.opts.two_hop_limit };
+            let limit = if self.opts.two_hop_limit == 0 {
+                nbrs.len().max(1)
+            } else {
+                self.opts.two_hop_limit
+            };
             let mut n2s = std::mem::take(&mut self.nbrs2);
             for &f in fb.iter() {
                 if found >= limit {
@@ -2248,7 +2370,11 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
                 self.score_eligible(store, n);
             } else {
                 self.failing.insert(n);
-                self.frontier.push(Reverse(Front { prio: f.prio, hops: f.hops.saturating_add(1), id: n }));
+                self.frontier.push(Reverse(Front {
+                    prio: f.prio,
+                    hops: f.hops.saturating_add(1),
+                    id: n,
+                }));
             }
         }
         self.nbrs = nbrs;
@@ -2277,12 +2403,22 @@ fn collect_k<S: GraphStore, V: VisitedSet<S::Id> + Default>(
 
 /// Full k-NN: descent, then layer-0 search with `max(ef, k)`. Deleted and
 /// non-passing nodes may be traversed but are never returned.
-pub fn knn<S: GraphStore>(store: &mut S, query: &[f32], k: usize, ef: usize) -> Vec<Candidate<S::Id>> {
+pub fn knn<S: GraphStore>(
+    store: &mut S,
+    query: &[f32],
+    k: usize,
+    ef: usize,
+) -> Vec<Candidate<S::Id>> {
     knn_with(store, query, k, ef, SearchOptions::default())
 }
 
 /// k-NN with ACORN-1 filtered traversal (see [`SearchOptions::filtered`]).
-pub fn knn_filtered<S: GraphStore>(store: &mut S, query: &[f32], k: usize, ef: usize) -> Vec<Candidate<S::Id>> {
+pub fn knn_filtered<S: GraphStore>(
+    store: &mut S,
+    query: &[f32],
+    k: usize,
+    ef: usize,
+) -> Vec<Candidate<S::Id>> {
     knn_with(store, query, k, ef, SearchOptions { filtered: true, ..SearchOptions::default() })
 }
 
@@ -2297,7 +2433,8 @@ pub fn knn_with<S: GraphStore>(
     if k == 0 {
         return Vec::new();
     }
-    let mut s: Searcher<S::Id> = Searcher::with_options(store, query, ef.max(k), opts, IdHashSet::default());
+    let mut s: Searcher<S::Id> =
+        Searcher::with_options(store, query, ef.max(k), opts, IdHashSet::default());
     collect_k(&mut s, store, k)
 }
 
@@ -2341,7 +2478,10 @@ type Loc = Option<(usize, usize)>;
 impl<Id: Copy + Eq + Hash> VecCache<Id> {
     /// Empty cache.
     fn new() -> Self {
-        VecCache { map: IdHashMap::with_capacity_and_hasher(512, Default::default()), data: Vec::new() }
+        VecCache {
+            map: IdHashMap::with_capacity_and_hasher(512, Default::default()),
+            data: Vec::new(),
+        }
     }
 
     /// Registers a vector the store cannot read yet (the node being inserted).
@@ -2369,7 +2509,12 @@ impl<Id: Copy + Eq + Hash> VecCache<Id> {
 
     /// `load` memoised in a caller's slot: a candidate compared many times during a
     /// selection is looked up in the map once.
-    fn resolve<S: GraphWrite<Id = Id>>(&mut self, store: &mut S, id: Id, slot: &mut Option<Loc>) -> Loc {
+    fn resolve<S: GraphWrite<Id = Id>>(
+        &mut self,
+        store: &mut S,
+        id: Id,
+        slot: &mut Option<Loc>,
+    ) -> Loc {
         match *slot {
             Some(l) => l,
             None => {
@@ -2443,7 +2588,8 @@ pub fn plan_insert<S: GraphWrite>(
     cache.put(new_id, vector);
     let mut update_idx: IdHashMap<S::Id, usize> = IdHashMap::default();
     let mut cands: Vec<Candidate<S::Id>> = Vec::new();
-    let (mut kept, mut pruned, mut sel, mut dists) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut kept, mut pruned, mut sel, mut dists) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut locs: Vec<Option<Loc>> = Vec::new();
     let efc = params.ef_construction.max(1);
     for l in (0..=level.min(top)).rev() {
@@ -2478,7 +2624,9 @@ pub fn plan_insert<S: GraphWrite>(
             *slot = chosen.iter().map(|c| c.id).collect();
         }
         for c in &chosen {
-            if let Some(list) = grown_list(store, c.id, l, new_id, c.distance, max, dist, &mut cache, &mut nbrs) {
+            if let Some(list) =
+                grown_list(store, c.id, l, new_id, c.distance, max, dist, &mut cache, &mut nbrs)
+            {
                 let idx = *update_idx.entry(c.id).or_insert_with(|| {
                     plan.updates.push(NodeUpdate { id: c.id, lists: Vec::new() });
                     plan.updates.len() - 1
@@ -2539,7 +2687,15 @@ fn grown_list<S: GraphWrite>(
     cands.sort_unstable_by(|a, b| cand_cmp(&a.0, &b.0));
     let dists: Vec<f32> = cands.iter().map(|c| c.0.distance).collect();
     let (mut kept, mut pruned, mut sel) = (Vec::new(), Vec::new(), Vec::new());
-    heuristic_select(&dists, max, true, |i, j| cache.dist_at(cands[i].1, cands[j].1, dist), &mut kept, &mut pruned, &mut sel);
+    heuristic_select(
+        &dists,
+        max,
+        true,
+        |i, j| cache.dist_at(cands[i].1, cands[j].1, dist),
+        &mut kept,
+        &mut pruned,
+        &mut sel,
+    );
     let res: Vec<S::Id> = sel.iter().map(|&(i, _)| cands[i].0.id).collect();
     if res.contains(&new_id) {
         Some(res)
@@ -2637,9 +2793,20 @@ pub fn repair_neighbors<S: GraphWrite>(
                     start = greedy_impl(store, &q, start, top, level + 1, &mut tmp, &mut count);
                 }
                 let mut visited: IdHashSet<S::Id> = IdHashSet::default();
-                let found = search_layer(store, &q, &[start], params.ef_construction.max(max), level, &mut visited);
+                let found = search_layer(
+                    store,
+                    &q,
+                    &[start],
+                    params.ef_construction.max(max),
+                    level,
+                    &mut visited,
+                );
                 for c in found {
-                    if c.id != id && seen.insert(c.id) && !store.is_deleted(c.id) && c.distance.is_finite() {
+                    if c.id != id
+                        && seen.insert(c.id)
+                        && !store.is_deleted(c.id)
+                        && c.distance.is_finite()
+                    {
                         cands.push(c);
                     }
                 }
@@ -2750,7 +2917,8 @@ pub fn search_layer_live<S: GraphStore>(
             }
         }
     }
-    let mut out: Vec<Candidate<S::Id>> = res.into_iter().map(|it| Candidate { id: it.id, distance: it.d }).collect();
+    let mut out: Vec<Candidate<S::Id>> =
+        res.into_iter().map(|it| Candidate { id: it.id, distance: it.d }).collect();
     out.sort_unstable_by(cand_cmp);
     out
 }
@@ -2809,7 +2977,9 @@ pub fn plan_repair<S: GraphWrite>(
         let q: Vec<f32> = cache.get(bv).to_vec();
         let mut visited: IdHashSet<S::Id> = IdHashSet::default();
         let ef = params.ef_construction.max(max);
-        for c in search_layer_live(store, &q, &[Candidate { id, distance: 0.0 }], ef, l, &mut visited) {
+        for c in
+            search_layer_live(store, &q, &[Candidate { id, distance: 0.0 }], ef, l, &mut visited)
+        {
             if c.id != id && c.distance.is_finite() && seen.insert(c.id) {
                 cands.push(c);
             }
@@ -2817,11 +2987,22 @@ pub fn plan_repair<S: GraphWrite>(
         cands.sort_unstable_by(cand_cmp);
         let dists: Vec<f32> = cands.iter().map(|c| c.distance).collect();
         let (mut kept, mut pruned, mut sel) = (Vec::new(), Vec::new(), Vec::new());
-        heuristic_select(&dists, max, true, |i, j| cache.pair(store, cands[i].id, cands[j].id, dist), &mut kept, &mut pruned, &mut sel);
+        heuristic_select(
+            &dists,
+            max,
+            true,
+            |i, j| cache.pair(store, cands[i].id, cands[j].id, dist),
+            &mut kept,
+            &mut pruned,
+            &mut sel,
+        );
         let chosen: Vec<Candidate<S::Id>> = sel.iter().map(|&(i, _)| cands[i]).collect();
         own.lists.push((l, chosen.iter().map(|c| c.id).collect()));
         for c in &chosen {
-            let Some(list) = offered_list(store, c.id, l, id, c.distance, max, dist, &mut cache) else { continue };
+            let Some(list) = offered_list(store, c.id, l, id, c.distance, max, dist, &mut cache)
+            else {
+                continue;
+            };
             match others.iter_mut().find(|u| u.id == c.id) {
                 Some(u) => u.lists.push((l, list)),
                 None => others.push(NodeUpdate { id: c.id, lists: vec![(l, list)] }),
@@ -2876,7 +3057,15 @@ fn offered_list<S: GraphWrite>(
     cands.sort_unstable_by(|a, b| cand_cmp(&a.0, &b.0));
     let dists: Vec<f32> = cands.iter().map(|c| c.0.distance).collect();
     let (mut kept, mut pruned, mut sel) = (Vec::new(), Vec::new(), Vec::new());
-    heuristic_select(&dists, max, true, |i, j| cache.dist_at(cands[i].1, cands[j].1, dist), &mut kept, &mut pruned, &mut sel);
+    heuristic_select(
+        &dists,
+        max,
+        true,
+        |i, j| cache.dist_at(cands[i].1, cands[j].1, dist),
+        &mut kept,
+        &mut pruned,
+        &mut sel,
+    );
     let res: Vec<S::Id> = sel.iter().map(|&(i, _)| cands[i].0.id).collect();
     res.contains(&id).then_some(res)
 }
@@ -2897,20 +3086,25 @@ fn offered_list<S: GraphWrite>(
 /// nodes it reaches become reachable with it. HNSW alone does not guarantee this (a
 /// parallel build or the heuristic can leave a node without in-links), and a node nobody
 /// links to is a row no index scan returns. Returns how many nodes were re-linked.
-pub fn ensure_reachable<S: GraphWrite>(store: &mut S, nodes: &[(S::Id, u8)], params: Params) -> usize {
-    let spread = |store: &mut S, from: S::Id, reached: &mut HashSet<S::Id>, buf: &mut Vec<S::Id>| {
-        let mut queue = VecDeque::from([from]);
-        reached.insert(from);
-        while let Some(x) = queue.pop_front() {
-            buf.clear();
-            store.neighbors(x, 0, buf);
-            for &y in buf.iter() {
-                if reached.insert(y) {
-                    queue.push_back(y);
+pub fn ensure_reachable<S: GraphWrite>(
+    store: &mut S,
+    nodes: &[(S::Id, u8)],
+    params: Params,
+) -> usize {
+    let spread =
+        |store: &mut S, from: S::Id, reached: &mut HashSet<S::Id>, buf: &mut Vec<S::Id>| {
+            let mut queue = VecDeque::from([from]);
+            reached.insert(from);
+            while let Some(x) = queue.pop_front() {
+                buf.clear();
+                store.neighbors(x, 0, buf);
+                for &y in buf.iter() {
+                    if reached.insert(y) {
+                        queue.push_back(y);
+                    }
                 }
             }
-        }
-    };
+        };
     let mut total = 0;
     let mut buf = Vec::new();
     let mut vector = Vec::new();
@@ -2927,7 +3121,8 @@ pub fn ensure_reachable<S: GraphWrite>(store: &mut S, nodes: &[(S::Id, u8)], par
             }
             buf.clear();
             store.neighbors(x, 0, &mut buf);
-            let mut host = buf.iter().copied().find(|y| reached.contains(y) && !store.is_deleted(*y));
+            let mut host =
+                buf.iter().copied().find(|y| reached.contains(y) && !store.is_deleted(*y));
             if host.is_none() {
                 vector.clear();
                 if store.vector_of(x, &mut vector) {
@@ -2991,7 +3186,8 @@ fn pivots_of(g: &MemGraph) -> Vec<u32> {
         return Vec::new();
     }
     let entry = g.entry().map(|e| e.0);
-    let mut by_level: Vec<u32> = (0..g.len() as u32).filter(|&i| Some(i) != entry && g.level(i) > 0).collect();
+    let mut by_level: Vec<u32> =
+        (0..g.len() as u32).filter(|&i| Some(i) != entry && g.level(i) > 0).collect();
     by_level.sort_by_key(|&i| (Reverse(g.level(i)), i));
     let mut out = Vec::new();
     let mut i = 0;
@@ -3038,11 +3234,24 @@ pub fn build_group_links(
         for &i in &members {
             v.extend_from_slice(&vectors[i as usize * dim..(i as usize + 1) * dim]);
         }
-        let mut g = MemGraph::build(dim, v, params, dist, seed ^ (gi as u64).wrapping_mul(0x9e37_79b9), threads, &|_| {});
+        let mut g = MemGraph::build(
+            dim,
+            v,
+            params,
+            dist,
+            seed ^ (gi as u64).wrapping_mul(0x9e37_79b9),
+            threads,
+            &|_| {},
+        );
         let nodes: Vec<(u32, u8)> = (0..g.len() as u32).map(|i| (i, g.level(i))).collect();
         ensure_reachable(&mut g, &nodes, params);
         let lists = (0..g.len() as u32)
-            .map(|i| (members[i as usize], g.neighbors(i, 0).iter().map(|&j| members[j as usize]).collect()))
+            .map(|i| {
+                (
+                    members[i as usize],
+                    g.neighbors(i, 0).iter().map(|&j| members[j as usize]).collect(),
+                )
+            })
             .collect();
         let pivots = pivots_of(&g).into_iter().map(|p| members[p as usize]).collect();
         (lists, g.entry().map_or(first, |(e, _)| members[e as usize]), pivots)
@@ -3055,15 +3264,21 @@ pub fn build_group_links(
         }
     }
     let small: Vec<usize> = (0..groups.len()).filter(|&gi| !is_big(gi)).collect();
-    let built: Vec<(usize, Built)> =
-        match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
-            Ok(pool) => pool.install(|| small.par_iter().map(|&gi| (gi, build_one(gi, 1))).collect()),
-            Err(_) => small.iter().map(|&gi| (gi, build_one(gi, 1))).collect(),
-        };
+    let built: Vec<(usize, Built)> = match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+    {
+        Ok(pool) => pool.install(|| small.par_iter().map(|&gi| (gi, build_one(gi, 1))).collect()),
+        Err(_) => small.iter().map(|&gi| (gi, build_one(gi, 1))).collect(),
+    };
     for (gi, r) in built {
         results[gi] = Some(r);
     }
-    let mut out = GroupLinks { lists: vec![Vec::new(); n], entries: Vec::with_capacity(groups.len()), pivots: Vec::new() };
+    let mut out = GroupLinks {
+        lists: vec![Vec::new(); n],
+        entries: Vec::with_capacity(groups.len()),
+        pivots: Vec::new(),
+    };
     for r in results {
         let (lists, entry, pivots) = r.unwrap_or((Vec::new(), u32::MAX, Vec::new()));
         for (i, l) in lists {
@@ -3081,7 +3296,8 @@ mod tests {
     fn ensure_reachable_relinks_cut_off_nodes() {
         let dim = 8;
         let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let vectors: Vec<f32> = (0..2000 * dim).map(|_| (rng.next_u64() % 1000) as f32 / 1000.0).collect();
+        let vectors: Vec<f32> =
+            (0..2000 * dim).map(|_| (rng.next_u64() % 1000) as f32 / 1000.0).collect();
         let params = Params::new(8, 32);
         fn l2(a: &[f32], b: &[f32]) -> f32 {
             a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
@@ -3092,7 +3308,8 @@ mod tests {
         let victim = if g.entry().map(|e| e.0) == Some(7) { 8 } else { 7 };
         for &(i, lvl) in &nodes {
             for l in 0..=lvl {
-                let list: Vec<u32> = g.neighbors(i, l).iter().copied().filter(|&n| n != victim).collect();
+                let list: Vec<u32> =
+                    g.neighbors(i, l).iter().copied().filter(|&n| n != victim).collect();
                 g.set_neighbors(i, l, &list);
             }
         }
@@ -3200,9 +3417,17 @@ mod tests {
     }
 
     // Exact top-k among nodes accepted by `keep`.
-    fn truth(data: &[f32], dim: usize, q: &[f32], k: usize, keep: impl Fn(usize) -> bool) -> Vec<u32> {
-        let mut all: Vec<(f32, u32)> =
-            (0..data.len() / dim).filter(|&i| keep(i)).map(|i| (l2(&data[i * dim..(i + 1) * dim], q), i as u32)).collect();
+    fn truth(
+        data: &[f32],
+        dim: usize,
+        q: &[f32],
+        k: usize,
+        keep: impl Fn(usize) -> bool,
+    ) -> Vec<u32> {
+        let mut all: Vec<(f32, u32)> = (0..data.len() / dim)
+            .filter(|&i| keep(i))
+            .map(|i| (l2(&data[i * dim..(i + 1) * dim], q), i as u32))
+            .collect();
         all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         all.truncate(k);
         all.into_iter().map(|x| x.1).collect()
@@ -3266,11 +3491,20 @@ mod tests {
                 let d = pair(base, x);
                 insert_flagged(&mut list, x, d, max, pair);
                 // reference: full heuristic over old list + x
-                let mut cands: Vec<Candidate<u32>> = list.iter().map(|e| Candidate { id: e.id, distance: e.d }).collect();
+                let mut cands: Vec<Candidate<u32>> =
+                    list.iter().map(|e| Candidate { id: e.id, distance: e.d }).collect();
                 cands.sort_by(cand_cmp);
                 let dists: Vec<f32> = cands.iter().map(|c| c.distance).collect();
                 let (mut k, mut p, mut s) = (vec![], vec![], vec![]);
-                heuristic_select(&dists, max, true, |i, j| pair(cands[i].id, cands[j].id), &mut k, &mut p, &mut s);
+                heuristic_select(
+                    &dists,
+                    max,
+                    true,
+                    |i, j| pair(cands[i].id, cands[j].id),
+                    &mut k,
+                    &mut p,
+                    &mut s,
+                );
                 // the list must be a fixed point of the heuristic, flags included
                 let want: Vec<(u32, bool)> = s.iter().map(|&(i, f)| (cands[i].id, f)).collect();
                 let got: Vec<(u32, bool)> = list.iter().map(|e| (e.id, e.kept)).collect();
@@ -3288,7 +3522,8 @@ mod tests {
             let max = 6;
             let mut list: Vec<Nb> = Vec::new();
             for x in 1..n as u32 {
-                let mut cands: Vec<Candidate<u32>> = list.iter().map(|e| Candidate { id: e.id, distance: e.d }).collect();
+                let mut cands: Vec<Candidate<u32>> =
+                    list.iter().map(|e| Candidate { id: e.id, distance: e.d }).collect();
                 cands.push(Candidate { id: x, distance: pair(0, x) });
                 let full = select_neighbors_heuristic(&cands, max, true, pair);
                 insert_flagged(&mut list, x, pair(0, x), max, pair);
@@ -3366,7 +3601,10 @@ mod tests {
         }
         assert!(s.is_exhausted());
         assert_eq!(seen.len(), n, "unreachable nodes");
-        println!("exhaustive iteration: {batches} batches, {} distances", s.distance_computations());
+        println!(
+            "exhaustive iteration: {batches} batches, {} distances",
+            s.distance_computations()
+        );
     }
 
     // Same seed, one thread -> identical graph.
@@ -3394,10 +3632,18 @@ mod tests {
         // One thread: the graph (hence the recall) is exactly reproducible.
         let g = MemGraph::build(dim, data.clone(), Params::new(16, 64), l2, 42, 1, &noprog);
         let bt = t.elapsed();
-        let gts: Vec<Vec<u32>> = (0..nq).map(|i| truth(&data, dim, &queries[i * dim..(i + 1) * dim], k, |_| true)).collect();
+        let gts: Vec<Vec<u32>> = (0..nq)
+            .map(|i| truth(&data, dim, &queries[i * dim..(i + 1) * dim], k, |_| true))
+            .collect();
         println!("20k x 32d random normal, m=16 efc=64, 1 thread: build {:.2?}", bt);
         let mut store = &g;
-        let mut s = Searcher::with_options(&mut store, &queries[..dim], 10, SearchOptions::default(), StampVisited::new(n));
+        let mut s = Searcher::with_options(
+            &mut store,
+            &queries[..dim],
+            10,
+            SearchOptions::default(),
+            StampVisited::new(n),
+        );
         for ef in [10usize, 20, 40, 64, 100, 200] {
             let (mut h, mut tot, mut dc) = (0, 0, 0u64);
             s.set_ef(ef);
@@ -3438,12 +3684,23 @@ mod tests {
         for ef in [1usize, 10, 40, 100] {
             for i in 0..nq {
                 let q = &queries[i * dim..(i + 1) * dim];
-                let mut full = Searcher::with_options(&mut store, q, ef, SearchOptions::default(), IdHashSet::default());
+                let mut full = Searcher::with_options(
+                    &mut store,
+                    q,
+                    ef,
+                    SearchOptions::default(),
+                    IdHashSet::default(),
+                );
                 let one_opts = SearchOptions { one_batch: true, ..SearchOptions::default() };
-                let mut one = Searcher::with_options(&mut store, q, ef, one_opts, IdHashSet::default());
+                let mut one =
+                    Searcher::with_options(&mut store, q, ef, one_opts, IdHashSet::default());
                 let a = full.next_batch(&mut store);
                 let b = one.next_batch(&mut store);
-                assert_eq!(a.iter().map(|c| c.id).collect::<Vec<_>>(), b.iter().map(|c| c.id).collect::<Vec<_>>(), "ef {ef} query {i}");
+                assert_eq!(
+                    a.iter().map(|c| c.id).collect::<Vec<_>>(),
+                    b.iter().map(|c| c.id).collect::<Vec<_>>(),
+                    "ef {ef} query {i}"
+                );
                 assert_eq!(a.len(), ef.min(n));
                 assert_eq!(full.distance_computations(), one.distance_computations());
             }
@@ -3459,7 +3716,8 @@ mod tests {
         let mut h = 0;
         for i in 0..nq {
             let q = &data[(i * 37) * dim..(i * 37 + 1) * dim];
-            let mut all: Vec<(f32, u32)> = (0..n).map(|j| (cosine(&data[j * dim..(j + 1) * dim], q), j as u32)).collect();
+            let mut all: Vec<(f32, u32)> =
+                (0..n).map(|j| (cosine(&data[j * dim..(j + 1) * dim], q), j as u32)).collect();
             all.sort_by(|a, b| a.0.total_cmp(&b.0));
             let t: Vec<u32> = all[..k].iter().map(|x| x.1).collect();
             h += hits(&g.knn(q, k, 64), &t).0;
@@ -3508,7 +3766,8 @@ mod tests {
             let want = 0u32;
             let passing = labels.iter().filter(|&&l| l == want).count();
             let mut store = Labeled { g: &g, labels: &labels, want };
-            let (mut h, mut tot, mut dc, mut vis, mut fc, mut fdc) = (0, 0, 0u64, 0usize, 0u64, 0u64);
+            let (mut h, mut tot, mut dc, mut vis, mut fc, mut fdc) =
+                (0, 0, 0u64, 0usize, 0u64, 0u64);
             let mut plain_hits = 0;
             for i in 0..nq {
                 let q = &queries[i * dim..(i + 1) * dim];
@@ -3525,7 +3784,13 @@ mod tests {
                 h += a;
                 tot += b;
                 // comparison: unfiltered traversal with post-filter (hnswlib style)
-                let mut s2 = Searcher::with_options(&mut store, q, ef, SearchOptions::default(), StampVisited::new(n));
+                let mut s2 = Searcher::with_options(
+                    &mut store,
+                    q,
+                    ef,
+                    SearchOptions::default(),
+                    StampVisited::new(n),
+                );
                 let r2 = collect_k(&mut s2, &mut store, k);
                 fdc += s2.distance_computations();
                 plain_hits += hits(&r2, &t).0;
@@ -3556,7 +3821,8 @@ mod tests {
         let mut store = Labeled { g: &g, labels: &labels, want: 1 };
         let q = &data[5 * dim..6 * dim];
         for filtered in [false, true] {
-            let r = knn_with(&mut store, q, 20, 40, SearchOptions { filtered, ..Default::default() });
+            let r =
+                knn_with(&mut store, q, 20, 40, SearchOptions { filtered, ..Default::default() });
             assert_eq!(r.len(), 20);
             assert!(r.iter().all(|c| c.id % 3 != 0 && c.id % 2 == 1));
             let t = truth(&data, dim, q, 20, |j| j % 3 != 0 && j % 2 == 1);
@@ -3573,7 +3839,8 @@ mod tests {
     fn insert_one_by_one_stays_discoverable() {
         let (n0, extra, dim, k) = (8000, 2000, 24, 10);
         let data = clustered(n0 + extra, dim, 25, 31);
-        let mut g = MemGraph::build(dim, data[..n0 * dim].to_vec(), Params::new(16, 64), l2, 8, 2, &noprog);
+        let mut g =
+            MemGraph::build(dim, data[..n0 * dim].to_vec(), Params::new(16, 64), l2, 8, 2, &noprog);
         let t = Instant::now();
         let mut plan_dist = 0u64;
         for i in n0..n0 + extra {
@@ -3804,10 +4071,18 @@ mod tests {
                 Some((u64::MAX, 200))
             }
             fn distance(&mut self, id: u64, _: &[f32]) -> Option<f32> {
-                if id.is_multiple_of(7) { None } else { Some(f32::NAN) }
+                if id.is_multiple_of(7) {
+                    None
+                } else {
+                    Some(f32::NAN)
+                }
             }
             fn neighbors(&mut self, id: u64, _: u8, out: &mut Vec<u64>) {
-                if id > 1000 || id == u64::MAX { out.extend([1, 2, 3, 7, u64::MAX]) } else { out.push(id + 1) }
+                if id > 1000 || id == u64::MAX {
+                    out.extend([1, 2, 3, 7, u64::MAX])
+                } else {
+                    out.push(id + 1)
+                }
             }
         }
         let r = knn(&mut Liar, &[1.0], 5, 5);
@@ -3843,14 +4118,13 @@ mod tests {
         assert_eq!(select_neighbors_heuristic(&c, 5, true, |_, _| f32::NAN).len(), 2);
     }
 
-
-
-
     #[test]
     #[ignore]
     fn bench_build_100k_50d() {
         let (n, dim, nq, k) = (100_000, 50, 200, 10);
-        for (name, data) in [("random", normal_data(n, dim, 1)), ("clustered", clustered(n, dim, 100, 2))] {
+        for (name, data) in
+            [("random", normal_data(n, dim, 1)), ("clustered", clustered(n, dim, 100, 2))]
+        {
             let last = AtomicUsize::new(0);
             let prog = |d: usize| last.store(d, AtomicOrdering::Relaxed);
             let (t, c) = (Instant::now(), cpu_secs());
@@ -3858,15 +4132,27 @@ mod tests {
             let bt = t.elapsed();
             let bc = cpu_secs() - c;
             assert_eq!(last.load(AtomicOrdering::Relaxed), n);
-            let queries: Vec<f32> = if name == "random" { normal_data(nq, dim, 99) } else { clustered_q(nq, dim, 100, 2, 77) };
-            let gts: Vec<Vec<u32>> = (0..nq).map(|i| truth(&data, dim, &queries[i * dim..(i + 1) * dim], k, |_| true)).collect();
+            let queries: Vec<f32> = if name == "random" {
+                normal_data(nq, dim, 99)
+            } else {
+                clustered_q(nq, dim, 100, 2, 77)
+            };
+            let gts: Vec<Vec<u32>> = (0..nq)
+                .map(|i| truth(&data, dim, &queries[i * dim..(i + 1) * dim], k, |_| true))
+                .collect();
             println!(
                 "{name} 100k x 50d m=16 efc=64 2 threads: build {bt:.2?} wall, {bc:.1}s CPU, graph {} MiB, estimate {} MiB",
                 g.memory_bytes() >> 20,
                 MemGraph::estimated_memory_bytes(n, dim, Params::new(16, 64)) >> 20
             );
             let mut store = &g;
-            let mut s = Searcher::with_options(&mut store, &queries[..dim], 10, SearchOptions::default(), StampVisited::new(n));
+            let mut s = Searcher::with_options(
+                &mut store,
+                &queries[..dim],
+                10,
+                SearchOptions::default(),
+                StampVisited::new(n),
+            );
             for ef in [10usize, 20, 40, 64, 100, 200, 400, 800] {
                 s.set_ef(ef);
                 let (mut h, mut dc) = (0, 0u64);
@@ -3969,7 +4255,10 @@ mod tests {
         bfs.extend((0..n as u32).filter(|&i| !seen[i as usize]));
         let (local, plain) = (same_page(&order), same_page(&bfs));
         // measured 0.20 against 0.08
-        assert!(local > 2.0 * plain && local > 0.15, "page-local edges: clustered {local:.3}, BFS {plain:.3}");
+        assert!(
+            local > 2.0 * plain && local > 0.15,
+            "page-local edges: clustered {local:.3}, BFS {plain:.3}"
+        );
     }
 
     #[test]
@@ -3998,29 +4287,51 @@ mod tests {
         }
         let links = build_group_links(dim, &data, &groups, Params::new(16, 64), l2, 9, 2);
         for (i, l) in links.lists.iter().enumerate() {
-            assert!(l.iter().all(|&j| labels[j as usize] == labels[i] && j as usize != i), "node {i} links outside its group");
+            assert!(
+                l.iter().all(|&j| labels[j as usize] == labels[i] && j as usize != i),
+                "node {i} links outside its group"
+            );
         }
         for (gi, &e) in links.entries.iter().enumerate() {
             if !groups[gi].is_empty() {
                 assert_eq!(labels[e as usize], gi as u32, "entry of group {gi}");
             }
-            assert!(links.pivots[gi].iter().all(|&p| labels[p as usize] == gi as u32 && p != e), "pivots of group {gi}");
-            assert_eq!(links.pivots[gi].is_empty(), groups[gi].len() < PIVOT_GROUP_MIN, "group {gi}: pivots iff large");
+            assert!(
+                links.pivots[gi].iter().all(|&p| labels[p as usize] == gi as u32 && p != e),
+                "pivots of group {gi}"
+            );
+            assert_eq!(
+                links.pivots[gi].is_empty(),
+                groups[gi].len() < PIVOT_GROUP_MIN,
+                "group {gi}: pivots iff large"
+            );
         }
         for want in [vec![0u32], vec![7], vec![30], vec![3, 9, 15], vec![0, 1]] {
             let seeds: Vec<Vec<u32>> = want
                 .iter()
                 .filter(|&&w| !groups[w as usize].is_empty())
-                .map(|&w| std::iter::once(links.entries[w as usize]).chain(links.pivots[w as usize].iter().copied()).collect())
+                .map(|&w| {
+                    std::iter::once(links.entries[w as usize])
+                        .chain(links.pivots[w as usize].iter().copied())
+                        .collect()
+                })
                 .collect();
             let size: usize = want.iter().map(|&w| groups[w as usize].len()).sum();
-            let mut store = Tenants { data: &data, dim, links: &links, labels: &labels, want: &want, foreign_reads: 0 };
+            let mut store = Tenants {
+                data: &data,
+                dim,
+                links: &links,
+                labels: &labels,
+                want: &want,
+                foreign_reads: 0,
+            };
             let mut h = 0;
             for i in 0..nq {
                 let q = &queries[i * dim..(i + 1) * dim];
                 let t = truth(&data, dim, q, k, |j| want.contains(&labels[j]));
                 let opts = SearchOptions { filtered: true, ..Default::default() };
-                let mut s = Searcher::with_seeds(&mut store, q, 40, opts, StampVisited::new(n), &seeds);
+                let mut s =
+                    Searcher::with_seeds(&mut store, q, 40, opts, StampVisited::new(n), &seeds);
                 let r = collect_k(&mut s, &mut store, k);
                 assert_eq!(r.len(), k.min(size), "group {want:?}: exactly min(k, size) rows");
                 h += hits(&r, &t).0;
@@ -4044,12 +4355,21 @@ mod tests {
     }
 
     // recall@k of `g` at `ef` against brute force under `dist`.
-    fn recall_with(g: &MemGraph, data: &[f32], queries: &[f32], dim: usize, k: usize, ef: usize, dist: Distance) -> f64 {
+    fn recall_with(
+        g: &MemGraph,
+        data: &[f32],
+        queries: &[f32],
+        dim: usize,
+        k: usize,
+        ef: usize,
+        dist: Distance,
+    ) -> f64 {
         let (n, nq) = (data.len() / dim, queries.len() / dim);
         let mut h = 0;
         for i in 0..nq {
             let q = &queries[i * dim..(i + 1) * dim];
-            let mut all: Vec<(f32, u32)> = (0..n).map(|j| (dist(&data[j * dim..(j + 1) * dim], q), j as u32)).collect();
+            let mut all: Vec<(f32, u32)> =
+                (0..n).map(|j| (dist(&data[j * dim..(j + 1) * dim], q), j as u32)).collect();
             all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let t: Vec<u32> = all[..k].iter().map(|x| x.1).collect();
             h += hits(&g.knn(q, k, ef), &t).0;
@@ -4065,7 +4385,8 @@ mod tests {
         let data = tap012_data(10_000, 7);
         let mut g = Gen::new(99);
         let queries: Vec<f32> = (0..200 * 3).map(|_| g.unif() as f32).collect();
-        let mut gr = MemGraph::build_unlinked(3, data.clone(), Params::new(16, 64), neg_ip, 1, 1, &noprog);
+        let mut gr =
+            MemGraph::build_unlinked(3, data.clone(), Params::new(16, 64), neg_ip, 1, 1, &noprog);
         let unlinked = recall_with(&gr, &data, &queries, 3, 20, 40, neg_ip);
         gr.link_orphans();
         let linked = recall_with(&gr, &data, &queries, 3, 20, 40, neg_ip);
@@ -4074,8 +4395,14 @@ mod tests {
         let relinked = ensure_reachable(&mut gr, &nodes, Params::new(16, 64));
         let reachable = recall_with(&gr, &data, &queries, 3, 20, 40, neg_ip);
         println!("ip 10k x 3d recall@20 ef=40: unlinked {unlinked:.4} linked {linked:.4} reachable {reachable:.4} ({relinked} relinked)");
-        assert!(linked >= 0.97 && linked >= unlinked - 0.01, "linked {linked}, unlinked {unlinked}");
-        assert!(reachable >= 0.97 && reachable >= unlinked - 0.01, "reachable {reachable}, unlinked {unlinked}");
+        assert!(
+            linked >= 0.97 && linked >= unlinked - 0.01,
+            "linked {linked}, unlinked {unlinked}"
+        );
+        assert!(
+            reachable >= 0.97 && reachable >= unlinked - 0.01,
+            "reachable {reachable}, unlinked {unlinked}"
+        );
         let l2g = MemGraph::build(3, data.clone(), Params::new(16, 64), l2, 1, 1, &noprog);
         assert!(recall_with(&l2g, &data, &queries, 3, 20, 40, l2) >= 0.99);
     }

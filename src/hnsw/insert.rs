@@ -40,7 +40,9 @@ pub unsafe extern "C-unwind" fn aminsert(
             Ok(m) => m,
             Err(e) => pgrx::error!("index is corrupted: {e}"),
         };
-        let Some(v) = prepare_vector(meta.metric, datum_to_slice(*values.add(cols.vector))) else { return false };
+        let Some(v) = prepare_vector(meta.metric, datum_to_slice(*values.add(cols.vector))) else {
+            return false;
+        };
         if v.len() != meta.dimensions as usize {
             pgrx::ereport!(
                 ERROR,
@@ -48,7 +50,8 @@ pub unsafe extern "C-unwind" fn aminsert(
                 format!("expected {} dimensions, not {}", meta.dimensions, v.len())
             );
         }
-        let keys = if cols.keys.is_empty() { Vec::new() } else { encode_row(rel, &cols, values, isnull) };
+        let keys =
+            if cols.keys.is_empty() { Vec::new() } else { encode_row(rel, &cols, values, isnull) };
         check_row_size(rel, page::element_size(v.len()) + keys.len());
         insert_prepared(rel, &v, tid_from_ptr(heap_tid), &keys);
     }
@@ -73,7 +76,12 @@ struct Placement {
 /// to it) and it is not the entry point; the new element must have the old one's length and
 /// the new neighbour tuple must fit where the old one was. None when no page from the insert
 /// page on has either: `place` then takes fresh pages. The caller holds the update lock.
-fn find_reusable(rel: IndexRel, meta: &page::Meta, el_len: usize, nb_len: usize) -> (Option<Placement>, Option<u32>) {
+fn find_reusable(
+    rel: IndexRel,
+    meta: &page::Meta,
+    el_len: usize,
+    nb_len: usize,
+) -> (Option<Placement>, Option<u32>) {
     let start = meta.insert_page;
     let nblocks = rel.nblocks();
     if start == page::INVALID_BLOCK || start >= nblocks {
@@ -105,10 +113,14 @@ fn find_reusable(rel: IndexRel, meta: &page::Meta, el_len: usize, nb_len: usize)
             let Some(old) = p.item(nb.offset) else { continue };
             let Some(level) = page::neighbors_level(old) else { continue };
             let mut list = Vec::new();
-            let empty = (0..=level).all(|l| page::read_neighbors(old, l, &mut list) && list.is_empty());
+            let empty =
+                (0..=level).all(|l| page::read_neighbors(old, l, &mut list) && list.is_empty());
             if empty && page::maxalign(nb_len) <= page::maxalign(old.len()) + p.room() {
                 let fill = first_free.unwrap_or(blk);
-                return (Some(Placement { el, nb, fresh: Vec::new(), fill, reuse: true }), first_free);
+                return (
+                    Some(Placement { el, nb, fresh: Vec::new(), fill, reuse: true }),
+                    first_free,
+                );
             }
             if empty {
                 first_free.get_or_insert(blk);
@@ -135,9 +147,15 @@ fn place(rel: IndexRel, insert_page: u32, el_len: usize, nb_len: usize) -> Place
         room = p.room();
         max_off = p.max_offset();
     }
-    let Some(layout) = page::place_node(room, el_len, nb_len) else { refuse_row_size(rel, el_len.max(nb_len)) };
+    let Some(layout) = page::place_node(room, el_len, nb_len) else {
+        refuse_row_size(rel, el_len.max(nb_len))
+    };
     let slots = [layout.element, layout.neighbors];
-    let need = slots.iter().filter_map(|s| if let page::Slot::Fresh(k) = s { Some(k + 1) } else { None }).max().unwrap_or(0);
+    let need = slots
+        .iter()
+        .filter_map(|s| if let page::Slot::Fresh(k) = s { Some(k + 1) } else { None })
+        .max()
+        .unwrap_or(0);
     let fresh = if need > 0 { rel.free_blocks(need) } else { Vec::new() };
     let block_of = |s: page::Slot| match s {
         page::Slot::Current => insert_page,
@@ -210,7 +228,9 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
         Some(DirSlot::Found { at, entry }) => {
             // A member whose first key differs from the entry's (a hash collision) makes the
             // group impure for good: scans then check every member's keys again.
-            let same = entry.pure && g.keys_of(entry.entry.pack()).is_some_and(|k| keys::first_key(&k, types) == keys::first_key(keys, types));
+            let same = entry.pure
+                && g.keys_of(entry.entry.pack())
+                    .is_some_and(|k| keys::first_key(&k, types) == keys::first_key(keys, types));
             GroupSlot::Existing { at, entry: DirEntry { pure: same, ..entry } }
         }
         Some(DirSlot::Missing { room: Some(block), .. }) => GroupSlot::New { block, hash },
@@ -228,7 +248,10 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
             w.commit();
             GroupSlot::New { block, hash }
         }
-        None => pgrx::error!("index \"{}\" is corrupted: unreadable tenant directory", super::diskgraph::relation_name(rel)),
+        None => pgrx::error!(
+            "index \"{}\" is corrupted: unreadable tenant directory",
+            super::diskgraph::relation_name(rel)
+        ),
     }
 }
 
@@ -243,9 +266,11 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     let m = meta.m as usize;
     let params = Params::new(m, meta.ef_construction as usize);
     let level = params.random_level(rand::random::<u64>()).min(page::max_level(m, tenant));
-    let (el_len, nb_len) = (page::element_size(v.len()) + keys.len(), page::neighbor_size(m, level, tenant));
+    let (el_len, nb_len) =
+        (page::element_size(v.len()) + keys.len(), page::neighbor_size(m, level, tenant));
     // Indexes with tenant lists never free deleted elements (see vacuum), so only others look.
-    let (found, first_free) = if tenant { (None, None) } else { find_reusable(rel, &meta, el_len, nb_len) };
+    let (found, first_free) =
+        if tenant { (None, None) } else { find_reusable(rel, &meta, el_len, nb_len) };
     let at = found.unwrap_or_else(|| {
         let mut at = place(rel, meta.insert_page, el_len, nb_len);
         // Nothing from the insert page on fits this node (a higher level's neighbour tuple
@@ -293,7 +318,9 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     let updates = updates_with_in_link(&mut g, &plan, new_id, params);
     queue_updates(&mut g, &updates, |l| l, &mut by_block);
     let tenant_plan = match group {
-        Some(GroupSlot::Existing { entry, .. }) => Some(plan_tenant(&mut g, entry.entry.pack(), new_id, v, params)),
+        Some(GroupSlot::Existing { entry, .. }) => {
+            Some(plan_tenant(&mut g, entry.entry.pack(), new_id, v, params))
+        }
         _ => None,
     };
     if let Some((_, tupdates)) = &tenant_plan {
@@ -311,7 +338,8 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
         page::write_neighbors(&mut nb, l as u8, &tids);
     }
     if let Some((tplan, _)) = &tenant_plan {
-        let tids: Vec<Tid> = tplan.neighbors.first().into_iter().flatten().map(|&x| Tid::unpack(x)).collect();
+        let tids: Vec<Tid> =
+            tplan.neighbors.first().into_iter().flatten().map(|&x| Tid::unpack(x)).collect();
         page::write_neighbors(&mut nb, page::TENANT_LEVEL, &tids);
     }
     // Without key columns the element counter is statistics, refreshed by builds, and
@@ -337,7 +365,10 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
                 GroupSlot::Existing { at: d, entry } => {
                     let mut dp = w.page(d.block);
                     let e = DirEntry { count: entry.count.saturating_add(1), ..entry };
-                    let ok = dp.item_mut(d.offset).map(|b| b.copy_from_slice(&page::encode_dir_entry(&e))).is_some();
+                    let ok = dp
+                        .item_mut(d.offset)
+                        .map(|b| b.copy_from_slice(&page::encode_dir_entry(&e)))
+                        .is_some();
                     (d.block, ok)
                 }
                 GroupSlot::New { block, hash } => {
@@ -347,7 +378,9 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
                 }
             };
             if !done {
-                pgrx::error!("hnsw insert: tenant directory page {block} changed under the update lock");
+                pgrx::error!(
+                    "hnsw insert: tenant directory page {block} changed under the update lock"
+                );
             }
         }
         let mut pages: Vec<super::storage::PageMut> = Vec::new();
@@ -355,20 +388,31 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
             let idx = match pages.iter().position(|p| p.block == tid.block) {
                 Some(i) => i,
                 None => {
-                    let p = if at.fresh.contains(&tid.block) { w.fresh_page(tid.block) } else { w.page(tid.block) };
+                    let p = if at.fresh.contains(&tid.block) {
+                        w.fresh_page(tid.block)
+                    } else {
+                        w.page(tid.block)
+                    };
                     pages.push(p);
                     pages.len() - 1
                 }
             };
             if at.reuse {
                 if !pages[idx].overwrite_item(tid.offset, bytes) {
-                    pgrx::error!("hnsw insert: reused slot {:?} changed under the update lock", tid);
+                    pgrx::error!(
+                        "hnsw insert: reused slot {:?} changed under the update lock",
+                        tid
+                    );
                 }
                 continue;
             }
             let got = pages[idx].add_item(bytes);
             if got != Some(tid.offset) {
-                pgrx::error!("hnsw insert: tuple landed at {:?}, expected offset {}", got, tid.offset);
+                pgrx::error!(
+                    "hnsw insert: tuple landed at {:?}, expected offset {}",
+                    got,
+                    tid.offset
+                );
             }
         }
         if let Some(mp) = meta_page.as_mut() {
@@ -406,7 +450,12 @@ pub fn write_lists(rel: IndexRel, by_block: ListEdits) {
 /// The plan's list updates, plus, when the heuristic kept the newcomer out of every full
 /// list, an in-link from its nearest neighbour (on the store's current view), or no scan
 /// could ever reach it.
-fn updates_with_in_link(g: &mut DiskGraph, plan: &InsertPlan<u64>, new_id: u64, params: Params) -> Vec<NodeUpdate<u64>> {
+fn updates_with_in_link(
+    g: &mut DiskGraph,
+    plan: &InsertPlan<u64>,
+    new_id: u64,
+    params: Params,
+) -> Vec<NodeUpdate<u64>> {
     let mut updates = plan.updates.clone();
     let linked = updates.iter().any(|u| u.lists.iter().any(|(_, l)| l.contains(&new_id)));
     if !linked {
@@ -435,7 +484,11 @@ pub fn queue_updates(
         let Some(info) = g.info(u.id) else { continue };
         for (l, ids) in &u.lists {
             let tids = ids.iter().map(|&x| Tid::unpack(x)).collect();
-            by_block.entry(info.neighbor_tid.block).or_default().push((info.neighbor_tid.offset, list(*l), tids));
+            by_block.entry(info.neighbor_tid.block).or_default().push((
+                info.neighbor_tid.offset,
+                list(*l),
+                tids,
+            ));
         }
     }
 }
@@ -443,7 +496,13 @@ pub fn queue_updates(
 /// Plans the new node's place in its tenant group's flat graph (entered at `entry`): its
 /// tenant list, and the group members whose tenant lists gain it (with the same in-link
 /// rule as the global graph, so the group stays connected).
-fn plan_tenant(g: &mut DiskGraph, entry: u64, new_id: u64, v: &[f32], params: Params) -> (InsertPlan<u64>, Vec<NodeUpdate<u64>>) {
+fn plan_tenant(
+    g: &mut DiskGraph,
+    entry: u64,
+    new_id: u64,
+    v: &[f32],
+    params: Params,
+) -> (InsertPlan<u64>, Vec<NodeUpdate<u64>>) {
     g.set_tenant_view(Some(Some(entry)));
     let dist = g.dist;
     let plan = plan_insert(g, new_id, v, 0, params, dist);

@@ -202,7 +202,8 @@ pub fn group_hash(keys: &[u8], types: &[KeyType]) -> u64 {
 /// Test builds only: when set, every group hash folds to one value, so tests can make
 /// different tenants collide the way two values with equal 64-bit hashes would.
 #[cfg(any(test, feature = "pg_test"))]
-pub static COLLIDE_GROUPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+pub static COLLIDE_GROUPS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 #[inline]
 fn fold(h: u64) -> u64 {
@@ -224,7 +225,12 @@ pub fn value_group_hash(ty: KeyType, v: &KeyValue) -> u64 {
 mod tests {
     use super::*;
 
-    fn row(tenant: Option<i64>, org: Option<&str>, id: Option<[u8; 16]>, level: Option<i64>) -> Vec<u8> {
+    fn row(
+        tenant: Option<i64>,
+        org: Option<&str>,
+        id: Option<[u8; 16]>,
+        level: Option<i64>,
+    ) -> Vec<u8> {
         let mut b = Vec::new();
         encode(&mut b, KeyType::Int, tenant.map(KeyValue::Int).as_ref());
         encode(&mut b, KeyType::Text, org.map(|s| KeyValue::Bytes(s.as_bytes().to_vec())).as_ref());
@@ -250,11 +256,22 @@ mod tests {
         assert!(!matches(&r, &TYPES, &[cond(0, Op::Eq, vec![])]), "empty ANY matches nothing");
         assert!(matches(&r, &TYPES, &[cond(3, Op::Le, vec![int(2)])]), "clearance 2 <= 2");
         assert!(!matches(&r, &TYPES, &[cond(3, Op::Le, vec![int(1)])]), "clearance 2 > 1");
-        assert!(matches(&r, &TYPES, &[cond(3, Op::Lt, vec![int(3)]), cond(3, Op::Gt, vec![int(1)]), cond(3, Op::Ge, vec![int(2)])]));
+        assert!(matches(
+            &r,
+            &TYPES,
+            &[
+                cond(3, Op::Lt, vec![int(3)]),
+                cond(3, Op::Gt, vec![int(1)]),
+                cond(3, Op::Ge, vec![int(2)])
+            ]
+        ));
         assert!(matches(&r, &TYPES, &[cond(1, Op::Eq, vec![KeyValue::Bytes(b"acme".to_vec())])]));
         assert!(!matches(&r, &TYPES, &[cond(1, Op::Eq, vec![KeyValue::Bytes(b"acm".to_vec())])]));
         assert!(matches(&r, &TYPES, &[cond(2, Op::Eq, vec![KeyValue::Bytes(vec![3; 16])])]));
-        assert!(!matches(&r, &TYPES, &[cond(0, Op::Eq, vec![int(7)]), cond(3, Op::Le, vec![int(1)])]), "all conditions");
+        assert!(
+            !matches(&r, &TYPES, &[cond(0, Op::Eq, vec![int(7)]), cond(3, Op::Le, vec![int(1)])]),
+            "all conditions"
+        );
     }
 
     #[test]
@@ -265,9 +282,15 @@ mod tests {
         assert!(!matches(&r, &TYPES, &[cond(3, Op::Ge, vec![KeyValue::Int(i64::MIN)])]));
         let r = row(Some(1), Some(""), Some([0; 16]), Some(0));
         assert!(!matches(&r, &TYPES, &[cond(0, Op::Eq, vec![KeyValue::Bytes(vec![1])])]));
-        assert!(matches(&r, &TYPES, &[cond(1, Op::Eq, vec![KeyValue::Bytes(vec![])])]), "empty string is not NULL");
+        assert!(
+            matches(&r, &TYPES, &[cond(1, Op::Eq, vec![KeyValue::Bytes(vec![])])]),
+            "empty string is not NULL"
+        );
         assert!(!matches(&r, &TYPES, &[cond(9, Op::Eq, vec![KeyValue::Int(1)])]), "no such column");
-        assert!(!matches(&r[..3], &TYPES, &[cond(3, Op::Eq, vec![KeyValue::Int(0)])]), "truncated keys");
+        assert!(
+            !matches(&r[..3], &TYPES, &[cond(3, Op::Eq, vec![KeyValue::Int(0)])]),
+            "truncated keys"
+        );
     }
 
     #[test]
@@ -275,17 +298,35 @@ mod tests {
         let a = row(Some(7), Some("acme"), Some([3; 16]), Some(2));
         let b = row(Some(7), Some("other"), None, Some(9));
         let c = row(Some(8), Some("acme"), Some([3; 16]), Some(2));
-        assert_eq!(group_hash(&a, &TYPES), group_hash(&b, &TYPES), "same tenant, other columns differ");
+        assert_eq!(
+            group_hash(&a, &TYPES),
+            group_hash(&b, &TYPES),
+            "same tenant, other columns differ"
+        );
         assert_ne!(group_hash(&a, &TYPES), group_hash(&c, &TYPES), "another tenant");
         assert_eq!(group_hash(&a, &TYPES), value_group_hash(KeyType::Int, &KeyValue::Int(7)));
-        assert_ne!(group_hash(&row(None, None, None, None), &TYPES), value_group_hash(KeyType::Int, &KeyValue::Int(0)), "NULL is its own group");
+        assert_ne!(
+            group_hash(&row(None, None, None, None), &TYPES),
+            value_group_hash(KeyType::Int, &KeyValue::Int(0)),
+            "NULL is its own group"
+        );
         let t = [KeyType::Text, KeyType::Int];
         let mut k = Vec::new();
         encode(&mut k, KeyType::Text, Some(&KeyValue::Bytes(b"acme".to_vec())));
         encode(&mut k, KeyType::Int, Some(&KeyValue::Int(1)));
-        assert_eq!(group_hash(&k, &t), value_group_hash(KeyType::Text, &KeyValue::Bytes(b"acme".to_vec())));
-        assert_ne!(group_hash(&k, &t), value_group_hash(KeyType::Text, &KeyValue::Bytes(b"acm".to_vec())));
-        assert_eq!(group_hash(&k[..3], &t), group_hash(&[], &t), "truncated keys fall in one group");
+        assert_eq!(
+            group_hash(&k, &t),
+            value_group_hash(KeyType::Text, &KeyValue::Bytes(b"acme".to_vec()))
+        );
+        assert_ne!(
+            group_hash(&k, &t),
+            value_group_hash(KeyType::Text, &KeyValue::Bytes(b"acm".to_vec()))
+        );
+        assert_eq!(
+            group_hash(&k[..3], &t),
+            group_hash(&[], &t),
+            "truncated keys fall in one group"
+        );
     }
 
     #[test]
@@ -294,8 +335,14 @@ mod tests {
         let mut seven = Vec::new();
         encode(&mut seven, KeyType::Int, Some(&KeyValue::Int(7)));
         assert_eq!(first_key(&a, &TYPES), &seven[..]);
-        assert_eq!(first_key(&a, &TYPES), first_key(&row(Some(7), None, Some([1; 16]), None), &TYPES));
-        assert_ne!(first_key(&a, &TYPES), first_key(&row(Some(8), Some("acme"), None, Some(2)), &TYPES));
+        assert_eq!(
+            first_key(&a, &TYPES),
+            first_key(&row(Some(7), None, Some([1; 16]), None), &TYPES)
+        );
+        assert_ne!(
+            first_key(&a, &TYPES),
+            first_key(&row(Some(8), Some("acme"), None, Some(2)), &TYPES)
+        );
         let t = [KeyType::Text];
         let mut k = Vec::new();
         encode(&mut k, KeyType::Text, Some(&KeyValue::Bytes(b"acme".to_vec())));

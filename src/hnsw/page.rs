@@ -226,7 +226,9 @@ impl Meta {
         }
         let version = u32_at(4);
         if version != VERSION {
-            return Err(format!("unsupported hnsw index version {version} (expected {VERSION}): REINDEX it"));
+            return Err(format!(
+                "unsupported hnsw index version {version} (expected {VERSION}): REINDEX it"
+            ));
         }
         let metric = Metric::from_u8(b[16]).ok_or_else(|| format!("bad metric {}", b[16]))?;
         let tid = Tid::read(&b[18..24]);
@@ -274,7 +276,14 @@ pub struct Element {
 
 /// Writes an element tuple into `out` (`element_size(vector.len()) + keys.len()` bytes):
 /// header, vector, then the encoded key columns (see `keys`).
-pub fn encode_element(out: &mut [u8], level: u8, heap_tids: &[Tid], neighbor_tid: Tid, vector: &[f32], keys: &[u8]) {
+pub fn encode_element(
+    out: &mut [u8],
+    level: u8,
+    heap_tids: &[Tid],
+    neighbor_tid: Tid,
+    vector: &[f32],
+    keys: &[u8],
+) {
     debug_assert_eq!(out.len(), element_size(vector.len()) + keys.len());
     out.fill(0);
     out[0] = KIND_ELEMENT;
@@ -401,9 +410,12 @@ fn nb_header(b: &[u8]) -> Option<(u8, usize, bool)> {
 /// the tuple has no such list.
 fn list_offset(m: usize, node_level: u8, tenant: bool, level: u8) -> Option<usize> {
     if level == TENANT_LEVEL {
-        return tenant.then(|| NB_LISTS + (0..=node_level).map(|l| level_capacity(m, l)).sum::<usize>() * TID_BYTES);
+        return tenant.then(|| {
+            NB_LISTS + (0..=node_level).map(|l| level_capacity(m, l)).sum::<usize>() * TID_BYTES
+        });
     }
-    (level <= node_level).then(|| NB_LISTS + (0..level).map(|l| level_capacity(m, l)).sum::<usize>() * TID_BYTES)
+    (level <= node_level)
+        .then(|| NB_LISTS + (0..level).map(|l| level_capacity(m, l)).sum::<usize>() * TID_BYTES)
 }
 
 /// Writes an empty neighbour tuple for a node of `level`.
@@ -549,7 +561,11 @@ pub struct PagePlan {
 /// length), on pages numbered from `first_block`, each node placed by `place_node` on the
 /// page `NodeLayout::fill_next` chose after the node before it. Err(node) when a tuple of
 /// the node is longer than a page holds.
-pub fn plan_pages(n: usize, order: impl IntoIterator<Item = (u32, usize, usize)>, first_block: u32) -> Result<PagePlan, u32> {
+pub fn plan_pages(
+    n: usize,
+    order: impl IntoIterator<Item = (u32, usize, usize)>,
+    first_block: u32,
+) -> Result<PagePlan, u32> {
     let cap = page_capacity();
     let mut pos = vec![(Tid::INVALID, Tid::INVALID); n];
     let mut pages: Vec<Vec<Planned>> = Vec::new();
@@ -566,7 +582,9 @@ pub fn plan_pages(n: usize, order: impl IntoIterator<Item = (u32, usize, usize)>
         };
         let targets = [page_of(layout.element, &pages), page_of(layout.neighbors, &pages)];
         let next = page_of(layout.fill_next(room, el_len, nb_len), &pages);
-        for (p, t, len) in [(targets[0], Planned::Element(i), el_len), (targets[1], Planned::Neighbors(i), nb_len)] {
+        for (p, t, len) in
+            [(targets[0], Planned::Element(i), el_len), (targets[1], Planned::Neighbors(i), nb_len)]
+        {
             while pages.len() <= p {
                 pages.push(Vec::new());
                 used.push(0);
@@ -620,7 +638,8 @@ pub fn encode_dir_header(next: u32) -> [u8; DIR_HEADER_BYTES] {
 
 /// The next block of a directory chain from a header tuple (INVALID_BLOCK = end).
 pub fn decode_dir_header(b: &[u8]) -> Option<u32> {
-    (b.len() >= DIR_HEADER_BYTES && b[0] == KIND_DIR_HEADER).then(|| u32::from_ne_bytes([b[4], b[5], b[6], b[7]]))
+    (b.len() >= DIR_HEADER_BYTES && b[0] == KIND_DIR_HEADER)
+        .then(|| u32::from_ne_bytes([b[4], b[5], b[6], b[7]]))
 }
 
 pub fn encode_dir_entry(e: &DirEntry) -> [u8; DIR_ENTRY_BYTES] {
@@ -721,9 +740,13 @@ mod tests {
         let mut b = vec![0u8; element_size(3)];
         encode_element(&mut b, 2, &heap, nb, &v, &[]);
         let e = decode_element(&b).unwrap();
-        assert_eq!((e.level, e.deleted, e.heap_tids.as_slice(), e.neighbor_tid, e.dim), (2, false, &heap[..], nb, 3));
+        assert_eq!(
+            (e.level, e.deleted, e.heap_tids.as_slice(), e.neighbor_tid, e.dim),
+            (2, false, &heap[..], nb, 3)
+        );
         let r = element_vector_range(3);
-        let back: Vec<f32> = b[r].chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let back: Vec<f32> =
+            b[r].chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
         assert_eq!(back, v);
         assert!(add_element_heap_tid(&mut b, Tid { block: 9, offset: 9 }));
         assert_eq!(decode_element(&b).unwrap().heap_tids.len(), 3);
@@ -786,7 +809,12 @@ mod tests {
 
     #[test]
     fn directory_tuples_round_trip() {
-        let e = DirEntry { hash: 0xdead_beef_1234_5678, entry: Tid { block: 77, offset: 9 }, count: 4242, pure: false };
+        let e = DirEntry {
+            hash: 0xdead_beef_1234_5678,
+            entry: Tid { block: 77, offset: 9 },
+            count: 4242,
+            pure: false,
+        };
         assert_eq!(decode_dir_entry(&encode_dir_entry(&e)), Some(e));
         let pure = DirEntry { pure: true, ..e };
         assert_eq!(decode_dir_entry(&encode_dir_entry(&pure)), Some(pure));
@@ -794,7 +822,10 @@ mod tests {
         assert_eq!(decode_dir_header(&encode_dir_header(31)), Some(31));
         assert_eq!(decode_dir_entry(&encode_dir_header(31)), None);
         assert_eq!(decode_dir_header(&encode_dir_entry(&e)), None);
-        assert!(decode_element(&encode_dir_entry(&e)).is_none(), "directory tuples are not elements");
+        assert!(
+            decode_element(&encode_dir_entry(&e)).is_none(),
+            "directory tuples are not elements"
+        );
         let pv = encode_dir_pivot(e.hash, Tid { block: 5, offset: 6 });
         assert_eq!(decode_dir_pivot(&pv), Some((e.hash, Tid { block: 5, offset: 6 })));
         assert_eq!(decode_dir_entry(&pv), None, "a pivot is not the group's entry");
@@ -812,18 +843,36 @@ mod tests {
 
     #[test]
     fn page_limits_match_pgvector() {
-        assert!(node_fits_one_page(50, 0, 16, max_level(16, false), false), "a 50-d node fits a page with its neighbours");
-        assert!(node_fits_one_page(50, 40, 16, max_level(16, true), true), "and with keys and a tenant list");
-        assert!(!node_fits_one_page(MAX_DIM, 0, 16, 0, false), "a 2000-d element needs its neighbour tuple elsewhere");
-        assert!(footprint(element_size(MAX_DIM)) <= page_capacity(), "a 2000-d element fits a page");
+        assert!(
+            node_fits_one_page(50, 0, 16, max_level(16, false), false),
+            "a 50-d node fits a page with its neighbours"
+        );
+        assert!(
+            node_fits_one_page(50, 40, 16, max_level(16, true), true),
+            "and with keys and a tenant list"
+        );
+        assert!(
+            !node_fits_one_page(MAX_DIM, 0, 16, 0, false),
+            "a 2000-d element needs its neighbour tuple elsewhere"
+        );
+        assert!(
+            footprint(element_size(MAX_DIM)) <= page_capacity(),
+            "a 2000-d element fits a page"
+        );
         assert!(element_size(MAX_DIM) + 2 * 9 <= max_tuple_len(), "with two integer keys too");
         for m in [2, 16, 48, 100] {
             for t in [false, true] {
-                assert!(footprint(neighbor_size(m, max_level(m, t), t)) <= page_capacity(), "m={m}: top neighbour tuple fits");
+                assert!(
+                    footprint(neighbor_size(m, max_level(m, t), t)) <= page_capacity(),
+                    "m={m}: top neighbour tuple fits"
+                );
             }
         }
         assert_eq!(max_level(16, false), MAX_LEVEL);
-        assert_eq!(Tid::unpack(Tid { block: 123456, offset: 77 }.pack()), Tid { block: 123456, offset: 77 });
+        assert_eq!(
+            Tid::unpack(Tid { block: 123456, offset: 77 }.pack()),
+            Tid { block: 123456, offset: 77 }
+        );
     }
 
     /// PageAddItemExtended's arithmetic on a fresh page (PageInit with OPAQUE_SIZE of special
@@ -853,8 +902,14 @@ mod tests {
     #[test]
     fn fits_is_page_add_item_arithmetic() {
         assert_eq!(page_capacity(), SimPage::new().upper - SimPage::new().lower);
-        assert!(fits(page_capacity(), &[max_tuple_len()]) && !fits(page_capacity(), &[max_tuple_len() + 1]));
-        assert!(SimPage::new().add(max_tuple_len()).is_some() && SimPage::new().add(max_tuple_len() + 1).is_none());
+        assert!(
+            fits(page_capacity(), &[max_tuple_len()])
+                && !fits(page_capacity(), &[max_tuple_len() + 1])
+        );
+        assert!(
+            SimPage::new().add(max_tuple_len()).is_some()
+                && SimPage::new().add(max_tuple_len() + 1).is_none()
+        );
         assert!(!fits(0, &[1]), "an all-zero page (no room) takes nothing");
         assert!(fits(0, &[]));
         // sequences of tuple lengths: fits() says yes exactly when the page takes them all
@@ -878,14 +933,32 @@ mod tests {
         let together = NodeLayout { element: Current, neighbors: Current };
         assert_eq!(place_node(page_capacity(), el, nb), Some(together));
         assert_eq!(place_node(footprint(el) + footprint(nb), el, nb), Some(together));
-        assert_eq!(place_node(footprint(el) + footprint(nb) - 1, el, nb), Some(NodeLayout { element: Fresh(0), neighbors: Fresh(0) }));
-        assert_eq!(place_node(0, el, nb), Some(NodeLayout { element: Fresh(0), neighbors: Fresh(0) }));
+        assert_eq!(
+            place_node(footprint(el) + footprint(nb) - 1, el, nb),
+            Some(NodeLayout { element: Fresh(0), neighbors: Fresh(0) })
+        );
+        assert_eq!(
+            place_node(0, el, nb),
+            Some(NodeLayout { element: Fresh(0), neighbors: Fresh(0) })
+        );
         // 2000 dims: never together; the neighbour tuple takes what room the current page has
         let (el, nb) = (element_size(MAX_DIM), neighbor_size(16, 0, false));
-        assert_eq!(place_node(page_capacity(), el, nb), Some(NodeLayout { element: Current, neighbors: Fresh(0) }));
-        assert_eq!(place_node(footprint(nb), el, nb), Some(NodeLayout { element: Fresh(0), neighbors: Current }));
-        assert_eq!(place_node(footprint(nb) - 1, el, nb), Some(NodeLayout { element: Fresh(0), neighbors: Fresh(1) }));
-        assert_eq!(place_node(0, el, nb), Some(NodeLayout { element: Fresh(0), neighbors: Fresh(1) }));
+        assert_eq!(
+            place_node(page_capacity(), el, nb),
+            Some(NodeLayout { element: Current, neighbors: Fresh(0) })
+        );
+        assert_eq!(
+            place_node(footprint(nb), el, nb),
+            Some(NodeLayout { element: Fresh(0), neighbors: Current })
+        );
+        assert_eq!(
+            place_node(footprint(nb) - 1, el, nb),
+            Some(NodeLayout { element: Fresh(0), neighbors: Fresh(1) })
+        );
+        assert_eq!(
+            place_node(0, el, nb),
+            Some(NodeLayout { element: Fresh(0), neighbors: Fresh(1) })
+        );
         // a tuple longer than a page is refused, not placed
         assert_eq!(place_node(page_capacity(), max_tuple_len() + 1, nb), None);
         assert_eq!(place_node(page_capacity(), el, max_tuple_len() + 1), None);
@@ -908,7 +981,8 @@ mod tests {
         for (pi, tuples) in plan.pages.iter().enumerate() {
             let mut p = SimPage::new();
             for &t in tuples {
-                let off = p.add(len_of(t)).unwrap_or_else(|| panic!("{t:?} does not fit page {pi}"));
+                let off =
+                    p.add(len_of(t)).unwrap_or_else(|| panic!("{t:?} does not fit page {pi}"));
                 let at = Tid { block: first_block + pi as u32, offset: off };
                 match t {
                     Planned::Element(i) => assert_eq!(plan.pos[i as usize].0, at),
@@ -927,7 +1001,8 @@ mod tests {
             for (keys_len, tenant) in [(0, false), (9, true), (18, true)] {
                 let n = 200;
                 // levels as a build draws them, with a few high ones
-                let level = |i: u32| -> u8 { [0, 0, 0, 1, 0, 2, 0, 0, 3, 0, 1, 0][i as usize % 12] };
+                let level =
+                    |i: u32| -> u8 { [0, 0, 0, 1, 0, 2, 0, 0, 3, 0, 1, 0][i as usize % 12] };
                 let el_len = element_size(dim) + keys_len;
                 let nb_len = |i: u32| neighbor_size(m, level(i), tenant);
                 let order: Vec<u32> = (0..n as u32).rev().collect();
@@ -937,11 +1012,18 @@ mod tests {
                     Planned::Neighbors(i) => nb_len(i),
                 });
                 if dim <= 1000 {
-                    assert!(plan.pos.iter().all(|(e, b)| e.block == b.block), "dim {dim}: tuples stay together");
+                    assert!(
+                        plan.pos.iter().all(|(e, b)| e.block == b.block),
+                        "dim {dim}: tuples stay together"
+                    );
                 }
                 if dim == MAX_DIM {
                     // an element per page, the neighbour tuples of 20 to 40 nodes sharing one
-                    assert!(plan.pages.len() <= n + n / 15 + 2, "dim {dim}: {} pages for {n} nodes", plan.pages.len());
+                    assert!(
+                        plan.pages.len() <= n + n / 15 + 2,
+                        "dim {dim}: {} pages for {n} nodes",
+                        plan.pages.len()
+                    );
                 }
                 let fill = plan.fill.unwrap();
                 assert!(fill >= 7 && ((fill - 7) as usize) < plan.pages.len());
@@ -960,7 +1042,10 @@ mod tests {
         let (el, nb) = (element_size(50), neighbor_size(16, 0, false));
         let l = place_node(10, el, nb).unwrap();
         assert_eq!(l.fill_next(10, el, nb), Fresh(0));
-        assert_eq!(NodeLayout { element: Current, neighbors: Current }.fill_next(cap, el, nb), Current);
+        assert_eq!(
+            NodeLayout { element: Current, neighbors: Current }.fill_next(cap, el, nb),
+            Current
+        );
         // 2000 dims: the page of the neighbour tuple, not the element's nearly full one
         let (el, nb) = (element_size(MAX_DIM), neighbor_size(16, 0, false));
         let l = place_node(0, el, nb).unwrap();
@@ -969,7 +1054,8 @@ mod tests {
         assert_eq!(l, NodeLayout { element: Fresh(0), neighbors: Current });
         assert_eq!(l.fill_next(cap - footprint(nb), el, nb), Current);
         // an untouched current page with more room than the fresh one stays current
-        let (el, nb1, nb0) = (element_size(1960), neighbor_size(16, 1, false), neighbor_size(16, 0, false));
+        let (el, nb1, nb0) =
+            (element_size(1960), neighbor_size(16, 1, false), neighbor_size(16, 0, false));
         let room = cap - footprint(nb1);
         let l = place_node(room, el, nb0).unwrap();
         assert_eq!(l, NodeLayout { element: Fresh(0), neighbors: Fresh(0) });

@@ -6,13 +6,15 @@
 //! visited, as in pgvector 0.8 — so filters applied above the scan still get enough rows.
 //! Results are approximate in order, so `xs_recheckorderby` is false, like pgvector.
 
-use super::am::{IterativeScan, EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES, SCAN_STATS, TWO_HOP_LIMIT};
-use super::storage::tid_to_item_pointer;
+use super::am::{
+    IterativeScan, EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES, SCAN_STATS, TWO_HOP_LIMIT,
+};
 use super::diskgraph::{element_parts, prepare_vector, DiskGraph};
 use super::graph::{visited_for, IdHashSet, SearchOptions, Searcher};
 use super::keys::{self, Cond, Op};
 use super::page::{self, Tid};
 use super::scankeys::{columns, conds, Columns};
+use super::storage::tid_to_item_pointer;
 use super::storage::IndexRel;
 use crate::vector::sql::datum_to_slice;
 use pgrx::pg_sys;
@@ -131,11 +133,18 @@ impl ScanState {
                 let Some((info, v)) = element_parts(bytes) else { continue };
                 let Some((_, _, _, _, n)) = page::element_header(bytes) else { continue };
                 let id = Tid { block: blk, offset: off }.pack();
-                if info.deleted || v.len() != query.len() || self.returned.contains(&id) || !self.graph.bytes_pass(bytes, v.len()) {
+                if info.deleted
+                    || v.len() != query.len()
+                    || self.returned.contains(&id)
+                    || !self.graph.bytes_pass(bytes, v.len())
+                {
                     continue;
                 }
                 self.returned.insert(id);
-                found.push((dist(v, query), (0..n).map(|i| page::element_heap_tid(bytes, i)).collect()));
+                found.push((
+                    dist(v, query),
+                    (0..n).map(|i| page::element_heap_tid(bytes, i)).collect(),
+                ));
             }
             drop(p);
             pgrx::check_for_interrupts!();
@@ -269,7 +278,10 @@ unsafe fn count_stats(rel: pg_sys::Relation, add: impl FnOnce(&mut pg_sys::PgSta
 }
 
 #[pgrx::pg_guard]
-pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg_sys::ScanDirection::Type) -> bool {
+pub unsafe extern "C-unwind" fn amgettuple(
+    scan: pg_sys::IndexScanDesc,
+    _dir: pg_sys::ScanDirection::Type,
+) -> bool {
     // SAFETY: scan is ours; xs_heaptid is written for the executor.
     unsafe {
         let st = state(scan);
@@ -290,8 +302,11 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 if filtered {
                     st.graph.set_filter(st.cols.key_types(), st.conds.clone(), &q);
                 }
-                let mut tenant = if filtered { tenant_groups(&mut st.graph, &st.cols, &st.conds) } else { None };
-                let covers_all = tenant.as_ref().is_some_and(|t| t.count > 0 && t.count >= st.graph.meta.elements);
+                let mut tenant =
+                    if filtered { tenant_groups(&mut st.graph, &st.cols, &st.conds) } else { None };
+                let covers_all = tenant
+                    .as_ref()
+                    .is_some_and(|t| t.count > 0 && t.count >= st.graph.meta.elements);
                 if tenant.as_ref().is_some_and(|t| t.proven) {
                     // Every element of the caller's groups passes the first key conditions,
                     // and the walk below reaches only those elements (or, covering all,
@@ -315,11 +330,16 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 // condition there is nothing to look through, and the unfiltered
                 // expansion (page-batched scoring) is used; the key check still runs on
                 // each node (impure groups) or on each returned row (pure groups).
-                let only_tenant = (tenant.is_some() || covers_all) && st.conds.iter().all(|c| c.col == 0);
+                let only_tenant =
+                    (tenant.is_some() || covers_all) && st.conds.iter().all(|c| c.col == 0);
                 let opts = SearchOptions {
                     filtered: filtered && !only_tenant,
                     two_hop_limit: TWO_HOP_LIMIT.get().max(0) as usize,
-                    max_visited: if st.iterative && !filtered { MAX_SCAN_TUPLES.get().max(1) as usize } else { 0 },
+                    max_visited: if st.iterative && !filtered {
+                        MAX_SCAN_TUPLES.get().max(1) as usize
+                    } else {
+                        0
+                    },
                     one_batch: !st.iterative,
                 };
                 let ef = EF_SEARCH.get().max(1) as usize;

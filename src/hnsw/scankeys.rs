@@ -8,7 +8,11 @@ use pgrx::pg_sys;
 
 pub fn key_type_of(typid: pg_sys::Oid) -> Option<KeyType> {
     match typid {
-        pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::DATEOID | pg_sys::TIMESTAMPOID
+        pg_sys::INT2OID
+        | pg_sys::INT4OID
+        | pg_sys::INT8OID
+        | pg_sys::DATEOID
+        | pg_sys::TIMESTAMPOID
         | pg_sys::TIMESTAMPTZOID => Some(KeyType::Int),
         pg_sys::UUIDOID => Some(KeyType::Uuid),
         pg_sys::TEXTOID | pg_sys::VARCHAROID => Some(KeyType::Text),
@@ -38,7 +42,8 @@ pub fn columns(rel: IndexRel) -> Columns {
         let natts = (*desc).natts as usize;
         (*desc).attrs.as_slice(natts).iter().map(|a| a.atttypid).collect()
     };
-    let non_keys: Vec<usize> = (0..types.len()).filter(|&i| key_type_of(types[i]).is_none()).collect();
+    let non_keys: Vec<usize> =
+        (0..types.len()).filter(|&i| key_type_of(types[i]).is_none()).collect();
     if non_keys.len() != 1 {
         pgrx::ereport!(
             ERROR,
@@ -47,8 +52,10 @@ pub fn columns(rel: IndexRel) -> Columns {
         );
     }
     let vector = non_keys[0];
-    let keys: Vec<(usize, KeyType)> =
-        (0..types.len()).filter(|&i| i != vector).filter_map(|i| key_type_of(types[i]).map(|t| (i, t))).collect();
+    let keys: Vec<(usize, KeyType)> = (0..types.len())
+        .filter(|&i| i != vector)
+        .filter_map(|i| key_type_of(types[i]).map(|t| (i, t)))
+        .collect();
     for &(i, ty) in &keys {
         // Text keys compare bytes, which is equality only under a deterministic collation:
         // under one where 'A' = 'a' the index would return fewer rows than a seq scan.
@@ -88,7 +95,9 @@ unsafe fn datum_value(ty: KeyType, typid: pg_sys::Oid, d: pg_sys::Datum) -> KeyV
             _ => d.value() as i64,
         }),
         // SAFETY: a uuid datum points at 16 bytes.
-        KeyType::Uuid => KeyValue::Bytes(unsafe { std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), 16) }.to_vec()),
+        KeyType::Uuid => KeyValue::Bytes(
+            unsafe { std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), 16) }.to_vec(),
+        ),
         KeyType::Text => {
             // SAFETY: text datums are varlenas; pg_detoast_datum_packed yields readable bytes.
             let bytes = unsafe {
@@ -111,7 +120,12 @@ unsafe fn datum_value(ty: KeyType, typid: pg_sys::Oid, d: pg_sys::Datum) -> KeyV
 ///
 /// # Safety
 /// `values` and `isnull` must hold one entry per index column.
-pub unsafe fn encode_row(rel: IndexRel, cols: &Columns, values: *const pg_sys::Datum, isnull: *const bool) -> Vec<u8> {
+pub unsafe fn encode_row(
+    rel: IndexRel,
+    cols: &Columns,
+    values: *const pg_sys::Datum,
+    isnull: *const bool,
+) -> Vec<u8> {
     let mut out = Vec::new();
     for &(att, ty) in &cols.keys {
         // SAFETY: att < natts; the attribute array has natts entries.
@@ -133,7 +147,12 @@ pub unsafe fn encode_row(rel: IndexRel, cols: &Columns, values: *const pg_sys::D
 ///
 /// # Safety
 /// `keys` must point at `nkeys` scan keys of this index.
-pub unsafe fn conds(rel: IndexRel, cols: &Columns, keys: pg_sys::ScanKey, nkeys: usize) -> Vec<Cond> {
+pub unsafe fn conds(
+    rel: IndexRel,
+    cols: &Columns,
+    keys: pg_sys::ScanKey,
+    nkeys: usize,
+) -> Vec<Cond> {
     let mut out = Vec::new();
     for k in 0..nkeys {
         // SAFETY: k < nkeys.
@@ -155,14 +174,17 @@ pub unsafe fn conds(rel: IndexRel, cols: &Columns, keys: pg_sys::ScanKey, nkeys:
             if key.sk_flags & pg_sys::SK_SEARCHARRAY as i32 != 0 {
                 // SAFETY: a SEARCHARRAY key's argument is an array of the column's type.
                 unsafe {
-                    let arr = pg_sys::pg_detoast_datum(key.sk_argument.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+                    let arr = pg_sys::pg_detoast_datum(key.sk_argument.cast_mut_ptr())
+                        as *mut pg_sys::ArrayType;
                     let elemtype = (*arr).elemtype;
                     let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
                     pg_sys::get_typlenbyvalalign(elemtype, &mut len, &mut byval, &mut align);
                     let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
                     let mut nulls: *mut bool = std::ptr::null_mut();
                     let mut n: std::ffi::c_int = 0;
-                    pg_sys::deconstruct_array(arr, elemtype, len as i32, byval, align, &mut elems, &mut nulls, &mut n);
+                    pg_sys::deconstruct_array(
+                        arr, elemtype, len as i32, byval, align, &mut elems, &mut nulls, &mut n,
+                    );
                     for j in 0..n.max(0) as usize {
                         if !*nulls.add(j) {
                             values.push(datum_value(ty, elemtype, *elems.add(j)));

@@ -70,7 +70,10 @@ unsafe fn unlock(buf: pg_sys::Buffer) {
 pub unsafe fn tid_from_ptr(p: pg_sys::ItemPointer) -> page::Tid {
     // SAFETY: the caller passes a valid ItemPointer.
     let t = unsafe { &*p };
-    page::Tid { block: ((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32, offset: t.ip_posid }
+    page::Tid {
+        block: ((t.ip_blkid.bi_hi as u32) << 16) | t.ip_blkid.bi_lo as u32,
+        offset: t.ip_posid,
+    }
 }
 
 /// Writes a TID into a Postgres ItemPointer.
@@ -150,13 +153,18 @@ impl IndexRel {
 
     pub fn nblocks(&self) -> BlockNumber {
         // SAFETY: rel is open (constructor contract).
-        unsafe { pg_sys::RelationGetNumberOfBlocksInFork(self.rel, pg_sys::ForkNumber::MAIN_FORKNUM) }
+        unsafe {
+            pg_sys::RelationGetNumberOfBlocksInFork(self.rel, pg_sys::ForkNumber::MAIN_FORKNUM)
+        }
     }
 
     /// Whether changes must be WAL-logged (permanent relations; not unlogged/temp).
     pub fn needs_wal(&self) -> bool {
         // SAFETY: rd_rel is valid for an open relation.
-        unsafe { (*(*self.rel).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as std::ffi::c_char }
+        unsafe {
+            (*(*self.rel).rd_rel).relpersistence
+                == pg_sys::RELPERSISTENCE_PERMANENT as std::ffi::c_char
+        }
     }
 
     /// Reads and validates the metapage.
@@ -200,7 +208,11 @@ impl IndexRel {
                 break;
             }
             // The map is only a hint: use a block only if it is still all zeros.
-            if b != page::METAPAGE_BLKNO && b < nblocks && !out.contains(&b) && self.read_shared(b).is_new() {
+            if b != page::METAPAGE_BLKNO
+                && b < nblocks
+                && !out.contains(&b)
+                && self.read_shared(b).is_new()
+            {
                 out.push(b);
             }
         }
@@ -304,7 +316,10 @@ impl SharedPage {
     pub fn meta(&self) -> Result<Meta, String> {
         // SAFETY: the metapage's contents hold META_BYTES bytes (pd_lower covers them).
         let bytes = unsafe {
-            std::slice::from_raw_parts(pg_sys::PageGetContents(self.page) as *const u8, page::META_BYTES)
+            std::slice::from_raw_parts(
+                pg_sys::PageGetContents(self.page) as *const u8,
+                page::META_BYTES,
+            )
         };
         Meta::decode(bytes)
     }
@@ -369,13 +384,28 @@ impl PinCache {
         // SAFETY: rd_node and rd_rel of an open relation.
         let (node, temp) = unsafe {
             let r = rel.raw();
-            ((*r).rd_node, (*(*r).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char)
+            (
+                (*r).rd_node,
+                (*(*r).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char,
+            )
         };
         // A temporary relation lives in local buffers, and its relfilenode number may equal
         // a permanent relation's (only the backend id, which is not part of a buffer tag,
         // tells them apart): it neither uses nor feeds the map.
-        let recent = if temp { Vec::new() } else { RECENT.with(|r| r.borrow_mut().remove(&node_key(&node))).unwrap_or_default() };
-        PinCache { rel, slots: Vec::new(), held: std::collections::VecDeque::with_capacity(HELD_MAX + 1), taken: 0, recent, node, temp }
+        let recent = if temp {
+            Vec::new()
+        } else {
+            RECENT.with(|r| r.borrow_mut().remove(&node_key(&node))).unwrap_or_default()
+        };
+        PinCache {
+            rel,
+            slots: Vec::new(),
+            held: std::collections::VecDeque::with_capacity(HELD_MAX + 1),
+            taken: 0,
+            recent,
+            node,
+            temp,
+        }
     }
 
     /// Pins `blk`: through the buffer that last held it when it still does, else by a
@@ -386,7 +416,11 @@ impl PinCache {
             // SAFETY: b came from ReadBufferExtended in this backend, so it is a valid shared
             // buffer id (1..=NBuffers); ReadRecentBuffer pins it only if it still holds this
             // relation's block, checked under the buffer header lock.
-            if b > 0 && unsafe { pg_sys::ReadRecentBuffer(self.node, pg_sys::ForkNumber::MAIN_FORKNUM, blk, b) } {
+            if b > 0
+                && unsafe {
+                    pg_sys::ReadRecentBuffer(self.node, pg_sys::ForkNumber::MAIN_FORKNUM, blk, b)
+                }
+            {
                 // ReadRecentBuffer does not count the access in the relation's statistics
                 // the way ReadBufferExtended does; count it as a hit here.
                 // SAFETY: pgstat_info is null or the relation's live stats entry.
@@ -402,7 +436,13 @@ impl PinCache {
         }
         // SAFETY: pins the block (ERROR on a block past the end); released by the caller.
         let buf = unsafe {
-            pg_sys::ReadBufferExtended(rel, pg_sys::ForkNumber::MAIN_FORKNUM, blk, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut())
+            pg_sys::ReadBufferExtended(
+                rel,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                blk,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            )
         };
         // Local buffers (temporary indexes) are negative and not remembered.
         if !self.temp && buf > 0 && blk < RECENT_MAX_BLOCKS {
@@ -463,7 +503,8 @@ impl PinCache {
     /// the first half of `prefetch_items`. The page is the one this scan holds pinned, or
     /// else the buffer that last held the block (None when there is none: no hint).
     pub fn prefetch_page(&self, blk: BlockNumber) -> Option<PagePrefetch> {
-        let buf = self.held(blk).unwrap_or_else(|| self.recent.get(blk as usize).copied().unwrap_or(0));
+        let buf =
+            self.held(blk).unwrap_or_else(|| self.recent.get(blk as usize).copied().unwrap_or(0));
         if buf <= 0 {
             return None;
         }
@@ -538,7 +579,8 @@ impl PagePrefetch {
         // mapped buffer pool; a volatile read of a word another backend may be writing
         // yields some u32 and no other effect; the prefetched addresses stay inside the page.
         unsafe {
-            let lp = std::ptr::read_volatile(self.page.add(24 + 4 * (off as usize - 1)) as *const u32);
+            let lp =
+                std::ptr::read_volatile(self.page.add(24 + 4 * (off as usize - 1)) as *const u32);
             let at = (lp & 0x7fff) as usize;
             let mut o = 0;
             while o < len && at + o < page::BLCKSZ {
@@ -572,7 +614,10 @@ impl PageMut {
     pub fn item_mut(&mut self, off: u16) -> Option<&mut [u8]> {
         // SAFETY: the GenericXLog copy is private to this backend until commit; the item
         // range was validated by page_item.
-        unsafe { page_item(self.page, off).map(|s| std::slice::from_raw_parts_mut(s.as_ptr() as *mut u8, s.len())) }
+        unsafe {
+            page_item(self.page, off)
+                .map(|s| std::slice::from_raw_parts_mut(s.as_ptr() as *mut u8, s.len()))
+        }
     }
 
     pub fn item(&self, off: u16) -> Option<&[u8]> {
@@ -617,7 +662,14 @@ impl PageMut {
         // SAFETY: the GenericXLog copy is private to this backend until commit; `off` names
         // a normal item (checked above); PageIndexTupleOverwrite copies `len` bytes and
         // returns false, changing nothing, when they do not fit.
-        unsafe { pg_sys::PageIndexTupleOverwrite(self.page, off, bytes.as_ptr() as pg_sys::Item, bytes.len()) }
+        unsafe {
+            pg_sys::PageIndexTupleOverwrite(
+                self.page,
+                off,
+                bytes.as_ptr() as pg_sys::Item,
+                bytes.len(),
+            )
+        }
     }
 
     /// Stores `meta` in the page contents and extends pd_lower over it, so full-page
@@ -839,7 +891,15 @@ impl BulkWriter {
         if self.rel.needs_wal() {
             let n = self.rel.nblocks();
             // SAFETY: logs full images of blocks [0, n) of the main fork.
-            unsafe { pg_sys::log_newpage_range(self.rel.raw(), pg_sys::ForkNumber::MAIN_FORKNUM, 0, n, true) };
+            unsafe {
+                pg_sys::log_newpage_range(
+                    self.rel.raw(),
+                    pg_sys::ForkNumber::MAIN_FORKNUM,
+                    0,
+                    n,
+                    true,
+                )
+            };
         }
     }
 }

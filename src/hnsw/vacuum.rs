@@ -16,13 +16,13 @@
 //! unreachable: `free_deleted` empties their lists, which marks their slots reusable, and
 //! inserts overwrite them in place (`insert::find_reusable`), as pgvector's do.
 
-use super::storage::tid_to_item_pointer;
 use super::diskgraph::DiskGraph;
 use super::graph::{ensure_reachable, plan_repair, GraphStore, Params};
 use super::insert::{queue_updates, write_lists, ListEdits};
 use super::keys;
 use super::page::{self, Tid};
 use super::scankeys::key_types;
+use super::storage::tid_to_item_pointer;
 use super::storage::{IndexRel, WalWrite};
 use pgrx::pg_sys;
 use std::collections::{HashMap, HashSet};
@@ -231,7 +231,9 @@ fn free_deleted(rel: IndexRel, g: &mut DiskGraph) {
     }
     g.reset();
     write_lists(rel, by_block);
-    if first != page::INVALID_BLOCK && (g.meta.insert_page == page::INVALID_BLOCK || first < g.meta.insert_page) {
+    if first != page::INVALID_BLOCK
+        && (g.meta.insert_page == page::INVALID_BLOCK || first < g.meta.insert_page)
+    {
         let mut meta = g.meta;
         meta.insert_page = first;
         let mut w = WalWrite::begin(rel);
@@ -261,7 +263,12 @@ fn relink_unreachable(rel: IndexRel) -> usize {
 
 /// Pass 3, tenant part: every live element reachable from its group's directory entry
 /// through tenant lists (deleted members included, as scans walk them).
-fn relink_tenant_groups(rel: IndexRel, g: &mut DiskGraph, live: &[(u64, u8)], params: Params) -> usize {
+fn relink_tenant_groups(
+    rel: IndexRel,
+    g: &mut DiskGraph,
+    live: &[(u64, u8)],
+    params: Params,
+) -> usize {
     if !g.meta.tenant_links() {
         return 0;
     }

@@ -99,7 +99,10 @@ pub fn check_element(v: f32) -> Result<(), VectorError> {
 /// Checks a dimension count against pgvector's limits.
 pub fn check_dim(dim: i64) -> Result<(), VectorError> {
     if dim < 1 {
-        return Err(VectorError::new(SqlState::DataException, "vector must have at least 1 dimension"));
+        return Err(VectorError::new(
+            SqlState::DataException,
+            "vector must have at least 1 dimension",
+        ));
     }
     if dim > VECTOR_MAX_DIM as i64 {
         return Err(VectorError::new(
@@ -271,7 +274,9 @@ fn parse_hex_float(s: &str) -> Option<f64> {
     // folded into one sticky bit: then m converts to f64 exactly and the caller's single
     // rounding to f32 is strtof's (rounding the digits to f64 first could round twice).
     let (mut m, mut e, mut sticky) = (0u64, exp, false);
-    for (c, fractional) in int_part.chars().map(|c| (c, false)).chain(frac_part.chars().map(|c| (c, true))) {
+    for (c, fractional) in
+        int_part.chars().map(|c| (c, false)).chain(frac_part.chars().map(|c| (c, true)))
+    {
         let d = u64::from(c.to_digit(16)?);
         if m < 1 << 48 {
             m = m * 16 + d;
@@ -313,7 +318,10 @@ pub fn parse_text(lit: &str, typmod: i32) -> Result<Vec<f32>, VectorError> {
         pt += 1;
     }
     if pt < b.len() && b[pt] == b']' {
-        return Err(VectorError::new(SqlState::DataException, "vector must have at least 1 dimension"));
+        return Err(VectorError::new(
+            SqlState::DataException,
+            "vector must have at least 1 dimension",
+        ));
     }
     let mut out = Vec::new();
     loop {
@@ -377,7 +385,13 @@ pub fn write_float4(out: &mut String, v: f32) {
         return;
     }
     if !v.is_finite() {
-        out.push_str(if v.is_nan() { "NaN" } else if v > 0.0 { "Infinity" } else { "-Infinity" });
+        out.push_str(if v.is_nan() {
+            "NaN"
+        } else if v > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        });
         return;
     }
     // Rust's `{:e}` yields the shortest digits that round-trip: "d.ddde±x".
@@ -522,7 +536,10 @@ pub fn compare(a: &[f32], b: &[f32]) -> std::cmp::Ordering {
 /// Checks an arithmetic result: pgvector reports overflow to infinity as 22003.
 pub fn check_overflow(x: &[f32]) -> Result<(), VectorError> {
     if x.iter().any(|v| v.is_infinite()) {
-        return Err(VectorError::new(SqlState::NumericValueOutOfRange, "value out of range: overflow"));
+        return Err(VectorError::new(
+            SqlState::NumericValueOutOfRange,
+            "value out of range: overflow",
+        ));
     }
     Ok(())
 }
@@ -556,7 +573,10 @@ pub fn mul(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
     for (x, y) in a.iter().zip(b) {
         let p = x * y;
         if p == 0.0 && *x != 0.0 && *y != 0.0 {
-            return Err(VectorError::new(SqlState::NumericValueOutOfRange, "value out of range: underflow"));
+            return Err(VectorError::new(
+                SqlState::NumericValueOutOfRange,
+                "value out of range: underflow",
+            ));
         }
         r.push(p);
     }
@@ -576,7 +596,10 @@ pub fn concat(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
 /// subvector(v, start, count) with 1-based start, clamped like pgvector.
 pub fn subvector(a: &[f32], start: i32, count: i32) -> Result<Vec<f32>, VectorError> {
     if count < 1 {
-        return Err(VectorError::new(SqlState::DataException, "vector must have at least 1 dimension"));
+        return Err(VectorError::new(
+            SqlState::DataException,
+            "vector must have at least 1 dimension",
+        ));
     }
     // Compute the end in i64 so start + count cannot overflow.
     let mut begin = start as i64;
@@ -629,7 +652,10 @@ pub fn accum(state: &mut Vec<f64>, v: &[f32]) -> Result<(), VectorError> {
         *s += x as f64;
     }
     if state[1..].iter().any(|s| s.is_infinite()) {
-        return Err(VectorError::new(SqlState::NumericValueOutOfRange, "value out of range: overflow"));
+        return Err(VectorError::new(
+            SqlState::NumericValueOutOfRange,
+            "value out of range: overflow",
+        ));
     }
     Ok(())
 }
@@ -700,7 +726,10 @@ mod tests {
         assert_eq!(check_state(&[1.0, f64::NAN]).unwrap_err().message, "NaN not allowed in vector");
         let huge = vec![1.0; 70_001];
         let e = avg_final(&huge).unwrap_err();
-        assert_eq!((e.state, e.message.as_str()), (SqlState::ProgramLimitExceeded, "vector cannot have more than 16000 dimensions"));
+        assert_eq!(
+            (e.state, e.message.as_str()),
+            (SqlState::ProgramLimitExceeded, "vector cannot have more than 16000 dimensions")
+        );
         assert!(avg_final(&vec![1.0; 32_769]).is_err());
         assert!(combine(&huge, &[0.0]).is_err());
         let mut s = vec![1.0; 20_001];
@@ -739,7 +768,10 @@ mod tests {
         assert_eq!(e.state, SqlState::InvalidTextRepresentation);
         assert_eq!(e.message, "invalid input syntax for type vector: \"[1,2\"");
         let e = err("[]");
-        assert_eq!((e.state, e.message.as_str()), (SqlState::DataException, "vector must have at least 1 dimension"));
+        assert_eq!(
+            (e.state, e.message.as_str()),
+            (SqlState::DataException, "vector must have at least 1 dimension")
+        );
         assert_eq!(err("[a]").state, SqlState::InvalidTextRepresentation);
         assert_eq!(err("[1,,2]").state, SqlState::InvalidTextRepresentation);
         assert_eq!(err("1,2").detail.as_deref(), Some("Vector contents must start with \"[\"."));
@@ -750,7 +782,10 @@ mod tests {
         assert_eq!(err("[Infinity]").message, "infinite value not allowed in vector");
         assert_eq!(err("[-inf]").message, "infinite value not allowed in vector");
         let e = err("[1e39]");
-        assert_eq!((e.state, e.message.as_str()), (SqlState::NumericValueOutOfRange, "\"1e39\" is out of range for type vector"));
+        assert_eq!(
+            (e.state, e.message.as_str()),
+            (SqlState::NumericValueOutOfRange, "\"1e39\" is out of range for type vector")
+        );
         let e = parse_text("[1,2]", 3).unwrap_err();
         assert_eq!(e.message, "expected 3 dimensions, not 2");
     }
@@ -832,10 +867,16 @@ mod tests {
         assert_eq!(decode_binary(&bad, -1).unwrap_err().message, "expected unused to be 0, not 1");
         let mut zero = b.clone();
         zero[1] = 0;
-        assert_eq!(decode_binary(&zero, -1).unwrap_err().message, "vector must have at least 1 dimension");
+        assert_eq!(
+            decode_binary(&zero, -1).unwrap_err().message,
+            "vector must have at least 1 dimension"
+        );
         assert_eq!(decode_binary(&b[..10], -1).unwrap_err().state, SqlState::ProtocolViolation);
         let neg = [0xff, 0xff, 0, 0];
-        assert_eq!(decode_binary(&neg, -1).unwrap_err().message, "vector must have at least 1 dimension");
+        assert_eq!(
+            decode_binary(&neg, -1).unwrap_err().message,
+            "vector must have at least 1 dimension"
+        );
         let mut nan = encode_binary(&[1.0]);
         nan[4..8].copy_from_slice(&f32::NAN.to_be_bytes());
         assert_eq!(decode_binary(&nan, -1).unwrap_err().message, "NaN not allowed in vector");
@@ -844,8 +885,14 @@ mod tests {
     #[test]
     fn typmods() {
         assert_eq!(typmod_in(&[3]).unwrap(), 3);
-        assert_eq!(typmod_in(&[0]).unwrap_err().message, "dimensions for type vector must be at least 1");
-        assert_eq!(typmod_in(&[16001]).unwrap_err().message, "dimensions for type vector cannot exceed 16000");
+        assert_eq!(
+            typmod_in(&[0]).unwrap_err().message,
+            "dimensions for type vector must be at least 1"
+        );
+        assert_eq!(
+            typmod_in(&[16001]).unwrap_err().message,
+            "dimensions for type vector cannot exceed 16000"
+        );
         assert_eq!(typmod_in(&[1, 2]).unwrap_err().message, "invalid type modifier");
     }
 
@@ -854,18 +901,36 @@ mod tests {
         let ok = from_array_elements(vec![Some(1.0), Some(2.0)].into_iter(), 1, -1).unwrap();
         assert_eq!(ok, vec![1.0, 2.0]);
         let e = from_array_elements(vec![Some(1.0), None].into_iter(), 1, -1).unwrap_err();
-        assert_eq!((e.state, e.message.as_str()), (SqlState::NullValueNotAllowed, "array must not contain nulls"));
-        assert_eq!(from_array_elements(vec![Some(1.0)].into_iter(), 2, -1).unwrap_err().message, "array must be 1-D");
-        assert_eq!(from_array_elements(vec![Some(1e300)].into_iter(), 1, -1).unwrap_err().message, "infinite value not allowed in vector");
-        assert_eq!(from_array_elements(vec![Some(1.0)].into_iter(), 1, 2).unwrap_err().message, "expected 2 dimensions, not 1");
-        assert_eq!(from_array_elements(Vec::<Option<f64>>::new().into_iter(), 1, -1).unwrap_err().message, "vector must have at least 1 dimension");
+        assert_eq!(
+            (e.state, e.message.as_str()),
+            (SqlState::NullValueNotAllowed, "array must not contain nulls")
+        );
+        assert_eq!(
+            from_array_elements(vec![Some(1.0)].into_iter(), 2, -1).unwrap_err().message,
+            "array must be 1-D"
+        );
+        assert_eq!(
+            from_array_elements(vec![Some(1e300)].into_iter(), 1, -1).unwrap_err().message,
+            "infinite value not allowed in vector"
+        );
+        assert_eq!(
+            from_array_elements(vec![Some(1.0)].into_iter(), 1, 2).unwrap_err().message,
+            "expected 2 dimensions, not 1"
+        );
+        assert_eq!(
+            from_array_elements(Vec::<Option<f64>>::new().into_iter(), 1, -1).unwrap_err().message,
+            "vector must have at least 1 dimension"
+        );
     }
 
     #[test]
     fn arithmetic_and_ordering() {
         assert_eq!(add(&[1.0, 2.0], &[3.0, 4.0]).unwrap(), vec![4.0, 6.0]);
         assert_eq!(sub(&[1.0], &[3.0]).unwrap(), vec![-2.0]);
-        assert_eq!(add(&[1.0], &[1.0, 2.0]).unwrap_err().message, "different vector dimensions 1 and 2");
+        assert_eq!(
+            add(&[1.0], &[1.0, 2.0]).unwrap_err().message,
+            "different vector dimensions 1 and 2"
+        );
         assert_eq!(add(&[3e38], &[3e38]).unwrap_err().message, "value out of range: overflow");
         assert_eq!(mul(&[1e-30], &[1e-30]).unwrap_err().message, "value out of range: underflow");
         assert_eq!(concat(&[1.0], &[2.0]).unwrap(), vec![1.0, 2.0]);
@@ -884,7 +949,10 @@ mod tests {
         assert_eq!(subvector(&a, 3, 9).unwrap(), vec![3.0, 4.0, 5.0]);
         assert!(subvector(&a, 6, 1).is_err());
         assert!(subvector(&a, 1, 0).is_err());
-        assert_eq!(subvector(&a, i32::MAX, i32::MAX).unwrap_err().message, "vector must have at least 1 dimension");
+        assert_eq!(
+            subvector(&a, i32::MAX, i32::MAX).unwrap_err().message,
+            "vector must have at least 1 dimension"
+        );
     }
 
     #[test]
@@ -906,7 +974,10 @@ mod tests {
         assert_eq!(avg_final(&[0.0]).unwrap(), None);
         let mut s = Vec::new();
         accum(&mut s, &[1.0]).unwrap();
-        assert_eq!(accum(&mut s, &[1.0, 2.0]).unwrap_err().message, "different vector dimensions 1 and 2");
+        assert_eq!(
+            accum(&mut s, &[1.0, 2.0]).unwrap_err().message,
+            "different vector dimensions 1 and 2"
+        );
         assert_eq!(l2_normalize(&[3.0, 4.0]).unwrap(), vec![0.6, 0.8]);
         assert_eq!(l2_normalize(&[0.0, 0.0]).unwrap(), vec![0.0, 0.0]);
     }

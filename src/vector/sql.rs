@@ -26,7 +26,8 @@ pub unsafe fn datum_to_slice<'a>(d: pg_sys::Datum) -> &'a [f32] {
     // 4B-header copy that lives for the current memory context.
     unsafe {
         let raw = d.cast_mut_ptr::<pg_sys::varlena>();
-        let p = if pgrx::varlena::varatt_is_4b_u(raw) { raw } else { pg_sys::pg_detoast_datum(raw) };
+        let p =
+            if pgrx::varlena::varatt_is_4b_u(raw) { raw } else { pg_sys::pg_detoast_datum(raw) };
         let total = pgrx::varlena::varsize_4b(p);
         let base = p as *const u8;
         let dim = std::ptr::read_unaligned(base.add(4) as *const i16).max(0) as usize;
@@ -122,7 +123,9 @@ pg_v1_fn!(vector_typmod_in, pg_finfo_vector_typmod_in, |fcinfo| {
 
 pg_v1_fn!(vector_recv, pg_finfo_vector_recv, |fcinfo| {
     // SAFETY: vector_recv(internal, oid, int4) receives a StringInfo positioned at the value.
-    let (buf, typmod) = unsafe { (arg(fcinfo, 0).cast_mut_ptr::<pg_sys::StringInfoData>(), datum_int32(arg(fcinfo, 2))) };
+    let (buf, typmod) = unsafe {
+        (arg(fcinfo, 0).cast_mut_ptr::<pg_sys::StringInfoData>(), datum_int32(arg(fcinfo, 2)))
+    };
     // SAFETY: buf->data has buf->len bytes and cursor <= len, as pq_getmsg* maintain.
     let bytes = unsafe {
         let b = &*buf;
@@ -168,7 +171,16 @@ unsafe fn deconstruct(d: pg_sys::Datum) -> (i32, pg_sys::Oid, Vec<pg_sys::Datum>
         let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
         let mut nulls: *mut bool = std::ptr::null_mut();
         let mut n: std::ffi::c_int = 0;
-        pg_sys::deconstruct_array(arr, elemtype, typlen as i32, typbyval, typalign, &mut elems, &mut nulls, &mut n);
+        pg_sys::deconstruct_array(
+            arr,
+            elemtype,
+            typlen as i32,
+            typbyval,
+            typalign,
+            &mut elems,
+            &mut nulls,
+            &mut n,
+        );
         let n = n.max(0) as usize;
         let e = if n == 0 { Vec::new() } else { std::slice::from_raw_parts(elems, n).to_vec() };
         let nl = if n == 0 { Vec::new() } else { std::slice::from_raw_parts(nulls, n).to_vec() };
@@ -189,14 +201,19 @@ pg_v1_fn!(array_to_vector, pg_finfo_array_to_vector, |fcinfo| {
                 // SAFETY: numeric_float4 is a builtin taking one numeric datum; it ERRORs
                 // cleanly on overflow. float4 -> f64 -> f32 is lossless.
                 let f = unsafe {
-                    pg_sys::OidFunctionCall1Coll(pg_sys::Oid::from(pg_sys::F_FLOAT4_NUMERIC), pg_sys::InvalidOid, d)
+                    pg_sys::OidFunctionCall1Coll(
+                        pg_sys::Oid::from(pg_sys::F_FLOAT4_NUMERIC),
+                        pg_sys::InvalidOid,
+                        d,
+                    )
                 };
                 crate::fmgr::datum_float4(f) as f64
             }
             _ => raise(VectorError::new(SqlState::DataException, "unsupported array type")),
         }
     };
-    let values = elems.iter().zip(&nulls).map(|(&d, &null)| if null { None } else { Some(convert(d)) });
+    let values =
+        elems.iter().zip(&nulls).map(|(&d, &null)| if null { None } else { Some(convert(d)) });
     let x = ok(codec::from_array_elements(values.collect::<Vec<_>>().into_iter(), ndim, typmod));
     slice_to_datum(&x)
 });
@@ -247,7 +264,9 @@ pg_v1_fn!(l2_normalize, pg_finfo_l2_normalize, |fcinfo| {
 
 pg_v1_fn!(subvector, pg_finfo_subvector, |fcinfo| {
     // SAFETY: STRICT (vector, int4, int4).
-    let (x, start, count) = unsafe { (vector_arg(fcinfo, 0), datum_int32(arg(fcinfo, 1)), datum_int32(arg(fcinfo, 2))) };
+    let (x, start, count) = unsafe {
+        (vector_arg(fcinfo, 0), datum_int32(arg(fcinfo, 1)), datum_int32(arg(fcinfo, 2)))
+    };
     slice_to_datum(&ok(codec::subvector(x, start, count)))
 });
 
@@ -327,5 +346,3 @@ pg_v1_fn!(vector_avg, pg_finfo_vector_avg, |fcinfo| {
         None => unsafe { return_null(fcinfo) },
     }
 });
-
-
