@@ -247,7 +247,7 @@ fn protect_one(tbl: &TableInfo, args: &ProtectArgs, parent: Option<pg_sys::Oid>)
         "valid_until": spec.valid_until.as_ref().map(|c| &c.name),
         "access_hours": spec.access_hours.as_ref().map(|h| format!(
             "{} {}-{} {}", h.days_spec(), h.start_str(), h.end_str(), h.time_zone.name())),
-        "inherited_from": parent.map(|p| u32::from(p)),
+        "inherited_from": parent.map(u32::from),
     })
     .to_string();
     let name = format!("{}.{}", spec.table.schema, spec.table.name);

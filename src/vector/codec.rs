@@ -249,8 +249,8 @@ fn parse_float_token(tok: &str) -> Option<(f32, bool)> {
     let body = tok.trim_start_matches(['+', '-']);
     let negative = tok.starts_with('-');
     let lower = body.to_ascii_lowercase();
-    if lower.starts_with("0x") {
-        let v = parse_hex_float(&lower[2..])?;
+    if let Some(digits) = lower.strip_prefix("0x") {
+        let v = parse_hex_float(digits)?;
         let v = if negative { -v } else { v };
         let f = v as f32;
         return Some((f, f.is_infinite()));
@@ -643,7 +643,7 @@ pub fn accum(state: &mut Vec<f64>, v: &[f32]) -> Result<(), VectorError> {
     }
     check_state(state)?;
     if state.len() == 1 {
-        state.extend(std::iter::repeat(0.0).take(v.len()));
+        state.extend(std::iter::repeat_n(0.0, v.len()));
     } else if state.len() - 1 != v.len() {
         return Err(dimension_mismatch(state.len() - 1, v.len()));
     }
@@ -827,7 +827,7 @@ mod tests {
             (3.4028235e38, "3.4028235e+38"),
             (-0.0, "-0"),
             (0.0, "0"),
-            (1.17549435e-38, "1.1754944e-38"),
+            (f32::MIN_POSITIVE, "1.1754944e-38"),
         ];
         for (v, s) in cases {
             let mut out = String::new();

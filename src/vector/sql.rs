@@ -191,6 +191,7 @@ unsafe fn deconstruct(d: pg_sys::Datum) -> (i32, pg_sys::Oid, Vec<pg_sys::Datum>
 pg_v1_fn!(array_to_vector, pg_finfo_array_to_vector, |fcinfo| {
     // SAFETY: array_to_vector(anyarray-like, int4, bool) is STRICT.
     let (ndim, elemtype, elems, nulls) = unsafe { deconstruct(arg(fcinfo, 0)) };
+    // SAFETY: argument 1 is the int4 typmod of the same STRICT call.
     let typmod = unsafe { datum_int32(arg(fcinfo, 1)) };
     let convert = |d: pg_sys::Datum| -> f64 {
         match elemtype {
