@@ -5,7 +5,9 @@
 //! `sql.rs`.
 
 pub mod authz;
+mod backend;
 pub mod distance;
+mod error;
 mod fmgr;
 pub mod hnsw;
 pub mod vector;

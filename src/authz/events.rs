@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use super::audit::{self, Record};
 use super::audit_log;
 use super::guc::{self, AuditLevel};
-use super::identity;
+use crate::backend::is_parallel_worker;
 
 /// A record stamped with the wall clock and the database role on whose behalf we act
 /// (the outer role: SET ROLE counts, SECURITY DEFINER functions and our own switches don't).
@@ -39,7 +39,7 @@ thread_local! {
 /// backend's `vecguard.audit_rate_limit` (superusers' records are never dropped: they can
 /// switch the audit off anyway, and their key and protect changes must all be on record).
 pub fn write(rec: &Record) {
-    if guc::AUDIT.get() == AuditLevel::Off || identity::is_parallel_worker() {
+    if guc::AUDIT.get() == AuditLevel::Off || is_parallel_worker() {
         return;
     }
     // SAFETY: superuser() reads the current user's catalog entry (we run inside a
@@ -101,7 +101,7 @@ pub fn check_settings() {
     // SAFETY: IsTransactionState only reads the transaction state. Outside a healthy
     // transaction (ROLLBACK of a failed block) catalog lookups for the record are not
     // allowed; the change is picked up at the next statement instead.
-    if identity::is_parallel_worker() || !unsafe { pg_sys::IsTransactionState() } {
+    if is_parallel_worker() || !unsafe { pg_sys::IsTransactionState() } {
         return;
     }
     let now = guc::snapshot();

@@ -76,7 +76,7 @@ unsafe extern "C-unwind" fn vecguard_executor_start(
         }
         let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as c_int != 0;
         if !explain_only
-            && !identity::is_parallel_worker()
+            && !crate::backend::is_parallel_worker()
             && reads_rls_table((*query_desc).plannedstmt)
         {
             identity::precheck();

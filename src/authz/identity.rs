@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use super::guc::{self, AuditLevel};
 use super::jwt::{self, Key, KeyLookup, Reject, Verified};
 use super::{claims, events};
+use crate::backend::is_parallel_worker;
 
 /// The first claim lookup of each statement revalidates; `(lxid, statement start)` names it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -95,12 +96,6 @@ const MAX_AUDITED: usize = 8192;
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
     static SETTINGS_CHECKED: Cell<Option<StmtId>> = const { Cell::new(None) };
-}
-
-/// True in a parallel worker (these must not write audit records: the leader does).
-pub fn is_parallel_worker() -> bool {
-    // SAFETY: ParallelWorkerNumber is a backend-local int, -1 outside parallel workers.
-    unsafe { pg_sys::ParallelWorkerNumber >= 0 }
 }
 
 /// Restores the previous user id and security context when dropped, including while an

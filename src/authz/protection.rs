@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::policy::{self, Column, ProtectSpec, QualifiedName};
-use super::sql::{fail, fail_with_hint};
 use super::{events, identity};
+use crate::error::{fail, fail_with_hint};
 
 /// The arguments of one protect() call, kept to protect later children the same way.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]

@@ -4,23 +4,11 @@
 //! `subject()`, `tenant()`, `tenants()`, `clearance()`, `roles()`, plus `token_status()`.
 //! Administration (EXECUTE revoked from PUBLIC in sql/authz.sql): `add_key`, `add_jwks`,
 //! `revoke_key`, `protect`, `unprotect`, `audit_log`, `audit_verify`, `check_roles`.
-//! Policy helper: `access_hours_ok`. All logic lives in the pure modules; this file only
-//! moves values between SQL and them.
+//! Policy helper: `access_hours_ok`. Decisions live in the pure modules; this file converts
+//! between SQL and them, and runs the SPI statements that write the key table
+//! (`store_key`, `revoke_key`).
 
 use pgrx::prelude::*;
-
-/// Raises an ERROR with a hint, the line that tells the user what to do instead.
-pub(crate) fn fail_with_hint(code: PgSqlErrorCode, msg: String, hint: &str) -> ! {
-    pgrx::pg_sys::panic::ErrorReport::new(code, msg, "vecguard")
-        .set_hint(hint)
-        .report(pgrx::PgLogLevel::ERROR);
-    unreachable!("an ERROR report does not return")
-}
-
-/// Raises an ERROR with the given SQLSTATE (usable in expression position).
-pub(crate) fn fail(code: PgSqlErrorCode, msg: String) -> ! {
-    ereport!(ERROR, code, msg);
-}
 
 fn spi_err(e: pgrx::spi::Error) -> ! {
     ereport!(ERROR, PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("vecguard: SPI failure: {e}"));
