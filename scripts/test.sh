@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test of vecguard: Rust unit tests and #[pg_test]s (cargo pgrx test), then the
+# Runs every test of vecguard: the shape checks (scripts/check.sh), Rust unit tests and #[pg_test]s (cargo pgrx test), then the
 # cluster-level SQL, authorization and client tests (pytest) against the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+
+# Formatting, clippy (warnings are errors) and the pure-module rule, before any test.
+bash scripts/check.sh
 
 if [ "$(id -u)" -eq 0 ]; then
   # Postgres refuses to run as root: run the pgrx test cluster as `postgres`.
