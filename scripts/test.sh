@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of vecguard: the shape checks (scripts/check.sh), Rust unit tests and #[pg_test]s (cargo pgrx test), then the
+# Runs every test of vecguard: the shape checks (scripts/check.sh), Rust unit tests
+# and #[pg_test]s (cargo pgrx test), then the
 # cluster-level SQL, authorization and client tests (pytest) against the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -42,7 +42,6 @@ pub fn errcode(state: SqlState) -> PgSqlErrorCode {
         SqlState::InvalidParameterValue => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         SqlState::NullValueNotAllowed => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
         SqlState::ProtocolViolation => PgSqlErrorCode::ERRCODE_PROTOCOL_VIOLATION,
-        SqlState::FeatureNotSupported => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         SqlState::InternalError => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
     }
 }

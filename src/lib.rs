@@ -4,13 +4,13 @@
 //! `fmgr` (shared V1-function glue). Pure modules never import pgrx; glue files are named
 //! `sql.rs`.
 
-pub mod authz;
+mod authz;
 mod backend;
-pub mod distance;
+mod distance;
 mod error;
 mod fmgr;
 pub mod hnsw;
-pub mod vector;
+mod vector;
 
 ::pgrx::pg_module_magic!(name, version);
 

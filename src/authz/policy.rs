@@ -119,6 +119,7 @@ impl PolicyError {
     }
 
     /// The human-readable reason.
+    #[cfg(test)]
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -8,6 +8,7 @@
 //!   (0/0), as in pgvector;
 //! - `l1` (taxicab) has no simsimd kernel for f32, so it is a chunked loop that LLVM
 //!   vectorises; it is tested against the reference like the others.
+//!
 //! Results are f64 because the SQL functions return double precision. This module never
 //! touches Postgres; `sql.rs` next to it is the glue.
 
@@ -55,14 +56,8 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 pub fn finish_cosine(ab: f64, aa: f64, bb: f64) -> f64 {
     // sqrt(a*b) rather than sqrt(a)*sqrt(b), as pgvector does.
     let sim = ab / (aa * bb).sqrt();
-    // NaN passes through both comparisons untouched, as pgvector's clamp lets it.
-    let sim = if sim > 1.0 {
-        1.0
-    } else if sim < -1.0 {
-        -1.0
-    } else {
-        sim
-    };
+    // NaN stays NaN (f64::clamp passes it through), as pgvector's clamp lets it.
+    let sim = sim.clamp(-1.0, 1.0);
     1.0 - sim
 }
 
@@ -86,8 +81,9 @@ pub fn l1(a: &[f32], b: &[f32]) -> f64 {
     sum
 }
 
-/// Which SIMD kernel family the running CPU dispatched to (for benchmarks and logs).
-pub fn simd_backend() -> &'static str {
+/// Which SIMD kernel family the running CPU dispatched to (printed by the kernel bench).
+#[cfg(test)]
+fn simd_backend() -> &'static str {
     if simsimd::capabilities::uses_sapphire()
         || simsimd::capabilities::uses_ice()
         || simsimd::capabilities::uses_skylake()
@@ -110,9 +106,11 @@ pub mod scalar {
     pub fn dot(a: &[f32], b: &[f32]) -> f64 {
         a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
     }
+    #[cfg(test)]
     pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
         super::finish_cosine(dot(a, b), dot(a, a), dot(b, b))
     }
+    #[cfg(test)]
     pub fn l1(a: &[f32], b: &[f32]) -> f64 {
         a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum()
     }

@@ -33,27 +33,8 @@ pub enum SqlState {
     NullValueNotAllowed,
     /// 08P01 protocol_violation (short binary message)
     ProtocolViolation,
-    /// 0A000 feature_not_supported
-    FeatureNotSupported,
     /// XX000 internal_error (pgvector's elog(ERROR) for a malformed aggregate state)
     InternalError,
-}
-
-impl SqlState {
-    /// The five-character code, e.g. "22P02".
-    pub fn code(self) -> &'static str {
-        match self {
-            SqlState::InvalidTextRepresentation => "22P02",
-            SqlState::DataException => "22000",
-            SqlState::NumericValueOutOfRange => "22003",
-            SqlState::ProgramLimitExceeded => "54000",
-            SqlState::InvalidParameterValue => "22023",
-            SqlState::NullValueNotAllowed => "22004",
-            SqlState::ProtocolViolation => "08P01",
-            SqlState::FeatureNotSupported => "0A000",
-            SqlState::InternalError => "XX000",
-        }
-    }
 }
 
 /// A user-facing error: SQLSTATE, primary message and optional detail, as pgvector words them.

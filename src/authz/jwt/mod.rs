@@ -209,7 +209,9 @@ pub fn header_kid(token: &str) -> Result<Option<String>, Reject> {
 }
 
 /// Verify a compact JWS token: structure, header, pinned algorithm,
-/// signature, then claims against `now_unix`. `lookup` maps a kid to its key.
+/// signature, then claims against `now_unix`. `lookup` maps a kid to its key. The server
+/// calls [`verify_with`], whose lookup can also answer "revoked".
+#[cfg(test)]
 pub fn verify(
     token: &str,
     lookup: &dyn Fn(&str) -> Option<Key>,
