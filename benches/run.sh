@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a benchmark: `bash benches/run.sh kernels|exact|hnsw|filtered|authz_overhead [args...]`.
+# Runs a benchmark: `bash benches/run.sh kernels|exact|hnsw|filtered|authz_overhead|churn [args...]`.
 # Installs the bench-only Python packages and the release build first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +11,8 @@ case "$what" in
   kernels) cargo test --release --lib kernel_speed -- --ignored --nocapture ;;
   exact)   cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
            .venv/bin/python benches/exact_scan.py "$@" ;;
-  hnsw|filtered|authz_overhead)
+  hnsw|filtered|authz_overhead|churn)
            cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
            .venv/bin/python "benches/$what.py" "$@" ;;
-  *)       echo "usage: bash benches/run.sh kernels|exact|hnsw|filtered|authz_overhead [args]" >&2; exit 2 ;;
+  *)       echo "usage: bash benches/run.sh kernels|exact|hnsw|filtered|authz_overhead|churn [args]" >&2; exit 2 ;;
 esac

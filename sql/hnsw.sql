@@ -7,8 +7,10 @@ CREATE ACCESS METHOD hnsw TYPE INDEX HANDLER hnsw_handler;
 
 COMMENT ON ACCESS METHOD hnsw IS 'hnsw index access method';
 
+-- No default opclass for vector, as in pgvector: an index definition always names its
+-- distance, so pg_dump output restores into either extension.
 CREATE OPERATOR CLASS vector_l2_ops
-	DEFAULT FOR TYPE vector USING hnsw AS
+	FOR TYPE vector USING hnsw AS
 	OPERATOR 1 <-> (vector, vector) FOR ORDER BY float_ops,
 	FUNCTION 1 vector_l2_squared_distance(vector, vector);
 

@@ -214,7 +214,7 @@ pub fn index_dimensions(rel: IndexRel) -> usize {
     if typmod as usize > super::page::MAX_DIM {
         pgrx::ereport!(
             ERROR,
-            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!(
                 "column cannot have more than {} dimensions for hnsw index",
                 super::page::MAX_DIM
