@@ -21,6 +21,11 @@ pgrx::extension_sql_file!("../sql/hnsw.sql", name = "hnsw_am", requires = ["vect
 /// and hooks, and reserves both setting prefixes.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx attaches a Rust backtrace to the DETAIL of every error that crosses one of our
+    // hooks when the server runs with RUST_BACKTRACE set: code addresses and internals sent
+    // to any client. Backtraces stay off in this process and the ones it forks.
+    // Process-global, and set before this backend starts any thread.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     hnsw::am::init();
     authz::hooks::init();
     // Every setting of ours is defined now: a misspelt one (`SET vecguard.jtw`) is an error

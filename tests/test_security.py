@@ -462,3 +462,24 @@ def test_tenant_column_after_the_vector_is_refused_not_post_filtered(su):
         assert sqlstate(su, "SELECT vecguard.protect('odocs', tenant => 'tenant_id')") == "0A000"
     finally:
         su.execute("DROP TABLE odocs")
+
+
+def test_errors_carry_no_rust_backtrace(monkeypatch):
+    """A server started with RUST_BACKTRACE=1 (common on developer machines and CI) must not
+    send Rust backtraces, with code addresses, in the DETAIL of errors that pass through
+    vecguard's hooks, to any client."""
+    from pgcluster import Cluster
+    monkeypatch.setenv("RUST_BACKTRACE", "1")
+    c = Cluster(conf={"shared_preload_libraries": "'vecguard'"}).init().start()
+    try:
+        with c.connect() as conn:
+            conn.execute("CREATE EXTENSION vecguard")
+            for q in ["SET vecguard.token_scope = 'bogus'", "SET vecguard.jtw = 'x'",
+                      "CREATE INDEX ON nosuch USING hnsw (e vector_l2_ops)",
+                      "SELECT '[1,2'::vector", "SELECT vecguard.login('not-a-token')"]:
+                with pytest.raises(psycopg.Error) as e:
+                    conn.execute(q)
+                detail = e.value.diag.message_detail or ""
+                assert "backtrace" not in detail and "0: " not in detail, (q, detail[:300])
+    finally:
+        c.stop()
