@@ -160,7 +160,7 @@ def authorized_search(conn, vecs, words) -> None:
         if plan:
             print("  EXPLAIN: the policy is an index condition, tested inside the HNSW scan:")
             for line in plan:
-                print(f"    {line}")
+                print(f"    {line if len(line) <= 110 else line[:100] + ' ...]::vector)'}")
 
 
 if __name__ == "__main__":
