@@ -29,7 +29,9 @@ trap 'rm -rf "$stage"' EXIT
 features=("--no-default-features" "--features" "$major")
 cargo pgrx package --pg-config "$pg_config" "${features[@]}" --out-dir "$stage/root" >&2
 
-# cargo pgrx package lays the files out under the paths pg_config reports; keep only those.
+# cargo pgrx package lays the files out under the paths pg_config reports. Debug symbols
+# are left out of the package.
+find "$stage/root" -name '*.so' -exec strip --strip-unneeded {} +
 mkdir -p "$stage/root/DEBIAN"
 size="$(du -sk "$stage/root" | cut -f1)"
 {

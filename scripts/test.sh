@@ -24,3 +24,12 @@ else
 fi
 
 .venv/bin/python -m pytest -q tests/ "$@"
+
+# The Debian package: build, apt-get install into the system PostgreSQL 15, smoke test in a
+# fresh cluster, remove, check nothing is left. Then the release build goes back in place.
+bash scripts/test-package.sh
+if [ "$(id -u)" -eq 0 ]; then
+  cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
+else
+  cargo pgrx install --release --sudo --pg-config /usr/bin/pg_config >/dev/null
+fi
