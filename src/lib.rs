@@ -1,21 +1,29 @@
 //! vecguard: authorized vector search for PostgreSQL.
 //!
 //! Module map (see docs/DESIGN.md): `vector` (the type), `distance` (kernels and operators),
-//! `fmgr` (shared V1-function glue). Pure modules never import pgrx; glue files are named
-//! `sql.rs`.
+//! `sparsevec` (the sparse type), `bitvec` (distances on `bit`), `fmgr` (shared V1-function
+//! glue). Pure modules never import pgrx; glue files are named `sql.rs`.
 
 mod authz;
 mod backend;
+mod bitvec;
 mod distance;
 mod error;
 mod fmgr;
 pub mod hnsw;
+mod sparsevec;
 mod vector;
 
 ::pgrx::pg_module_magic!(name, version);
 
 pgrx::extension_sql_file!("../sql/vector.sql", name = "vector_type", bootstrap);
 pgrx::extension_sql_file!("../sql/hnsw.sql", name = "hnsw_am", requires = ["vector_type"]);
+pgrx::extension_sql_file!(
+    "../sql/sparsevec.sql",
+    name = "sparsevec_type",
+    requires = ["vector_type"]
+);
+pgrx::extension_sql_file!("../sql/bit.sql", name = "bit_distances", requires = ["vector_type"]);
 
 /// Library load: registers the index settings and reloptions, the authorization settings
 /// and hooks, and reserves both setting prefixes.

@@ -146,7 +146,7 @@ fn invalid_syntax(lit: &str) -> VectorError {
 /// Length of the longest prefix of `s` that C's `strtof` would consume (0 = none).
 /// Accepts an optional sign, then `inf`/`infinity`/`nan` (any case), a hex float, or a
 /// decimal with optional fraction and exponent, exactly the forms `strtof` takes.
-fn strtof_prefix_len(s: &[u8]) -> usize {
+pub(crate) fn strtof_prefix_len(s: &[u8]) -> usize {
     let mut i = 0;
     if i < s.len() && (s[i] == b'+' || s[i] == b'-') {
         i += 1;
@@ -226,7 +226,7 @@ fn strtof_prefix_len(s: &[u8]) -> usize {
 
 /// Converts one `strtof`-syntax token to f32 with correct rounding.
 /// Returns (value, overflowed) where overflowed means a finite literal rounded to infinity.
-fn parse_float_token(tok: &str) -> Option<(f32, bool)> {
+pub(crate) fn parse_float_token(tok: &str) -> Option<(f32, bool)> {
     let body = tok.trim_start_matches(['+', '-']);
     let negative = tok.starts_with('-');
     let lower = body.to_ascii_lowercase();

@@ -85,7 +85,7 @@ fn cstr_arg<'a>(d: pg_sys::Datum) -> &'a str {
     }
 }
 
-fn cstring_datum(s: &str) -> pg_sys::Datum {
+pub(crate) fn cstring_datum(s: &str) -> pg_sys::Datum {
     // SAFETY: palloc returns len+1 writable bytes; we copy the string and a NUL terminator.
     unsafe {
         let p = pg_sys::palloc(s.len() + 1) as *mut u8;
@@ -160,7 +160,9 @@ pg_v1_fn!(vector, pg_finfo_vector, |fcinfo| {
 ///
 /// # Safety
 /// `d` must be an array datum.
-unsafe fn deconstruct(d: pg_sys::Datum) -> (i32, pg_sys::Oid, Vec<pg_sys::Datum>, Vec<bool>) {
+pub(crate) unsafe fn deconstruct(
+    d: pg_sys::Datum,
+) -> (i32, pg_sys::Oid, Vec<pg_sys::Datum>, Vec<bool>) {
     // SAFETY: d is an array; deconstruct_array palloc's n datums and n null flags.
     unsafe {
         let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
