@@ -1,7 +1,7 @@
 -- The pgvector-compatible `sparsevec` type, declared as pgvector 0.8 declares it so that
 -- clients and ORMs find the same names, signatures, casts and operators.
 -- Every C function lives in src/sparsevec/sql.rs. The casts to and from halfvec are in
--- sql/sparsevec_halfvec.sql, loaded with the halfvec type.
+-- sql/sparsevec_halfvec.sql, which needs the halfvec type and is not loaded yet.
 
 CREATE TYPE sparsevec;
 

@@ -126,4 +126,45 @@ mod tests {
         assert_eq!(quantize(&[0.0; 8]), vec![0]);
         assert_eq!(quantize(&[1e-45; 9]), vec![0xff, 0x80]);
     }
+
+    /// Kernel timing (ignored in normal test runs; `cargo test --release --lib --features pg15
+    /// -- --ignored bit_kernel_speed --nocapture`): ns per distance, SIMD and scalar.
+    #[test]
+    #[ignore]
+    fn bit_kernel_speed() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        type K = fn(&[u8], &[u8]) -> f64;
+        let kernels: [(&str, K, K); 2] =
+            [("hamming", hamming, scalar::hamming), ("jaccard", jaccard, scalar::jaccard)];
+        println!(
+            "{:>6} {:>8} {:>10} {:>10} {:>7}",
+            "bits", "kernel", "simd ns", "scalar ns", "ratio"
+        );
+        for bits in [256usize, 1024, 1536, 3072, 64000] {
+            let n = 2048;
+            let data: Vec<Vec<u8>> = (0..n).map(|i| bytes(bits / 8, i as u64, 50)).collect();
+            let q = bytes(bits / 8, 99_999, 50);
+            let reps = (50_000_000 / (bits * n)).max(1);
+            for (name, fast, slow) in kernels {
+                let time = |f: K| {
+                    let mut best = f64::MAX;
+                    for _ in 0..5 {
+                        let t = Instant::now();
+                        let mut acc = 0.0;
+                        for _ in 0..reps {
+                            for v in &data {
+                                acc += f(black_box(&q), black_box(v));
+                            }
+                        }
+                        black_box(acc);
+                        best = best.min(t.elapsed().as_nanos() as f64 / (reps * n) as f64);
+                    }
+                    best
+                };
+                let (f, s) = (time(fast), time(slow));
+                println!("{bits:>6} {name:>8} {f:>10.1} {s:>10.1} {:>6.1}x", s / f);
+            }
+        }
+    }
 }

@@ -536,6 +536,126 @@ pub fn from_array_values(values: &[f32]) -> Result<SparseVec, VectorError> {
     Ok(out)
 }
 
+// ---- halfvec casts ---------------------------------------------------------------------
+//
+// `halfvec` values are IEEE binary16 bit patterns here. The conversions are local until the
+// halfvec type merges, whose codec can then supply them.
+
+/// Largest dimension count of a `halfvec` (pgvector's HALFVEC_MAX_DIM).
+pub const HALFVEC_MAX_DIM: i64 = 16_000;
+
+/// binary16 bits to float4 (exact).
+pub fn half_to_f32(h: u16) -> f32 {
+    let negative = h & 0x8000 != 0;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let sign = if negative { 0x8000_0000 } else { 0 };
+    match exp {
+        0 => {
+            // zero or subnormal: man * 2^-24, exact in float4
+            let v = man as f32 * (1.0 / 16_777_216.0);
+            if negative {
+                -v
+            } else {
+                v
+            }
+        }
+        0x1f => f32::from_bits(sign | 0x7f80_0000 | (man << 13)),
+        _ => f32::from_bits(sign | ((exp + 112) << 23) | (man << 13)),
+    }
+}
+
+/// float4 to binary16 bits, rounding to nearest even; a finite value beyond 65504 (after
+/// rounding) becomes an infinity, which the caller reports.
+pub fn f32_to_half(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        let nan = if man != 0 { 0x200 | (man >> 13) as u16 } else { 0 };
+        return sign | 0x7c00 | nan;
+    }
+    let e = exp - 112; // rebias 127 -> 15
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    let round = |kept: u32, rem: u32, halfway: u32| {
+        if rem > halfway || (rem == halfway && kept & 1 == 1) {
+            kept + 1
+        } else {
+            kept
+        }
+    };
+    if e <= 0 {
+        if e < -10 {
+            return sign; // below half the smallest subnormal
+        }
+        // subnormal: the 24-bit significand in units of 2^-24; a carry makes it normal
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let kept = round(m >> shift, m & ((1 << shift) - 1), 1 << (shift - 1));
+        return sign | kept as u16;
+    }
+    // a carry out of the significand bumps the exponent, up to infinity, as it should
+    let kept = round(((e as u32) << 10) | (man >> 13), man & 0x1fff, 0x1000);
+    sign | kept as u16
+}
+
+/// halfvec -> sparsevec: the non-zero elements of a dense half vector.
+pub fn from_half(x: &[u16], typmod: i32) -> Result<SparseVec, VectorError> {
+    check_dim(x.len() as i64)?;
+    check_expected_dim(typmod, x.len())?;
+    let is_zero = |h: u16| h & 0x7fff == 0;
+    let nnz = x.iter().filter(|&&h| !is_zero(h)).count();
+    check_nnz(nnz as i64, x.len() as i64)?;
+    let mut out = SparseVec {
+        dim: x.len() as i32,
+        indices: Vec::with_capacity(nnz),
+        values: Vec::with_capacity(nnz),
+    };
+    for (i, &h) in x.iter().enumerate() {
+        if !is_zero(h) {
+            out.indices.push(i as i32);
+            out.values.push(half_to_f32(h));
+        }
+    }
+    out.values.iter().try_for_each(|&v| check_element(v))?;
+    Ok(out)
+}
+
+/// sparsevec -> halfvec: the dense half form, within the halfvec type's limits; a value
+/// too large for a half is pgvector's out-of-range error, a value too small becomes 0.
+pub fn to_half(s: SparseRef, typmod: i32) -> Result<Vec<u16>, VectorError> {
+    if s.dim < 1 {
+        return Err(data_exception("halfvec must have at least 1 dimension"));
+    }
+    if s.dim as i64 > HALFVEC_MAX_DIM {
+        return Err(VectorError::new(
+            SqlState::ProgramLimitExceeded,
+            format!("halfvec cannot have more than {HALFVEC_MAX_DIM} dimensions"),
+        ));
+    }
+    check_expected_dim(typmod, s.dim as usize)?;
+    let mut out = vec![0u16; s.dim as usize];
+    for (&index, &value) in s.indices.iter().zip(s.values) {
+        let h = f32_to_half(value);
+        if h & 0x7fff == 0x7c00 && !value.is_infinite() {
+            let mut shown = String::new();
+            write_float4(&mut shown, value);
+            return Err(VectorError::new(
+                SqlState::NumericValueOutOfRange,
+                format!("\"{shown}\" is out of range for type halfvec"),
+            ));
+        }
+        match out.get_mut(index as usize) {
+            Some(slot) if index >= 0 => *slot = h,
+            _ => return Err(VectorError::new(SqlState::InternalError, "index out of bounds")),
+        }
+    }
+    Ok(out)
+}
+
 // ---- distances -------------------------------------------------------------------------
 
 /// Visits the union of both index sets in ascending order with the pair of values there
@@ -1106,5 +1226,69 @@ mod tests {
         assert_eq!(c("{}/2", "{2:-1}/2"), Greater);
         // as for vector, the dense prefix decides before the length
         assert_eq!(c("{1:2}/1", "{1:1}/5"), Greater);
+    }
+
+    #[test]
+    fn half_conversions_round_trip_and_round_to_even() {
+        for h in 0..=u16::MAX {
+            let f = half_to_f32(h);
+            if f.is_nan() {
+                assert!(f32_to_half(f) & 0x7fff > 0x7c00);
+            } else {
+                assert_eq!(f32_to_half(f), h, "{h:#06x}");
+            }
+        }
+        // every float4 between two adjacent halves rounds to the nearer, ties to even
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let x = f32::from_bits(seed as u32);
+            if !x.is_finite() || x.abs() > 65519.0 {
+                continue;
+            }
+            let h = f32_to_half(x);
+            let (lo, hi) =
+                if half_to_f32(h).abs() <= x.abs() { (h, h + 1) } else { (h.wrapping_sub(1), h) };
+            let (dl, dh) = (
+                (x.abs() - half_to_f32(lo & 0x7fff).abs()) as f64,
+                (half_to_f32(hi & 0x7fff).abs() - x.abs()) as f64,
+            );
+            let want = if dl < dh || (dl == dh && lo & 1 == 0) { lo } else { hi };
+            assert_eq!(h & 0x7fff, want & 0x7fff, "{x:e}");
+        }
+        assert_eq!(f32_to_half(65504.0), 0x7bff);
+        assert_eq!(f32_to_half(65519.996), 0x7bff);
+        assert_eq!(f32_to_half(65520.0), 0x7c00);
+        assert_eq!(f32_to_half(1e-8), 0);
+        assert_eq!(f32_to_half(-1e-8), 0x8000);
+        assert_eq!(f32_to_half(2f32.powi(-25)), 0);
+        assert_eq!(f32_to_half(2f32.powi(-25) * 1.000_001), 1);
+    }
+
+    #[test]
+    fn halfvec_casts() {
+        let s = parse("{2:1.5,4:3.5}/5").unwrap();
+        let h = to_half(s.as_ref(), -1).unwrap();
+        assert_eq!(
+            h.iter().map(|&b| half_to_f32(b)).collect::<Vec<_>>(),
+            vec![0.0, 1.5, 0.0, 3.5, 0.0]
+        );
+        assert_eq!(from_half(&h, -1).unwrap(), s);
+        assert_eq!(from_half(&h, 4).unwrap_err().message, "expected 4 dimensions, not 5");
+        assert_eq!(to_half(s.as_ref(), 4).unwrap_err().message, "expected 4 dimensions, not 5");
+        assert_eq!(from_half(&[0x8000, 0], -1).unwrap().indices.len(), 0);
+        let e = to_half(sp("{}/16001").as_ref(), -1).unwrap_err();
+        assert_eq!(
+            (e.state.code(), e.message.as_str()),
+            ("54000", "halfvec cannot have more than 16000 dimensions")
+        );
+        let e = to_half(sp("{1:65520}/1").as_ref(), -1).unwrap_err();
+        assert_eq!(
+            (e.state.code(), e.message.as_str()),
+            ("22003", "\"65520\" is out of range for type halfvec")
+        );
+        assert_eq!(to_half(sp("{1:1e-8}/1").as_ref(), -1).unwrap(), vec![0]);
     }
 }

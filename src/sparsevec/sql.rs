@@ -249,3 +249,42 @@ comparison!(sparsevec_ne, pg_finfo_sparsevec_ne, |o: std::cmp::Ordering| o.is_ne
 comparison!(sparsevec_ge, pg_finfo_sparsevec_ge, |o: std::cmp::Ordering| o.is_ge());
 comparison!(sparsevec_gt, pg_finfo_sparsevec_gt, |o: std::cmp::Ordering| o.is_gt());
 comparison!(sparsevec_cmp, pg_finfo_sparsevec_cmp, |o: std::cmp::Ordering| o as i32);
+
+// ---- halfvec casts (declared in sql/sparsevec_halfvec.sql once the halfvec type exists) ---
+
+/// Bytes before the first element of a halfvec: varlena header + int16 dim + int16 unused.
+const HALFVEC_HEADER: usize = 8;
+
+pg_v1_fn!(halfvec_to_sparsevec, pg_finfo_halfvec_to_sparsevec, |fcinfo| {
+    // SAFETY: halfvec_to_sparsevec(halfvec, int4, bool) is STRICT; a halfvec is pgvector's
+    // varlena (header, int16 dim, int16 unused, dim binary16 values), detoasted into a
+    // 4B-header copy unless it already is one, and never read beyond its stated size.
+    let (x, typmod) = unsafe {
+        let raw = arg(fcinfo, 0).cast_mut_ptr::<pg_sys::varlena>();
+        let p =
+            if pgrx::varlena::varatt_is_4b_u(raw) { raw } else { pg_sys::pg_detoast_datum(raw) };
+        let total = pgrx::varlena::varsize_4b(p);
+        let base = p as *const u8;
+        let dim = std::ptr::read_unaligned(base.add(4) as *const i16).max(0) as usize;
+        let avail = total.saturating_sub(HALFVEC_HEADER) / 2;
+        let x = std::slice::from_raw_parts(base.add(HALFVEC_HEADER) as *const u16, dim.min(avail));
+        (x, datum_int32(arg(fcinfo, 1)))
+    };
+    sparse_to_datum(&ok(codec::from_half(x, typmod)))
+});
+
+pg_v1_fn!(sparsevec_to_halfvec, pg_finfo_sparsevec_to_halfvec, |fcinfo| {
+    // SAFETY: sparsevec_to_halfvec(sparsevec, int4, bool) is STRICT.
+    let (s, typmod) = unsafe { (sparse_arg(fcinfo, 0), datum_int32(arg(fcinfo, 1))) };
+    let h = ok(codec::to_half(s, typmod));
+    let size = HALFVEC_HEADER + 2 * h.len();
+    // SAFETY: palloc0 returns `size` writable bytes (or ERRORs); we write the header, the
+    // dimension count (at most 16000, checked by to_half), a zero unused field and values.
+    unsafe {
+        let p = pg_sys::palloc0(size) as *mut u8;
+        pgrx::varlena::set_varsize_4b(p as *mut pg_sys::varlena, size as i32);
+        std::ptr::write(p.add(4) as *mut i16, h.len() as i16);
+        std::ptr::copy_nonoverlapping(h.as_ptr(), p.add(HALFVEC_HEADER) as *mut u16, h.len());
+        pg_sys::Datum::from(p as usize)
+    }
+});
