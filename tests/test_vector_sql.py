@@ -81,9 +81,9 @@ def test_casts(conn):
 def test_operators_and_functions(conn):
     row = conn.execute(
         "SELECT '[1,2]'::vector <-> '[4,6]', '[1,2]'::vector <#> '[3,4]', '[1,0]'::vector <=> '[0,1]', "
-        "'[1,2]'::vector <+> '[4,6]', l2_distance('[0,0]', '[3,4]'), inner_product('[1,2]', '[3,4]'), "
-        "cosine_distance('[1,1]', '[2,2]'), l1_distance('[1,2]', '[3,5]'), vector_dims('[1,2,3]'), "
-        "vector_norm('[3,4]'), l2_normalize('[3,4]')::text, subvector('[1,2,3,4,5]', 2, 3)::text, "
+        "'[1,2]'::vector <+> '[4,6]', l2_distance('[0,0]'::vector, '[3,4]'), inner_product('[1,2]'::vector, '[3,4]'), "
+        "cosine_distance('[1,1]'::vector, '[2,2]'), l1_distance('[1,2]'::vector, '[3,5]'), vector_dims('[1,2,3]'), "
+        "vector_norm('[3,4]'), l2_normalize('[3,4]'::vector)::text, subvector('[1,2,3,4,5]', 2, 3)::text, "
         "('[1,2]'::vector + '[3,4]')::text, ('[1,2]'::vector - '[3,4]')::text, "
         "('[1,2]'::vector * '[3,4]')::text, ('[1,2]'::vector || '[3]')::text").fetchone()
     assert row[:4] == (5.0, -11.0, 1.0, 7.0)
