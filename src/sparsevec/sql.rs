@@ -159,6 +159,7 @@ pg_v1_fn!(sparsevec_to_vector, pg_finfo_sparsevec_to_vector, |fcinfo| {
 pg_v1_fn!(array_to_sparsevec, pg_finfo_array_to_sparsevec, |fcinfo| {
     // SAFETY: array_to_sparsevec(anyarray-like, int4, bool) is STRICT.
     let (ndim, elemtype, elems, nulls) = unsafe { deconstruct(arg(fcinfo, 0)) };
+    // SAFETY: argument 1 is the int4 typmod of the same STRICT call.
     let typmod = unsafe { datum_int32(arg(fcinfo, 1)) };
     // pgvector checks shape, NULLs and lengths before converting any element.
     ok(codec::check_array_shape(ndim, nulls.iter().any(|&n| n), elems.len(), typmod));
