@@ -1,12 +1,13 @@
 //! vecguard: authorized vector search for PostgreSQL.
 //!
-//! Module map (see docs/DESIGN.md): `vector` (the type), `distance` (kernels and operators),
-//! `fmgr` (shared V1-function glue). Pure modules never import pgrx; glue files are named
-//! `sql.rs`.
+//! Module map (see docs/DESIGN.md): `vector` and `halfvec` (the types), `distance` (kernels
+//! and operators), `fmgr` (shared V1-function glue). Pure modules never import pgrx; glue
+//! files are named `sql.rs`.
 
 pub mod authz;
 pub mod distance;
 mod fmgr;
+pub mod halfvec;
 pub mod hnsw;
 pub mod vector;
 
@@ -14,6 +15,7 @@ pub mod vector;
 
 pgrx::extension_sql_file!("../sql/vector.sql", name = "vector_type", bootstrap);
 pgrx::extension_sql_file!("../sql/hnsw.sql", name = "hnsw_am", requires = ["vector_type"]);
+pgrx::extension_sql_file!("../sql/halfvec.sql", name = "halfvec_type", requires = ["vector_type"]);
 
 /// Library load: registers the index settings and reloptions, the authorization settings
 /// and hooks, and reserves both setting prefixes.

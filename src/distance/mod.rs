@@ -15,8 +15,9 @@
 //!   vectorises; it is tested against the reference like the others.
 //!
 //! Results are f64 because the SQL functions return double precision. This module never
-//! touches Postgres; `sql.rs` next to it is the glue.
+//! touches Postgres; `sql.rs` next to it is the glue. `half` holds the halfvec kernels.
 
+pub mod half;
 pub mod sql;
 
 use simsimd::SpatialSimilarity;
