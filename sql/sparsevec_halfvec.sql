@@ -1,7 +1,4 @@
--- Casts between sparsevec and halfvec, as pgvector 0.8 declares them. Not loaded yet: it
--- needs the halfvec type. To load it, add to src/lib.rs
---   pgrx::extension_sql_file!("../sql/sparsevec_halfvec.sql", name = "sparsevec_halfvec_casts",
---       requires = ["sparsevec_type", <the halfvec file's name>]);
+-- Casts between sparsevec and halfvec, as pgvector 0.8 declares them.
 -- Both C functions live in src/sparsevec/sql.rs.
 
 CREATE FUNCTION halfvec_to_sparsevec(halfvec, integer, boolean) RETURNS sparsevec

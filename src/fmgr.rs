@@ -107,3 +107,19 @@ pub fn datum_float4(d: pg_sys::Datum) -> f32 {
 pub fn datum_int32(d: pg_sys::Datum) -> i32 {
     d.value() as i32
 }
+
+/// A palloc'd `bit(n)` (PG's VarBit: varlena header, int32 bit length, the bits MSB first)
+/// from bytes packed as `vector::codec::pack_bits` packs them.
+pub fn bit_datum(nbits: usize, bytes: &[u8]) -> pg_sys::Datum {
+    debug_assert_eq!(bytes.len(), nbits.div_ceil(8));
+    let size = 8 + bytes.len();
+    // SAFETY: palloc0 returns `size` writable, maxaligned bytes (or ERRORs); we write the
+    // header, the bit length and the bytes inside that range.
+    unsafe {
+        let p = pg_sys::palloc0(size) as *mut u8;
+        pgrx::varlena::set_varsize_4b(p as *mut pg_sys::varlena, size as i32);
+        std::ptr::write(p.add(4) as *mut i32, nbits as i32);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(8), bytes.len());
+        pg_sys::Datum::from(p as usize)
+    }
+}

@@ -1,8 +1,8 @@
 //! vecguard: authorized vector search for PostgreSQL.
 //!
-//! Module map (see docs/DESIGN.md): `vector` (the type), `distance` (kernels and operators),
-//! `sparsevec` (the sparse type), `bitvec` (distances on `bit`), `fmgr` (shared V1-function
-//! glue). Pure modules never import pgrx; glue files are named `sql.rs`.
+//! Module map (see docs/DESIGN.md): `vector` and `halfvec` (the types), `distance` (kernels
+//! and operators), `sparsevec` (the sparse type), `bitvec` (distances on `bit`), `fmgr`
+//! (shared V1-function glue). Pure modules never import pgrx; glue files are named `sql.rs`.
 
 mod authz;
 mod backend;
@@ -10,6 +10,7 @@ mod bitvec;
 mod distance;
 mod error;
 mod fmgr;
+mod halfvec;
 pub mod hnsw;
 mod sparsevec;
 mod vector;
@@ -24,6 +25,12 @@ pgrx::extension_sql_file!(
     requires = ["vector_type"]
 );
 pgrx::extension_sql_file!("../sql/bit.sql", name = "bit_distances", requires = ["vector_type"]);
+pgrx::extension_sql_file!("../sql/halfvec.sql", name = "halfvec_type", requires = ["vector_type"]);
+pgrx::extension_sql_file!(
+    "../sql/sparsevec_halfvec.sql",
+    name = "sparsevec_halfvec_casts",
+    requires = ["sparsevec_type", "halfvec_type"]
+);
 
 /// Library load: registers the index settings and reloptions, the authorization settings
 /// and hooks, and reserves both setting prefixes.

@@ -26,10 +26,10 @@ fn distances_match_pgvector() {
 
 #[pg_test]
 fn functions_and_arithmetic() {
-    assert_eq!(one::<i32>("SELECT vector_dims('[1,2,3]')"), Some(3));
+    assert_eq!(one::<i32>("SELECT vector_dims('[1,2,3]'::vector)"), Some(3));
     assert_eq!(one::<f64>("SELECT vector_norm('[3,4]')"), Some(5.0));
     assert_eq!(one::<String>("SELECT l2_normalize('[3,4]'::vector)::text").as_deref(), Some("[0.6,0.8]"));
-    assert_eq!(one::<String>("SELECT subvector('[1,2,3,4]', 2, 2)::text").as_deref(), Some("[2,3]"));
+    assert_eq!(one::<String>("SELECT subvector('[1,2,3,4]'::vector, 2, 2)::text").as_deref(), Some("[2,3]"));
     assert_eq!(one::<String>("SELECT ('[1,2]'::vector + '[3,4]')::text").as_deref(), Some("[4,6]"));
     assert_eq!(one::<String>("SELECT ('[1,2]'::vector || '[3]')::text").as_deref(), Some("[1,2,3]"));
 }

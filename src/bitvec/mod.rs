@@ -32,6 +32,7 @@ pub fn jaccard(a: &[u8], b: &[u8]) -> f64 {
 }
 
 /// The bits of `x > 0`, packed most significant bit first, `ceil(len / 8)` bytes.
+#[cfg(test)]
 pub fn quantize(x: &[f32]) -> Vec<u8> {
     let mut out = vec![0u8; x.len().div_ceil(8)];
     for (byte, chunk) in out.iter_mut().zip(x.chunks(8)) {

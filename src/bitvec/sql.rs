@@ -6,7 +6,6 @@
 
 use crate::fmgr::{arg, float8_datum, pg_v1_fn, raise};
 use crate::vector::codec::{SqlState, VectorError};
-use crate::vector::sql::vector_arg;
 use pgrx::pg_sys;
 
 /// Bytes before the first bit byte: varlena header + bit length.
@@ -59,20 +58,4 @@ pg_v1_fn!(jaccard_distance, pg_finfo_jaccard_distance, |fcinfo| {
     // SAFETY: jaccard_distance(bit, bit) is STRICT.
     let (a, b) = unsafe { same_length_args(fcinfo) };
     float8_datum(super::jaccard(a, b))
-});
-
-pg_v1_fn!(binary_quantize, pg_finfo_binary_quantize, |fcinfo| {
-    // SAFETY: binary_quantize(vector) is STRICT.
-    let x = unsafe { vector_arg(fcinfo, 0) };
-    let bits = super::quantize(x);
-    let size = VARBIT_HEADER + bits.len();
-    // SAFETY: palloc0 returns `size` writable bytes (or ERRORs); we write the header, the
-    // bit length and the packed bits inside that range.
-    unsafe {
-        let p = pg_sys::palloc0(size) as *mut u8;
-        pgrx::varlena::set_varsize_4b(p as *mut pg_sys::varlena, size as i32);
-        std::ptr::write(p.add(4) as *mut i32, x.len() as i32);
-        std::ptr::copy_nonoverlapping(bits.as_ptr(), p.add(VARBIT_HEADER), bits.len());
-        pg_sys::Datum::from(p as usize)
-    }
 });

@@ -61,17 +61,72 @@ impl std::fmt::Display for VectorError {
     }
 }
 
+/// The dense types that share this text syntax and these limits; each error names its type
+/// as pgvector's does ("NaN not allowed in halfvec").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseType {
+    Vector,
+    Halfvec,
+}
+
+impl DenseType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DenseType::Vector => "vector",
+            DenseType::Halfvec => "halfvec",
+        }
+    }
+}
+
 /// `different vector dimensions 3 and 4`
 pub fn dimension_mismatch(a: usize, b: usize) -> VectorError {
-    VectorError::new(SqlState::DataException, format!("different vector dimensions {a} and {b}"))
+    dimension_mismatch_of(DenseType::Vector, a, b)
+}
+
+/// `different halfvec dimensions 3 and 4`
+pub fn dimension_mismatch_of(ty: DenseType, a: usize, b: usize) -> VectorError {
+    VectorError::new(
+        SqlState::DataException,
+        format!("different {} dimensions {a} and {b}", ty.name()),
+    )
+}
+
+/// `NaN not allowed in vector`
+pub fn nan_not_allowed(ty: DenseType) -> VectorError {
+    VectorError::new(SqlState::DataException, format!("NaN not allowed in {}", ty.name()))
+}
+
+/// `infinite value not allowed in vector`
+pub fn infinite_not_allowed(ty: DenseType) -> VectorError {
+    VectorError::new(
+        SqlState::DataException,
+        format!("infinite value not allowed in {}", ty.name()),
+    )
+}
+
+/// `"1e39" is out of range for type vector`
+pub fn out_of_range(ty: DenseType, tok: &str) -> VectorError {
+    VectorError::new(
+        SqlState::NumericValueOutOfRange,
+        format!("\"{tok}\" is out of range for type {}", ty.name()),
+    )
+}
+
+/// Postgres's float_overflow_error / float_underflow_error.
+pub fn float_overflow() -> VectorError {
+    VectorError::new(SqlState::NumericValueOutOfRange, "value out of range: overflow")
+}
+
+pub fn float_underflow() -> VectorError {
+    VectorError::new(SqlState::NumericValueOutOfRange, "value out of range: underflow")
 }
 
 /// Rejects NaN and infinities, which pgvector never stores.
 pub fn check_element(v: f32) -> Result<(), VectorError> {
     if v.is_nan() {
-        Err(VectorError::new(SqlState::DataException, "NaN not allowed in vector"))
+        Err(nan_not_allowed(DenseType::Vector))
     } else if v.is_infinite() {
-        Err(VectorError::new(SqlState::DataException, "infinite value not allowed in vector"))
+        Err(infinite_not_allowed(DenseType::Vector))
     } else {
         Ok(())
     }
@@ -79,17 +134,32 @@ pub fn check_element(v: f32) -> Result<(), VectorError> {
 
 /// Checks a dimension count against pgvector's limits.
 pub fn check_dim(dim: i64) -> Result<(), VectorError> {
+    check_dim_of(DenseType::Vector, dim)
+}
+
+/// `vector must have at least 1 dimension`
+pub fn too_few_dims(ty: DenseType) -> VectorError {
+    VectorError::new(
+        SqlState::DataException,
+        format!("{} must have at least 1 dimension", ty.name()),
+    )
+}
+
+/// `vector cannot have more than 16000 dimensions` (54000, program_limit_exceeded)
+pub fn too_many_dims(ty: DenseType) -> VectorError {
+    VectorError::new(
+        SqlState::ProgramLimitExceeded,
+        format!("{} cannot have more than {VECTOR_MAX_DIM} dimensions", ty.name()),
+    )
+}
+
+/// Checks a dimension count against the limits of `ty` (both 1..=16000).
+pub fn check_dim_of(ty: DenseType, dim: i64) -> Result<(), VectorError> {
     if dim < 1 {
-        return Err(VectorError::new(
-            SqlState::DataException,
-            "vector must have at least 1 dimension",
-        ));
+        return Err(too_few_dims(ty));
     }
     if dim > VECTOR_MAX_DIM as i64 {
-        return Err(VectorError::new(
-            SqlState::ProgramLimitExceeded,
-            format!("vector cannot have more than {VECTOR_MAX_DIM} dimensions"),
-        ));
+        return Err(too_many_dims(ty));
     }
     Ok(())
 }
@@ -113,6 +183,11 @@ pub fn check_expected_dim(typmod: i32, dim: usize) -> Result<(), VectorError> {
 
 /// Validates `vector(n)`: exactly one modifier within 1..=16000.
 pub fn typmod_in(mods: &[i32]) -> Result<i32, VectorError> {
+    typmod_in_of(DenseType::Vector, mods)
+}
+
+/// Validates `vector(n)` or `halfvec(n)`.
+pub fn typmod_in_of(ty: DenseType, mods: &[i32]) -> Result<i32, VectorError> {
     if mods.len() != 1 {
         return Err(VectorError::new(SqlState::InvalidParameterValue, "invalid type modifier"));
     }
@@ -120,13 +195,13 @@ pub fn typmod_in(mods: &[i32]) -> Result<i32, VectorError> {
     if n < 1 {
         return Err(VectorError::new(
             SqlState::InvalidParameterValue,
-            "dimensions for type vector must be at least 1",
+            format!("dimensions for type {} must be at least 1", ty.name()),
         ));
     }
     if n > VECTOR_MAX_DIM as i32 {
         return Err(VectorError::new(
             SqlState::InvalidParameterValue,
-            format!("dimensions for type vector cannot exceed {VECTOR_MAX_DIM}"),
+            format!("dimensions for type {} cannot exceed {VECTOR_MAX_DIM}", ty.name()),
         ));
     }
     Ok(n)
@@ -136,17 +211,17 @@ fn is_vector_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
-fn invalid_syntax(lit: &str) -> VectorError {
+fn invalid_syntax(ty: DenseType, lit: &str) -> VectorError {
     VectorError::new(
         SqlState::InvalidTextRepresentation,
-        format!("invalid input syntax for type vector: \"{lit}\""),
+        format!("invalid input syntax for type {}: \"{lit}\"", ty.name()),
     )
 }
 
 /// Length of the longest prefix of `s` that C's `strtof` would consume (0 = none).
 /// Accepts an optional sign, then `inf`/`infinity`/`nan` (any case), a hex float, or a
 /// decimal with optional fraction and exponent, exactly the forms `strtof` takes.
-pub(crate) fn strtof_prefix_len(s: &[u8]) -> usize {
+pub fn strtof_prefix_len(s: &[u8]) -> usize {
     let mut i = 0;
     if i < s.len() && (s[i] == b'+' || s[i] == b'-') {
         i += 1;
@@ -226,7 +301,7 @@ pub(crate) fn strtof_prefix_len(s: &[u8]) -> usize {
 
 /// Converts one `strtof`-syntax token to f32 with correct rounding.
 /// Returns (value, overflowed) where overflowed means a finite literal rounded to infinity.
-pub(crate) fn parse_float_token(tok: &str) -> Option<(f32, bool)> {
+pub fn parse_float_token(tok: &str) -> Option<(f32, bool)> {
     let body = tok.trim_start_matches(['+', '-']);
     let negative = tok.starts_with('-');
     let lower = body.to_ascii_lowercase();
@@ -286,53 +361,58 @@ fn parse_hex_float(s: &str) -> Option<f64> {
 
 /// Parses pgvector's text form, checking elements and the column's typmod.
 pub fn parse_text(lit: &str, typmod: i32) -> Result<Vec<f32>, VectorError> {
+    parse_text_with(DenseType::Vector, lit, typmod, |tok, val, overflowed| {
+        if overflowed {
+            return Err(out_of_range(DenseType::Vector, tok));
+        }
+        check_element(val)?;
+        Ok(val)
+    })
+}
+
+/// The text syntax shared by `vector` and `halfvec` (pgvector's vector_in and halfvec_in
+/// differ only in the element step): `elem` receives each number's token, its `strtof`
+/// value and whether a finite literal overflowed float4, and returns the stored element.
+pub fn parse_text_with<T>(
+    ty: DenseType,
+    lit: &str,
+    typmod: i32,
+    mut elem: impl FnMut(&str, f32, bool) -> Result<T, VectorError>,
+) -> Result<Vec<T>, VectorError> {
     let b = lit.as_bytes();
     let mut pt = 0;
     while pt < b.len() && is_vector_space(b[pt]) {
         pt += 1;
     }
     if pt >= b.len() || b[pt] != b'[' {
-        return Err(invalid_syntax(lit).with_detail("Vector contents must start with \"[\"."));
+        return Err(invalid_syntax(ty, lit).with_detail("Vector contents must start with \"[\"."));
     }
     pt += 1;
     while pt < b.len() && is_vector_space(b[pt]) {
         pt += 1;
     }
     if pt < b.len() && b[pt] == b']' {
-        return Err(VectorError::new(
-            SqlState::DataException,
-            "vector must have at least 1 dimension",
-        ));
+        return Err(too_few_dims(ty));
     }
     let mut out = Vec::new();
     loop {
         if out.len() == VECTOR_MAX_DIM {
-            return Err(VectorError::new(
-                SqlState::ProgramLimitExceeded,
-                format!("vector cannot have more than {VECTOR_MAX_DIM} dimensions"),
-            ));
+            return Err(too_many_dims(ty));
         }
         while pt < b.len() && is_vector_space(b[pt]) {
             pt += 1;
         }
         if pt >= b.len() {
-            return Err(invalid_syntax(lit));
+            return Err(invalid_syntax(ty, lit));
         }
         let len = strtof_prefix_len(&b[pt..]);
         if len == 0 {
-            return Err(invalid_syntax(lit));
+            return Err(invalid_syntax(ty, lit));
         }
         // The prefix is ASCII by construction, so slicing at byte offsets is on char boundaries.
         let tok = &lit[pt..pt + len];
-        let (val, overflowed) = parse_float_token(tok).ok_or_else(|| invalid_syntax(lit))?;
-        if overflowed {
-            return Err(VectorError::new(
-                SqlState::NumericValueOutOfRange,
-                format!("\"{tok}\" is out of range for type vector"),
-            ));
-        }
-        check_element(val)?;
-        out.push(val);
+        let (val, overflowed) = parse_float_token(tok).ok_or_else(|| invalid_syntax(ty, lit))?;
+        out.push(elem(tok, val, overflowed)?);
         pt += len;
         while pt < b.len() && is_vector_space(b[pt]) {
             pt += 1;
@@ -343,16 +423,16 @@ pub fn parse_text(lit: &str, typmod: i32) -> Result<Vec<f32>, VectorError> {
             pt += 1;
             break;
         } else {
-            return Err(invalid_syntax(lit));
+            return Err(invalid_syntax(ty, lit));
         }
     }
     while pt < b.len() && is_vector_space(b[pt]) {
         pt += 1;
     }
     if pt != b.len() {
-        return Err(invalid_syntax(lit).with_detail("Junk after closing right brace."));
+        return Err(invalid_syntax(ty, lit).with_detail("Junk after closing right brace."));
     }
-    check_dim(out.len() as i64)?;
+    check_dim_of(ty, out.len() as i64)?;
     check_expected_dim(typmod, out.len())?;
     Ok(out)
 }
@@ -441,7 +521,7 @@ pub fn encode_binary(x: &[f32]) -> Vec<u8> {
     out
 }
 
-fn insufficient_data() -> VectorError {
+pub fn insufficient_data() -> VectorError {
     VectorError::new(SqlState::ProtocolViolation, "insufficient data left in message")
 }
 
@@ -474,29 +554,41 @@ pub fn decode_binary(buf: &[u8], typmod: i32) -> Result<(Vec<f32>, usize), Vecto
     Ok((out, need))
 }
 
-/// Builds a vector from array elements converted to f32, as `array_to_vector` does.
+/// pgvector's checks of an array cast before any element is converted, in its order: shape,
+/// NULLs, dimension count, typmod.
+pub fn check_array_shape(
+    ty: DenseType,
+    ndim: i32,
+    has_nulls: bool,
+    n: usize,
+    typmod: i32,
+) -> Result<(), VectorError> {
+    if ndim > 1 {
+        return Err(VectorError::new(SqlState::DataException, "array must be 1-D"));
+    }
+    if has_nulls {
+        return Err(VectorError::new(
+            SqlState::NullValueNotAllowed,
+            "array must not contain nulls",
+        ));
+    }
+    check_dim_of(ty, n as i64)?;
+    check_expected_dim(typmod, n)
+}
+
+/// Builds a vector from array elements, as `array_to_vector` does: each element is rounded
+/// to float4 (a finite double beyond float4's range becomes an infinity, which is refused).
 /// `None` elements are NULLs, which pgvector rejects.
 pub fn from_array_elements(
     elems: impl ExactSizeIterator<Item = Option<f64>>,
     ndim: i32,
     typmod: i32,
 ) -> Result<Vec<f32>, VectorError> {
-    if ndim > 1 {
-        return Err(VectorError::new(SqlState::DataException, "array must be 1-D"));
-    }
-    let n = elems.len();
-    check_dim(n as i64)?;
-    let mut out = Vec::with_capacity(n);
-    for e in elems {
-        let v = e.ok_or_else(|| {
-            VectorError::new(SqlState::NullValueNotAllowed, "array must not contain nulls")
-        })?;
-        let f = v as f32;
-        // A finite double that overflows float4 is an infinity here: pgvector rejects it too.
-        check_element(f)?;
-        out.push(f);
-    }
-    check_expected_dim(typmod, out.len())?;
+    let elems: Vec<Option<f64>> = elems.collect();
+    let has_nulls = elems.iter().any(Option::is_none);
+    check_array_shape(DenseType::Vector, ndim, has_nulls, elems.len(), typmod)?;
+    let out: Vec<f32> = elems.into_iter().map(|e| e.unwrap_or(0.0) as f32).collect();
+    out.iter().try_for_each(|&v| check_element(v))?;
     Ok(out)
 }
 
@@ -598,6 +690,23 @@ pub fn subvector(a: &[f32], start: i32, count: i32) -> Result<Vec<f32>, VectorEr
     Ok(a[(begin - 1) as usize..(end - 1) as usize].to_vec())
 }
 
+/// Packs booleans into PG's bit(n) layout: the first into the high bit of the first byte,
+/// the unused low bits of the last byte zero.
+pub fn pack_bits(bits: impl Iterator<Item = bool>, n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n.div_ceil(8)];
+    for (i, b) in bits.enumerate().take(n) {
+        if b {
+            out[i / 8] |= 0x80 >> (i % 8);
+        }
+    }
+    out
+}
+
+/// binary_quantize(vector): bit i is set when element i is > 0 (pgvector's rule).
+pub fn binary_quantize(x: &[f32]) -> Vec<u8> {
+    pack_bits(x.iter().map(|&v| v > 0.0), x.len())
+}
+
 /// Euclidean norm in double precision, as pgvector's vector_norm.
 pub fn norm(a: &[f32]) -> f64 {
     a.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt()
@@ -615,78 +724,112 @@ pub fn l2_normalize(a: &[f32]) -> Result<Vec<f32>, VectorError> {
     }
 }
 
-/// State of avg(vector)/sum(vector): count and per-dimension sums in double precision,
+/// State of avg(vector) and avg(halfvec): count and per-dimension sums in double precision,
 /// laid out as pgvector's float8[] state `{n, s1, ..., sd}` so combine functions agree.
-pub fn accum(state: &mut Vec<f64>, v: &[f32]) -> Result<(), VectorError> {
+/// `caller` names the SQL function in pgvector's "vector_accum: expected state array".
+pub fn accum(
+    state: &mut Vec<f64>,
+    v: &[f32],
+    caller: &str,
+    ty: DenseType,
+) -> Result<(), VectorError> {
     // An empty state is "no rows yet" here; SQL's empty array is refused by the glue.
     if state.is_empty() {
         state.push(0.0);
     }
-    check_state(state)?;
+    check_state(state, caller, ty)?;
     if state.len() == 1 {
-        state.extend(std::iter::repeat_n(0.0, v.len()));
-    } else if state.len() - 1 != v.len() {
-        return Err(dimension_mismatch(state.len() - 1, v.len()));
+        state.extend(v.iter().map(|&x| f64::from(x)));
+    } else {
+        check_expected_dim((state.len() - 1) as i32, v.len())?;
+        for (s, &x) in state[1..].iter_mut().zip(v) {
+            *s += f64::from(x);
+            if s.is_infinite() {
+                return Err(float_overflow());
+            }
+        }
     }
     state[0] += 1.0;
-    for (s, &x) in state[1..].iter_mut().zip(v) {
-        *s += x as f64;
-    }
-    if state[1..].iter().any(|s| s.is_infinite()) {
-        return Err(VectorError::new(
-            SqlState::NumericValueOutOfRange,
-            "value out of range: overflow",
-        ));
-    }
     Ok(())
 }
 
-/// Merges two aggregate states (the combine function that makes avg parallel).
+/// Merges two aggregate states (the combine function that makes avg parallel); pgvector
+/// uses the one function, vector_combine, for vector and halfvec.
 pub fn combine(a: &[f64], b: &[f64]) -> Result<Vec<f64>, VectorError> {
-    check_state(a)?;
-    check_state(b)?;
-    let a_n = a.first().copied().unwrap_or(0.0);
-    let b_n = b.first().copied().unwrap_or(0.0);
-    if a_n == 0.0 || a.len() <= 1 {
-        return Ok(b.to_vec());
-    }
-    if b_n == 0.0 || b.len() <= 1 {
-        return Ok(a.to_vec());
-    }
-    if a.len() != b.len() {
-        return Err(dimension_mismatch(a.len() - 1, b.len() - 1));
-    }
-    Ok(a.iter().zip(b).map(|(x, y)| x + y).collect())
+    const CALLER: &str = "vector_combine";
+    check_state(a, CALLER, DenseType::Vector)?;
+    check_state(b, CALLER, DenseType::Vector)?;
+    let (d1, d2) = (a.len() - 1, b.len() - 1);
+    let mut out = if d1 == 0 && d2 == 0 {
+        vec![0.0]
+    } else if d1 == 0 {
+        b.to_vec()
+    } else if d2 == 0 {
+        a.to_vec()
+    } else {
+        check_expected_dim(d1 as i32, d2)?;
+        let mut out = Vec::with_capacity(a.len());
+        out.push(0.0);
+        for (x, y) in a[1..].iter().zip(&b[1..]) {
+            let v = x + y;
+            if v.is_infinite() {
+                return Err(float_overflow());
+            }
+            out.push(v);
+        }
+        out
+    };
+    out[0] = a[0] + b[0];
+    Ok(out)
 }
 
-/// Final avg from a state; None when no rows were aggregated (SQL NULL).
-pub fn avg_final(state: &[f64]) -> Result<Option<Vec<f32>>, VectorError> {
-    check_state(state)?;
+/// The per-dimension means of a state, checked as pgvector's final functions check it;
+/// None when no rows were aggregated (SQL NULL).
+pub fn avg_values(
+    state: &[f64],
+    caller: &str,
+    ty: DenseType,
+) -> Result<Option<Vec<f64>>, VectorError> {
+    check_state(state, caller, ty)?;
     let n = state[0];
-    if n == 0.0 || state.len() <= 1 {
+    if n == 0.0 {
         return Ok(None);
     }
-    let r: Vec<f32> = state[1..].iter().map(|s| (s / n) as f32).collect();
-    check_overflow(&r)?;
-    check_vector(&r)?;
-    Ok(Some(r))
+    check_dim_of(ty, state.len() as i64 - 1)?;
+    Ok(Some(state[1..].iter().map(|s| s / n).collect()))
+}
+
+/// Final avg(vector) from a state; None when no rows were aggregated (SQL NULL).
+pub fn avg_final(state: &[f64]) -> Result<Option<Vec<f32>>, VectorError> {
+    let Some(means) = avg_values(state, "vector_avg", DenseType::Vector)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(means.len());
+    for m in means {
+        let v = m as f32;
+        check_element(v)?;
+        out.push(v);
+    }
+    Ok(Some(out))
 }
 
 /// Checks an aggregate state that arrived from SQL (the transition, combine and final
-/// functions are callable directly, so the state is input like any other): a count, then
-/// one sum per dimension, within the vector's limits. pgvector's words.
-pub fn check_state(state: &[f64]) -> Result<(), VectorError> {
+/// functions are callable directly, so the state is input like any other): a count that is
+/// a whole number, then one sum per dimension, within the type's limits. pgvector's words.
+pub fn check_state(state: &[f64], caller: &str, ty: DenseType) -> Result<(), VectorError> {
+    let bad =
+        || VectorError::new(SqlState::InternalError, format!("{caller}: expected state array"));
     let Some(&n) = state.first() else {
-        return Err(VectorError::new(SqlState::InternalError, "expected state array"));
+        return Err(bad());
     };
     if !(n.is_finite() && n >= 0.0 && n.fract() == 0.0) {
-        return Err(VectorError::new(SqlState::InternalError, "expected state array"));
+        return Err(bad());
     }
     if state.len() > 1 {
-        check_dim(state.len() as i64 - 1)?;
+        check_dim_of(ty, state.len() as i64 - 1)?;
     }
     if state[1..].iter().any(|s| s.is_nan()) {
-        return Err(VectorError::new(SqlState::DataException, "NaN not allowed in vector"));
+        return Err(nan_not_allowed(ty));
     }
     Ok(())
 }
@@ -701,10 +844,11 @@ mod tests {
 
     #[test]
     fn aggregate_states_from_sql_are_checked() {
-        assert_eq!(check_state(&[]).unwrap_err().message, "expected state array");
-        assert_eq!(check_state(&[-1.0, 1.0]).unwrap_err().message, "expected state array");
-        assert_eq!(check_state(&[f64::NAN]).unwrap_err().message, "expected state array");
-        assert_eq!(check_state(&[1.0, f64::NAN]).unwrap_err().message, "NaN not allowed in vector");
+        let check = |s: &[f64]| check_state(s, "vector_avg", DenseType::Vector);
+        assert_eq!(check(&[]).unwrap_err().message, "vector_avg: expected state array");
+        assert_eq!(check(&[-1.0, 1.0]).unwrap_err().message, "vector_avg: expected state array");
+        assert_eq!(check(&[f64::NAN]).unwrap_err().state, SqlState::InternalError);
+        assert_eq!(check(&[1.0, f64::NAN]).unwrap_err().message, "NaN not allowed in vector");
         let huge = vec![1.0; 70_001];
         let e = avg_final(&huge).unwrap_err();
         assert_eq!(
@@ -714,11 +858,11 @@ mod tests {
         assert!(avg_final(&vec![1.0; 32_769]).is_err());
         assert!(combine(&huge, &[0.0]).is_err());
         let mut s = vec![1.0; 20_001];
-        assert!(accum(&mut s, &[1.0; 20_000]).is_err());
+        assert!(accum(&mut s, &[1.0; 20_000], "vector_accum", DenseType::Vector).is_err());
         assert_eq!(avg_final(&[0.0]).unwrap(), None);
         assert_eq!(avg_final(&[2.0, 2.0, 4.0]).unwrap(), Some(vec![1.0, 2.0]));
         let mut s = vec![0.0];
-        accum(&mut s, &[1.0, 2.0]).unwrap();
+        accum(&mut s, &[1.0, 2.0], "vector_accum", DenseType::Vector).unwrap();
         assert_eq!(s, vec![1.0, 1.0, 2.0]);
         assert!(check_vector(&[]).is_err());
         assert!(check_vector(&[f32::INFINITY]).is_err());
@@ -922,6 +1066,13 @@ mod tests {
     }
 
     #[test]
+    fn binary_quantize_sets_high_bits_first() {
+        assert_eq!(binary_quantize(&[1.0, 0.0, -1.0, 2.0]), vec![0b1001_0000]);
+        let x: Vec<f32> = (0..9).map(|i| if i % 2 == 0 { 1.0 } else { -0.0 }).collect();
+        assert_eq!(binary_quantize(&x), vec![0b1010_1010, 0b1000_0000]);
+    }
+
+    #[test]
     fn subvector_clamps_like_pgvector() {
         let a = [1.0, 2.0, 3.0, 4.0, 5.0];
         assert_eq!(subvector(&a, 1, 3).unwrap(), vec![1.0, 2.0, 3.0]);
@@ -941,23 +1092,23 @@ mod tests {
         let rows: Vec<Vec<f32>> = (0..10).map(|i| vec![i as f32, 1.0]).collect();
         let mut whole = Vec::new();
         for r in &rows {
-            accum(&mut whole, r).unwrap();
+            accum(&mut whole, r, "vector_accum", DenseType::Vector).unwrap();
         }
         let (mut left, mut right) = (Vec::new(), Vec::new());
         for r in &rows[..3] {
-            accum(&mut left, r).unwrap();
+            accum(&mut left, r, "vector_accum", DenseType::Vector).unwrap();
         }
         for r in &rows[3..] {
-            accum(&mut right, r).unwrap();
+            accum(&mut right, r, "vector_accum", DenseType::Vector).unwrap();
         }
         assert_eq!(combine(&left, &right).unwrap(), whole);
         assert_eq!(avg_final(&whole).unwrap().unwrap(), vec![4.5, 1.0]);
         assert_eq!(avg_final(&[0.0]).unwrap(), None);
         let mut s = Vec::new();
-        accum(&mut s, &[1.0]).unwrap();
+        accum(&mut s, &[1.0], "vector_accum", DenseType::Vector).unwrap();
         assert_eq!(
-            accum(&mut s, &[1.0, 2.0]).unwrap_err().message,
-            "different vector dimensions 1 and 2"
+            accum(&mut s, &[1.0, 2.0], "vector_accum", DenseType::Vector).unwrap_err().message,
+            "expected 1 dimensions, not 2"
         );
         assert_eq!(l2_normalize(&[3.0, 4.0]).unwrap(), vec![0.6, 0.8]);
         assert_eq!(l2_normalize(&[0.0, 0.0]).unwrap(), vec![0.0, 0.0]);

@@ -47,11 +47,12 @@ pub unsafe fn vector_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> &'a 
     unsafe { datum_to_slice(arg(fcinfo, n)) }
 }
 
-/// Builds a palloc'd vector Datum from values already validated by `codec`. The dimension
-/// count is checked once more here, the one place every vector result passes: its header
-/// holds it in 16 bits, and a value outside 1..=16000 could not be dumped and restored.
+/// Builds a palloc'd vector Datum from values already validated by `codec`. The value is
+/// checked once more here, the one place every vector result passes: its header holds the
+/// dimension count in 16 bits, and a value outside 1..=16000 dimensions or with a NaN or
+/// infinity could not be dumped and restored.
 pub fn slice_to_datum(x: &[f32]) -> pg_sys::Datum {
-    if let Err(e) = codec::check_dim(x.len() as i64) {
+    if let Err(e) = codec::check_vector(x) {
         raise(e);
     }
     let size = VECTOR_HEADER + 4 * x.len();
@@ -73,14 +74,15 @@ pub fn same_dims(a: &[f32], b: &[f32]) {
     }
 }
 
-fn cstr_arg<'a>(d: pg_sys::Datum) -> &'a str {
+/// A type input function's cstring argument; `type_name` words the error for invalid UTF-8.
+pub(crate) fn cstr_arg<'a>(d: pg_sys::Datum, type_name: &str) -> &'a str {
     // SAFETY: type input functions receive a NUL-terminated cstring.
     let c = unsafe { std::ffi::CStr::from_ptr(d.cast_mut_ptr::<std::ffi::c_char>()) };
     match c.to_str() {
         Ok(s) => s,
         Err(_) => raise(VectorError::new(
             SqlState::InvalidTextRepresentation,
-            "invalid input syntax for type vector: input is not valid UTF-8",
+            format!("invalid input syntax for type {type_name}: input is not valid UTF-8"),
         )),
     }
 }
@@ -99,7 +101,8 @@ pub(crate) fn cstring_datum(s: &str) -> pg_sys::Datum {
 
 pg_v1_fn!(vector_in, pg_finfo_vector_in, |fcinfo| {
     // SAFETY: vector_in(cstring, oid, int4) is STRICT.
-    let (lit, typmod) = unsafe { (cstr_arg(arg(fcinfo, 0)), datum_int32(arg(fcinfo, 2))) };
+    let (lit, typmod) =
+        unsafe { (cstr_arg(arg(fcinfo, 0), "vector"), datum_int32(arg(fcinfo, 2))) };
     slice_to_datum(&ok(codec::parse_text(lit, typmod)))
 });
 
@@ -190,11 +193,10 @@ pub(crate) unsafe fn deconstruct(
     }
 }
 
-pg_v1_fn!(array_to_vector, pg_finfo_array_to_vector, |fcinfo| {
-    // SAFETY: array_to_vector(anyarray-like, int4, bool) is STRICT.
-    let (ndim, elemtype, elems, nulls) = unsafe { deconstruct(arg(fcinfo, 0)) };
-    // SAFETY: argument 1 is the int4 typmod of the same STRICT call.
-    let typmod = unsafe { datum_int32(arg(fcinfo, 1)) };
+/// Converts the elements of an int4[], float8[], float4[] or numeric[] to f64 (numeric through
+/// float4, as pgvector converts it); any other element type is pgvector's "unsupported array
+/// type". NULL elements must have been refused already.
+pub(crate) fn array_elements_as_f64(elemtype: pg_sys::Oid, elems: &[pg_sys::Datum]) -> Vec<f64> {
     let convert = |d: pg_sys::Datum| -> f64 {
         match elemtype {
             pg_sys::INT4OID => datum_int32(d) as f64,
@@ -215,15 +217,24 @@ pg_v1_fn!(array_to_vector, pg_finfo_array_to_vector, |fcinfo| {
             _ => raise(VectorError::new(SqlState::DataException, "unsupported array type")),
         }
     };
-    let values =
-        elems.iter().zip(&nulls).map(|(&d, &null)| if null { None } else { Some(convert(d)) });
-    let x = ok(codec::from_array_elements(values.collect::<Vec<_>>().into_iter(), ndim, typmod));
+    elems.iter().map(|&d| convert(d)).collect()
+}
+
+pg_v1_fn!(array_to_vector, pg_finfo_array_to_vector, |fcinfo| {
+    // SAFETY: array_to_vector(anyarray-like, int4, bool) is STRICT.
+    let (ndim, elemtype, elems, nulls) = unsafe { deconstruct(arg(fcinfo, 0)) };
+    // SAFETY: argument 1 is the int4 typmod of the same STRICT call.
+    let typmod = datum_int32(unsafe { arg(fcinfo, 1) });
+    let has_nulls = nulls.iter().any(|&n| n);
+    ok(codec::check_array_shape(codec::DenseType::Vector, ndim, has_nulls, elems.len(), typmod));
+    let values = array_elements_as_f64(elemtype, &elems);
+    let x = ok(codec::from_array_elements(values.into_iter().map(Some), ndim, typmod));
     slice_to_datum(&x)
 });
 
 /// Builds a 1-D array of float4 (len 4, 'i' aligned) or float8 (len 8, 'd' aligned) datums,
 /// both pass-by-value on 64-bit builds.
-fn build_array(mut datums: Vec<pg_sys::Datum>, elemtype: pg_sys::Oid) -> pg_sys::Datum {
+pub(crate) fn build_array(mut datums: Vec<pg_sys::Datum>, elemtype: pg_sys::Oid) -> pg_sys::Datum {
     let (typlen, align) = if elemtype == pg_sys::FLOAT8OID { (8, b'd') } else { (4, b'i') };
     // SAFETY: construct_array copies `n` by-value datums described by typlen/byval/align.
     unsafe {
@@ -263,6 +274,12 @@ pg_v1_fn!(l2_normalize, pg_finfo_l2_normalize, |fcinfo| {
     // SAFETY: STRICT (vector).
     let x = unsafe { vector_arg(fcinfo, 0) };
     slice_to_datum(&ok(codec::l2_normalize(x)))
+});
+
+pg_v1_fn!(binary_quantize, pg_finfo_binary_quantize, |fcinfo| {
+    // SAFETY: STRICT (vector).
+    let x = unsafe { vector_arg(fcinfo, 0) };
+    crate::fmgr::bit_datum(x.len(), &codec::binary_quantize(x))
 });
 
 pg_v1_fn!(subvector, pg_finfo_subvector, |fcinfo| {
@@ -310,39 +327,45 @@ comparison!(vector_cmp, pg_finfo_vector_cmp, |o: std::cmp::Ordering| o as i32);
 
 // ---- aggregates ------------------------------------------------------------------------
 
-/// Reads a float8[] aggregate state.
+/// Reads a float8[] aggregate state; `caller` words pgvector's error for any other shape.
 ///
 /// # Safety
-/// `d` must be a float8[] datum.
-unsafe fn float8_state(d: pg_sys::Datum) -> Vec<f64> {
+/// `d` must be an array datum.
+pub(crate) unsafe fn float8_state(d: pg_sys::Datum, caller: &str) -> Vec<f64> {
     // SAFETY: forwarded; elements of a float8[] are by-value float8 datums.
     let (ndim, elemtype, elems, nulls) = unsafe { deconstruct(d) };
     if ndim != 1 || elemtype != pg_sys::FLOAT8OID || nulls.iter().any(|&n| n) {
-        raise(VectorError::new(SqlState::InternalError, "expected state array"));
+        raise(VectorError::new(SqlState::InternalError, format!("{caller}: expected state array")));
     }
     elems.into_iter().map(crate::fmgr::datum_float8).collect()
 }
 
-fn float8_array(v: &[f64]) -> pg_sys::Datum {
+pub(crate) fn float8_array(v: &[f64]) -> pg_sys::Datum {
     build_array(v.iter().map(|x| float8_datum(*x)).collect(), pg_sys::FLOAT8OID)
 }
 
 pg_v1_fn!(vector_accum, pg_finfo_vector_accum, |fcinfo| {
     // SAFETY: vector_accum(float8[], vector) is STRICT.
-    let (mut state, x) = unsafe { (float8_state(arg(fcinfo, 0)), vector_arg(fcinfo, 1)) };
-    ok(codec::accum(&mut state, x));
+    let (mut state, x) =
+        unsafe { (float8_state(arg(fcinfo, 0), "vector_accum"), vector_arg(fcinfo, 1)) };
+    ok(codec::accum(&mut state, x, "vector_accum", codec::DenseType::Vector));
     float8_array(&state)
 });
 
 pg_v1_fn!(vector_combine, pg_finfo_vector_combine, |fcinfo| {
     // SAFETY: vector_combine(float8[], float8[]) is STRICT.
-    let (a, b) = unsafe { (float8_state(arg(fcinfo, 0)), float8_state(arg(fcinfo, 1))) };
+    let (a, b) = unsafe {
+        (
+            float8_state(arg(fcinfo, 0), "vector_combine"),
+            float8_state(arg(fcinfo, 1), "vector_combine"),
+        )
+    };
     float8_array(&ok(codec::combine(&a, &b)))
 });
 
 pg_v1_fn!(vector_avg, pg_finfo_vector_avg, |fcinfo| {
     // SAFETY: vector_avg(float8[]) is STRICT.
-    let state = unsafe { float8_state(arg(fcinfo, 0)) };
+    let state = unsafe { float8_state(arg(fcinfo, 0), "vector_avg") };
     match ok(codec::avg_final(&state)) {
         Some(x) => slice_to_datum(&x),
         // SAFETY: fcinfo is valid.
