@@ -5,6 +5,7 @@
 //! `sql.rs`.
 
 pub mod authz;
+mod compat;
 pub mod distance;
 mod fmgr;
 pub mod hnsw;
