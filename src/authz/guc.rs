@@ -231,13 +231,12 @@ fn jwt_variable() -> Option<*mut pgrx::pg_sys::config_generic> {
     if !cached.is_null() {
         return Some(cached);
     }
-    // SAFETY: get_guc_variables returns the array of GetNumConfigOptions() valid pointers;
-    // names are NUL-terminated strings owned by the GUC records.
+    // SAFETY: the array is used before any setting is defined; names are NUL-terminated
+    // strings owned by the GUC records.
     let found = unsafe {
-        let vars = pgrx::pg_sys::get_guc_variables();
-        let n = usize::try_from(pgrx::pg_sys::GetNumConfigOptions()).unwrap_or(0);
-        (0..n)
-            .map(|i| *vars.add(i))
+        crate::compat::guc_variables()
+            .iter()
+            .copied()
             .find(|&v| !v.is_null() && CStr::from_ptr((*v).name) == c"vecguard.jwt")
     }?;
     JWT_VARIABLE.with(|c| c.set(found));

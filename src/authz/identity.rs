@@ -33,7 +33,7 @@ fn current_stmt() -> StmtId {
     // SAFETY: MyProc is set for every backend and parallel worker before SQL runs;
     // GetCurrentStatementStartTimestamp only reads a backend-local variable.
     unsafe {
-        let lxid = if pg_sys::MyProc.is_null() { 0 } else { (*pg_sys::MyProc).lxid };
+        let lxid = crate::compat::local_xid(pg_sys::MyProc);
         StmtId(lxid, pg_sys::GetCurrentStatementStartTimestamp())
     }
 }

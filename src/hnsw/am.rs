@@ -133,16 +133,11 @@ unsafe extern "C-unwind" fn amoptions(
     validate: bool,
 ) -> *mut pg_sys::bytea {
     let tab = [
-        pg_sys::relopt_parse_elt {
-            optname: c"m".as_ptr(),
-            opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
-            offset: std::mem::offset_of!(HnswOptions, m) as i32,
-        },
-        pg_sys::relopt_parse_elt {
-            optname: c"ef_construction".as_ptr(),
-            opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
-            offset: std::mem::offset_of!(HnswOptions, ef_construction) as i32,
-        },
+        crate::compat::relopt_int(c"m", std::mem::offset_of!(HnswOptions, m)),
+        crate::compat::relopt_int(
+            c"ef_construction",
+            std::mem::offset_of!(HnswOptions, ef_construction),
+        ),
     ];
     // SAFETY: build_reloptions parses into a palloc'd HnswOptions-sized struct.
     unsafe {
@@ -200,10 +195,7 @@ pub fn index_metric(rel: IndexRel) -> Metric {
 pub fn index_dimensions(rel: IndexRel) -> usize {
     // SAFETY: an index relation has a tuple descriptor with at least one attribute.
     let vector = super::scankeys::columns(rel).vector;
-    let typmod = unsafe {
-        let desc = (*rel.raw()).rd_att;
-        (*desc).attrs.as_slice(vector + 1)[vector].atttypmod
-    };
+    let typmod = unsafe { crate::compat::attr_type((*rel.raw()).rd_att, vector).1 };
     if typmod < 0 {
         pgrx::ereport!(
             ERROR,
@@ -250,6 +242,7 @@ unsafe extern "C-unwind" fn amcostestimate(
             *selectivity = 0.0;
             *correlation = 0.0;
             *pages = 0.0;
+            crate::compat::disable_index_path(path);
             return;
         }
         let info = (*path).indexinfo;

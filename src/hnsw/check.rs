@@ -308,7 +308,7 @@ pg_v1_fn!(hnsw_check, pg_finfo_hnsw_check, |fcinfo| {
         let oid = pg_sys::Oid::from(crate::fmgr::arg(fcinfo, 0).value() as u32);
         // The counts it reports (live, deleted, tenant groups) are facts about rows, and it
         // reads the whole index: only the table's owner (or a superuser) may ask.
-        if !pg_sys::pg_class_ownercheck(oid, pg_sys::GetUserId()) {
+        if !crate::compat::owns_relation(oid, pg_sys::GetUserId()) {
             pgrx::ereport!(
                 ERROR,
                 pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,

@@ -94,11 +94,10 @@ thread_local! {
 }
 
 fn relfilenode(rel: IndexRel) -> (u32, u32) {
-    // SAFETY: rd_node of an open relation.
-    unsafe {
-        let n = (*rel.raw()).rd_node;
-        (n.dbNode.to_u32(), n.relNode.to_u32())
-    }
+    // SAFETY: the storage identity of an open relation.
+    let (_, db, relfile) =
+        crate::compat::locator_key(unsafe { &crate::compat::rel_locator(rel.raw()) });
+    (db, relfile)
 }
 
 pub struct DiskGraph {

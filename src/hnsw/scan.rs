@@ -264,7 +264,7 @@ unsafe fn query_vector(scan: pg_sys::IndexScanDesc, st: &ScanState) -> Vec<f32> 
 ///
 /// # Safety
 /// `rel` is an open relation.
-unsafe fn count_stats(rel: pg_sys::Relation, add: impl FnOnce(&mut pg_sys::PgStat_TableCounts)) {
+unsafe fn count_stats(rel: pg_sys::Relation, what: crate::compat::StatCounter) {
     // SAFETY: the relation is open for the scan; pgstat_assoc_relation attaches its stats
     // entry (once) when statistics are being collected for it.
     unsafe {
@@ -272,7 +272,7 @@ unsafe fn count_stats(rel: pg_sys::Relation, add: impl FnOnce(&mut pg_sys::PgSta
             pg_sys::pgstat_assoc_relation(rel);
         }
         if !(*rel).pgstat_info.is_null() {
-            add(&mut (*(*rel).pgstat_info).t_counts);
+            crate::compat::count_stat((*rel).pgstat_info, what);
         }
     }
 }
@@ -287,7 +287,8 @@ pub unsafe extern "C-unwind" fn amgettuple(
         let st = state(scan);
         if !st.started {
             st.started = true;
-            count_stats((*scan).indexRelation, |c| c.t_numscans += 1);
+            count_stats((*scan).indexRelation, crate::compat::StatCounter::Scan);
+            crate::compat::count_index_search(scan);
             if (*scan).numberOfOrderBys == 0 {
                 pgrx::error!("cannot scan hnsw index without order");
             }
@@ -358,7 +359,7 @@ pub unsafe extern "C-unwind" fn amgettuple(
         }
         loop {
             if let Some(t) = st.pending.pop_front() {
-                count_stats((*scan).indexRelation, |c| c.t_tuples_returned += 1);
+                count_stats((*scan).indexRelation, crate::compat::StatCounter::TupleReturned);
                 tid_to_item_pointer(t, &mut (*scan).xs_heaptid);
                 (*scan).xs_recheck = false;
                 (*scan).xs_recheckorderby = false;

@@ -40,7 +40,7 @@ pub fn columns(rel: IndexRel) -> Columns {
     let types: Vec<pg_sys::Oid> = unsafe {
         let desc = (*rel.raw()).rd_att;
         let natts = (*desc).natts as usize;
-        (*desc).attrs.as_slice(natts).iter().map(|a| a.atttypid).collect()
+        (0..natts).map(|i| crate::compat::attr_type(desc, i).0).collect()
     };
     let non_keys: Vec<usize> =
         (0..types.len()).filter(|&i| key_type_of(types[i]).is_none()).collect();
@@ -133,7 +133,7 @@ pub unsafe fn encode_row(
             if *isnull.add(att) {
                 keys::encode(&mut out, ty, None);
             } else {
-                let typid = (*(*rel.raw()).rd_att).attrs.as_slice(att + 1)[att].atttypid;
+                let typid = crate::compat::attr_type((*rel.raw()).rd_att, att).0;
                 let v = datum_value(ty, typid, *values.add(att));
                 keys::encode(&mut out, ty, Some(&v));
             }
@@ -166,7 +166,7 @@ pub unsafe fn conds(
             key.sk_subtype
         } else {
             // SAFETY: attno is a valid 1-based index column.
-            unsafe { (*(*rel.raw()).rd_att).attrs.as_slice(attno)[attno - 1].atttypid }
+            unsafe { crate::compat::attr_type((*rel.raw()).rd_att, attno - 1).0 }
         };
         let op = Op::from_strategy(key.sk_strategy).unwrap_or(Op::Eq);
         let mut values = Vec::new();

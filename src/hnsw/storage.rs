@@ -350,7 +350,7 @@ pub struct PinCache {
     /// The buffers that last held this relation's blocks (taken from the backend's
     /// `RECENT` for the cache's lifetime).
     recent: Vec<pg_sys::Buffer>,
-    node: pg_sys::RelFileNode,
+    node: crate::compat::RelFileLocator,
     temp: bool,
 }
 
@@ -375,17 +375,13 @@ thread_local! {
     static RECENT: std::cell::RefCell<HashMap<(u32, u32, u32), Vec<pg_sys::Buffer>>> = std::cell::RefCell::new(HashMap::new());
 }
 
-fn node_key(n: &pg_sys::RelFileNode) -> (u32, u32, u32) {
-    (n.spcNode.to_u32(), n.dbNode.to_u32(), n.relNode.to_u32())
-}
-
 impl PinCache {
     pub fn new(rel: IndexRel) -> PinCache {
-        // SAFETY: rd_node and rd_rel of an open relation.
+        // SAFETY: the storage identity and rd_rel of an open relation.
         let (node, temp) = unsafe {
             let r = rel.raw();
             (
-                (*r).rd_node,
+                crate::compat::rel_locator(r),
                 (*(*r).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char,
             )
         };
@@ -395,7 +391,9 @@ impl PinCache {
         let recent = if temp {
             Vec::new()
         } else {
-            RECENT.with(|r| r.borrow_mut().remove(&node_key(&node))).unwrap_or_default()
+            RECENT
+                .with(|r| r.borrow_mut().remove(&crate::compat::locator_key(&node)))
+                .unwrap_or_default()
         };
         PinCache {
             rel,
@@ -427,8 +425,7 @@ impl PinCache {
                 unsafe {
                     let info = (*rel).pgstat_info;
                     if (*rel).pgstat_enabled && !info.is_null() {
-                        (*info).t_counts.t_blocks_fetched += 1;
-                        (*info).t_counts.t_blocks_hit += 1;
+                        crate::compat::count_stat(info, crate::compat::StatCounter::BlockHit);
                     }
                 }
                 return b;
@@ -555,7 +552,7 @@ impl Drop for PinCache {
                 if r.len() >= RECENT_MAX_RELATIONS {
                     r.clear();
                 }
-                r.insert(node_key(&self.node), recent);
+                r.insert(crate::compat::locator_key(&self.node), recent);
             });
         }
     }
