@@ -19,7 +19,7 @@ pgrx::extension_sql_file!("../sql/hnsw.sql", name = "hnsw_am", requires = ["vect
 /// and hooks, and reserves both setting prefixes.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    hnsw::am::init();
+    hnsw::options::init();
     authz::hooks::init();
     // Every setting of ours is defined now: a misspelt one (`SET vecguard.jtw`) is an error
     // instead of a placeholder nobody reads.

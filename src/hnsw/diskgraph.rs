@@ -148,7 +148,7 @@ impl DiskGraph {
     pub fn open(rel: IndexRel) -> DiskGraph {
         let meta = match rel.meta() {
             Ok(m) => m,
-            Err(e) => pgrx::error!("index \"{}\" is corrupted: {e}", relation_name(rel)),
+            Err(e) => index_corrupted(rel, e),
         };
         DiskGraph {
             rel,
@@ -597,7 +597,7 @@ impl GraphWrite for DiskGraph {
         self.pins.release_all();
         let list: Vec<Tid> = neighbors.iter().map(|&n| Tid::unpack(n)).collect();
         let Some(level) = self.view_list(level) else { return };
-        let mut w = WalWrite::begin(self.rel);
+        let w = WalWrite::begin(self.rel);
         let mut pm = w.page(nb.block);
         if let Some(bytes) = pm.item_mut(nb.offset) {
             page::write_neighbors(bytes, level, &list);
@@ -616,4 +616,15 @@ impl GraphWrite for DiskGraph {
             None => false,
         }
     }
+}
+
+/// Raises `index "<name>" is corrupted: <detail>` with SQLSTATE XX002
+/// (ERRCODE_INDEX_CORRUPTED), as Postgres's own index access methods do. Scans, inserts,
+/// the graph reader and `hnsw_check` all report corruption through it.
+pub(crate) fn index_corrupted(rel: IndexRel, detail: impl std::fmt::Display) -> ! {
+    pgrx::ereport!(
+        ERROR,
+        pgrx::PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+        format!("index \"{}\" is corrupted: {detail}", relation_name(rel))
+    );
 }

@@ -7,8 +7,11 @@
 //! then one per four pages of existing neighbour lists that change. A row whose vector equals
 //! its nearest element's joins that element (duplicates stay reachable).
 
-use super::diskgraph::{prepare_vector, DirSlot, DiskGraph};
-use super::graph::{plan_insert, GraphStore, GraphWrite, InsertPlan, NodeUpdate, Params};
+use super::diskgraph::{index_corrupted, prepare_vector, DirSlot, DiskGraph};
+use super::graph::{
+    joins_element, plan_insert, updates_with_in_link, Element, GraphWrite, InsertPlan, NodeUpdate,
+    Params,
+};
 use super::keys::{self, KeyType};
 use super::page::{self, DirEntry, Tid};
 use super::scankeys::{columns, encode_row, key_types};
@@ -38,7 +41,7 @@ pub unsafe extern "C-unwind" fn aminsert(
         }
         let meta = match rel.meta() {
             Ok(m) => m,
-            Err(e) => pgrx::error!("index is corrupted: {e}"),
+            Err(e) => index_corrupted(rel, e),
         };
         let Some(v) = prepare_vector(meta.metric, datum_to_slice(*values.add(cols.vector))) else {
             return false;
@@ -213,7 +216,7 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
     if g.meta.dir_start == page::INVALID_BLOCK || g.meta.dir_pages == 0 {
         g.reset();
         let blk = rel.free_blocks(1)[0];
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         let mut mp = w.page(page::METAPAGE_BLKNO);
         let mut p = w.fresh_page(blk);
         p.add_item(&page::encode_dir_header(page::INVALID_BLOCK));
@@ -237,7 +240,7 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
         Some(DirSlot::Missing { room: None, last }) => {
             g.reset();
             let blk = rel.free_blocks(1)[0];
-            let mut w = WalWrite::begin(rel);
+            let w = WalWrite::begin(rel);
             let mut lp = w.page(last);
             let mut p = w.fresh_page(blk);
             p.add_item(&page::encode_dir_header(page::INVALID_BLOCK));
@@ -248,10 +251,7 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
             w.commit();
             GroupSlot::New { block, hash }
         }
-        None => pgrx::error!(
-            "index \"{}\" is corrupted: unreadable tenant directory",
-            super::diskgraph::relation_name(rel)
-        ),
+        None => index_corrupted(rel, "unreadable tenant directory"),
     }
 }
 
@@ -286,19 +286,22 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
 
     // A row equal to its nearest element joins it instead of adding a node.
     if let Some(&nearest) = plan.neighbors.first().and_then(|l| l.first()) {
-        let mut nv = Vec::new();
-        let mut heap = Vec::new();
+        let (mut nv, mut heap) = (Vec::new(), Vec::new());
         g.heap_tids(nearest, &mut heap);
         if let Some(info) = g.info(nearest) {
-            if !info.deleted
-                && heap.len() < page::HEAP_TIDS
-                && g.vector_of(nearest, &mut nv)
-                && nv == v
-                && g.keys_of(nearest).as_deref() == Some(keys)
-            {
+            // An unreadable vector stays empty and so equals no row's.
+            g.vector_of(nearest, &mut nv);
+            let nkeys = g.keys_of(nearest);
+            let existing = Element {
+                deleted: info.deleted,
+                heap_tids: heap.len(),
+                vector: &nv,
+                keys: nkeys.as_deref(),
+            };
+            if joins_element(&existing, v, keys, page::HEAP_TIDS) {
                 g.reset();
                 let t = Tid::unpack(nearest);
-                let mut w = WalWrite::begin(rel);
+                let w = WalWrite::begin(rel);
                 let mut p = w.page(t.block);
                 if let Some(bytes) = p.item_mut(t.offset) {
                     if page::add_element_heap_tid(bytes, heap_tid) {
@@ -315,7 +318,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     // the global graph's, then the same for the tenant group's flat graph.
     let mut by_block = ListEdits::new();
     let new_id = at.el.pack();
-    let updates = updates_with_in_link(&mut g, &plan, new_id, params);
+    let updates = updates_with_in_link(&mut g, &plan, params.max_neighbors(0));
     queue_updates(&mut g, &updates, |l| l, &mut by_block);
     let tenant_plan = match group {
         Some(GroupSlot::Existing { entry, .. }) => {
@@ -355,7 +358,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
         new_meta.entry = Some((Tid::unpack(id), lvl));
     }
     {
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         new_meta.insert_page = at.fill;
         let meta_changes = new_meta != meta;
         let mut meta_page = meta_changes.then(|| w.page(page::METAPAGE_BLKNO));
@@ -383,7 +386,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
                 );
             }
         }
-        let mut pages: Vec<super::storage::PageMut> = Vec::new();
+        let mut pages: Vec<super::storage::PageMut<'_>> = Vec::new();
         for (tid, bytes) in [(at.el, &el), (at.nb, &nb)] {
             let idx = match pages.iter().position(|p| p.block == tid.block) {
                 Some(i) => i,
@@ -434,7 +437,7 @@ pub type ListEdits = BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>>;
 pub fn write_lists(rel: IndexRel, by_block: ListEdits) {
     let by_block: Vec<_> = by_block.into_iter().collect();
     for chunk in by_block.chunks(PAGES_PER_RECORD) {
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         for (blk, edits) in chunk {
             let mut p = w.page(*blk);
             for (off, level, tids) in edits {
@@ -445,31 +448,6 @@ pub fn write_lists(rel: IndexRel, by_block: ListEdits) {
         }
         w.commit();
     }
-}
-
-/// The plan's list updates, plus, when the heuristic kept the newcomer out of every full
-/// list, an in-link from its nearest neighbour (on the store's current view), or no scan
-/// could ever reach it.
-fn updates_with_in_link(
-    g: &mut DiskGraph,
-    plan: &InsertPlan<u64>,
-    new_id: u64,
-    params: Params,
-) -> Vec<NodeUpdate<u64>> {
-    let mut updates = plan.updates.clone();
-    let linked = updates.iter().any(|u| u.lists.iter().any(|(_, l)| l.contains(&new_id)));
-    if !linked {
-        if let Some(&nearest) = plan.neighbors.first().and_then(|l| l.first()) {
-            let mut list = Vec::new();
-            g.neighbors(nearest, 0, &mut list);
-            if list.len() >= params.max_neighbors(0) {
-                list.pop();
-            }
-            list.push(new_id);
-            updates.push(NodeUpdate { id: nearest, lists: vec![(0, list)] });
-        }
-    }
-    updates
 }
 
 /// Resolves each update to its node's neighbour tuple, grouped by page; `list` names the
@@ -506,7 +484,7 @@ fn plan_tenant(
     g.set_tenant_view(Some(Some(entry)));
     let dist = g.dist;
     let plan = plan_insert(g, new_id, v, 0, params, dist);
-    let updates = updates_with_in_link(g, &plan, new_id, params);
+    let updates = updates_with_in_link(g, &plan, params.max_neighbors(0));
     g.set_tenant_view(None);
     (plan, updates)
 }

@@ -1,9 +1,10 @@
 //! Key columns of an authorized `hnsw` index (pure: no pgrx).
 //!
-//! `USING hnsw (embedding vector_cosine_ops, tenant_id, clearance, valid_from)` stores the
-//! values of the columns after the vector in each element tuple, so the scan can test
-//! the policy's conditions (`tenant_id = ANY (...)`, `clearance <= ...`) on a node before
-//! scoring it: the graph traversal only ever returns rows the caller may see.
+//! `USING hnsw (tenant_id, embedding vector_cosine_ops, clearance, valid_from)` stores the
+//! values of its key columns (every column but the vector, in index order, before or after
+//! it; the first key column is the tenant, see `tenant`) in each element tuple, so the scan
+//! can test the policy's conditions (`tenant_id = ANY (...)`, `clearance <= ...`) on a
+//! node before scoring it: the graph traversal only ever returns rows the caller may see.
 //!
 //! Encoding, per column in index order: one null byte, then an integer class value
 //! (int2/int4/int8/date/timestamp/timestamptz widened to i64, 8 bytes native order), a

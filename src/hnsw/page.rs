@@ -14,8 +14,10 @@
 //! The vector must fit on one page with its element header, which is why indexing is
 //! limited to `MAX_DIM` dimensions (pgvector's limit for `vector`).
 //!
-//! Every multi-byte field is little-endian native layout via explicit offsets; the structs
-//! documented here have compile-time size checks.
+//! Every multi-byte field is stored in the server's native byte order (`to_ne_bytes`) at an
+//! explicit offset, as Postgres's own pages are: an index moves between machines only with
+//! its cluster, whose files are native-order throughout. Offsets that other constants
+//! derive from have compile-time checks (`const _: () = assert!(..)`).
 
 /// "VGHN": vecguard HNSW.
 pub const MAGIC: u32 = 0x5647_484E;
@@ -163,6 +165,10 @@ pub struct Meta {
 }
 
 pub const META_BYTES: usize = 48;
+// The metapage layout `Meta::encode` writes: the entry TID at 18..24, the last field
+// (dir_pages) ending the struct, and all of it inside the metapage's contents.
+const _: () = assert!(18 + TID_BYTES == 24 && 44 + 4 == META_BYTES);
+const _: () = assert!(PAGE_HEADER + META_BYTES <= BLCKSZ - OPAQUE_SIZE);
 
 impl Meta {
     pub fn new(dimensions: u32, m: u16, ef_construction: u16, metric: Metric) -> Meta {
@@ -259,6 +265,9 @@ const EL_DIM: usize = 10;
 const EL_HEAP_TIDS: usize = 12;
 pub const EL_VECTOR: usize = EL_HEAP_TIDS + HEAP_TIDS * TID_BYTES;
 const _: () = assert!(EL_VECTOR == 72 && EL_VECTOR % 4 == 0);
+const _: () = assert!(EL_NEIGHBOR_TID + TID_BYTES == EL_DIM && EL_DIM + 2 == EL_HEAP_TIDS);
+// A vector of MAX_DIM dimensions and its element header fit on one page.
+const _: () = assert!(footprint(EL_VECTOR + MAX_DIM * 4) <= page_capacity());
 
 pub fn element_size(dim: usize) -> usize {
     EL_VECTOR + 4 * dim
@@ -688,6 +697,11 @@ pub fn decode_dir_entry(b: &[u8]) -> Option<DirEntry> {
 pub const fn dir_entries_per_page() -> usize {
     (page_capacity() - footprint(DIR_HEADER_BYTES)) / footprint(DIR_ENTRY_BYTES)
 }
+
+// Directory tuples: the entry's TID at 2..8, hash 8..16, count 16..20; a page holds enough
+// entries that `dir_pages_for` (half-full pages) never divides by zero.
+const _: () = assert!(2 + TID_BYTES == 8 && 16 + 4 == DIR_ENTRY_BYTES);
+const _: () = assert!(dir_entries_per_page() >= 2);
 
 /// Bucket pages for `groups` tenant groups at build: pages half full, so inserts of new
 /// tenants rarely chain.

@@ -19,7 +19,9 @@
 
 use super::page::{self, Meta};
 use pgrx::pg_sys;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
 pub type BlockNumber = u32;
 /// Pages one GenericXLog record may change (MAX_GENERIC_XLOG_PAGES).
@@ -603,13 +605,28 @@ unsafe fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// A page registered in a GenericXLog record: `page` is the copy to modify.
-pub struct PageMut {
+// The page geometry `page` computes with (pure, so it cannot ask) is the server's.
+const _: () = assert!(page::BLCKSZ == pg_sys::BLCKSZ as usize);
+const _: () = assert!(page::PAGE_HEADER == std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp));
+const _: () = assert!(page::ITEM_ID == std::mem::size_of::<pg_sys::ItemIdData>());
+const _: () = assert!(page::MAXALIGN == pg_sys::MAXIMUM_ALIGNOF as usize);
+
+/// A page registered in a GenericXLog record: `page` is the copy to modify. It borrows
+/// the [`WalWrite`] that owns the copy, so it cannot outlive the record: using it after
+/// `commit` (which consumes the `WalWrite`) or after the record is dropped (aborted) does
+/// not compile. Several pages of one record may be held at once.
+pub struct PageMut<'w> {
     page: pg_sys::Page,
     pub block: BlockNumber,
+    _record: PhantomData<&'w WalWrite>,
 }
 
-impl PageMut {
+impl<'w> PageMut<'w> {
+    /// Wraps a page copy (or, for `BulkWriter`, a locked buffer's page) valid for `'w`.
+    fn new(page: pg_sys::Page, block: BlockNumber) -> PageMut<'w> {
+        PageMut { page, block, _record: PhantomData }
+    }
+
     /// Mutable bytes of tuple `off`.
     pub fn item_mut(&mut self, off: u16) -> Option<&mut [u8]> {
         // SAFETY: the GenericXLog copy is private to this backend until commit; the item
@@ -696,7 +713,9 @@ pub struct WalWrite {
     rel: IndexRel,
     fork: pg_sys::ForkNumber::Type,
     state: *mut pg_sys::GenericXLogState,
-    bufs: Vec<pg_sys::Buffer>,
+    /// Buffers locked for this record; a `RefCell` so that pages are handed out through
+    /// `&self`, and each [`PageMut`] borrows the record for as long as it lives.
+    bufs: RefCell<Vec<pg_sys::Buffer>>,
     committed: bool,
 }
 
@@ -708,16 +727,16 @@ impl WalWrite {
     pub fn begin_fork(rel: IndexRel, fork: pg_sys::ForkNumber::Type) -> WalWrite {
         // SAFETY: GenericXLogStart allocates the record state for an open relation.
         let state = unsafe { pg_sys::GenericXLogStart(rel.raw()) };
-        WalWrite { rel, fork, state, bufs: Vec::new(), committed: false }
+        WalWrite { rel, fork, state, bufs: RefCell::new(Vec::new()), committed: false }
     }
 
-    fn register(&mut self, buf: pg_sys::Buffer, full_image: bool) -> pg_sys::Page {
-        self.bufs.push(buf);
+    fn register(&self, buf: pg_sys::Buffer, full_image: bool) -> pg_sys::Page {
+        self.bufs.borrow_mut().push(buf);
         self.register_held(buf, full_image)
     }
 
     /// `register` for a buffer already in `bufs`.
-    fn register_held(&mut self, buf: pg_sys::Buffer, full_image: bool) -> pg_sys::Page {
+    fn register_held(&self, buf: pg_sys::Buffer, full_image: bool) -> pg_sys::Page {
         let flags = if full_image { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
         // SAFETY: buf is pinned and exclusively locked by us; at most MAX_GENERIC_XLOG_PAGES
         // (4) pages are registered per record by the callers in this crate.
@@ -743,14 +762,14 @@ impl WalWrite {
     }
 
     /// Exclusively locks an existing block and registers it for modification.
-    pub fn page(&mut self, blk: BlockNumber) -> PageMut {
+    pub fn page(&self, blk: BlockNumber) -> PageMut<'_> {
         let buf = self.lock_exclusive(blk);
         let page = self.register(buf, false);
-        PageMut { page, block: blk }
+        PageMut::new(page, blk)
     }
 
     /// Extends the relation by one initialised page, registered with a full image.
-    pub fn new_page(&mut self) -> PageMut {
+    pub fn new_page(&self) -> PageMut<'_> {
         // SAFETY: the relation extension lock serialises P_NEW; the new buffer is
         // exclusively locked before the extension lock is released, as in pgvector.
         let (buf, blk) = unsafe {
@@ -772,14 +791,14 @@ impl WalWrite {
             pg_sys::PageInit(page, page::BLCKSZ, page::OPAQUE_SIZE);
             init_special(page);
         }
-        PageMut { page, block: blk }
+        PageMut::new(page, blk)
     }
 
     /// Initialises block `blk` of the main fork, one `IndexRel::free_blocks` returned, and
     /// registers it with a full image: an all-zero page of the relation (checked under the
     /// exclusive lock) or, for the block just past the end, a page the relation is extended
     /// by. ERROR when the block is neither (the caller must hold the update lock).
-    pub fn fresh_page(&mut self, blk: BlockNumber) -> PageMut {
+    pub fn fresh_page(&self, blk: BlockNumber) -> PageMut<'_> {
         if self.fork != pg_sys::ForkNumber::MAIN_FORKNUM {
             pgrx::error!("hnsw: fresh_page on fork {}", self.fork);
         }
@@ -794,7 +813,7 @@ impl WalWrite {
         let buf = self.lock_exclusive(blk);
         // The buffer is recorded in `bufs` before anything can raise an ERROR, so Drop
         // releases it exactly once.
-        self.bufs.push(buf);
+        self.bufs.borrow_mut().push(buf);
         // SAFETY: buf is pinned and locked by us.
         let is_new = unsafe { pg_sys::PageIsNew(pg_sys::BufferGetPage(buf)) };
         if !is_new {
@@ -806,7 +825,7 @@ impl WalWrite {
             pg_sys::PageInit(page, page::BLCKSZ, page::OPAQUE_SIZE);
             init_special(page);
         }
-        PageMut { page, block: blk }
+        PageMut::new(page, blk)
     }
 
     /// Logs and applies the change atomically.
@@ -825,7 +844,7 @@ impl Drop for WalWrite {
             if !self.committed {
                 pg_sys::GenericXLogAbort(self.state);
             }
-            for &b in &self.bufs {
+            for &b in self.bufs.borrow().iter() {
                 pg_sys::UnlockReleaseBuffer(b);
             }
         }
@@ -843,7 +862,7 @@ impl BulkWriter {
     }
 
     /// Appends one page; `fill` adds its tuples (or metapage contents).
-    pub fn append(&mut self, fill: impl FnOnce(&mut PageMut)) -> BlockNumber {
+    pub fn append(&mut self, fill: impl FnOnce(&mut PageMut<'_>)) -> BlockNumber {
         // SAFETY: during ambuild nobody else can see the index; the new buffer is locked,
         // initialised, filled, marked dirty and released here.
         unsafe {
@@ -859,7 +878,7 @@ impl BulkWriter {
             pg_sys::PageInit(page, page::BLCKSZ, page::OPAQUE_SIZE);
             init_special(page);
             let blk = pg_sys::BufferGetBlockNumber(buf);
-            let mut pm = PageMut { page, block: blk };
+            let mut pm = PageMut::new(page, blk);
             fill(&mut pm);
             pg_sys::MarkBufferDirty(buf);
             pg_sys::UnlockReleaseBuffer(buf);
@@ -879,7 +898,7 @@ impl BulkWriter {
                 std::ptr::null_mut(),
             );
             pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-            let mut pm = PageMut { page: pg_sys::BufferGetPage(buf), block: 0 };
+            let mut pm = PageMut::new(pg_sys::BufferGetPage(buf), 0);
             pm.set_meta(meta);
             pg_sys::MarkBufferDirty(buf);
             pg_sys::UnlockReleaseBuffer(buf);

@@ -17,7 +17,7 @@
 //! inserts overwrite them in place (`insert::find_reusable`), as pgvector's do.
 
 use super::diskgraph::DiskGraph;
-use super::graph::{ensure_reachable, plan_repair, GraphStore, Params};
+use super::graph::{ensure_reachable, plan_repair, replacement_entry, GraphStore, Params};
 use super::insert::{queue_updates, write_lists, ListEdits};
 use super::keys;
 use super::page::{self, Tid};
@@ -64,7 +64,7 @@ fn remove_heap_pointers(rel: IndexRel, is_dead: &mut DeadCheck) -> (HashSet<u64>
         if !needs_change {
             continue;
         }
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         let mut p = w.page(blk);
         for off in 1..=p.max_offset() {
             let Some(bytes) = p.item_mut(off) else { continue };
@@ -148,12 +148,11 @@ fn repair_graph(rel: IndexRel, deleted: &HashSet<u64>) {
     let mut g = DiskGraph::open(rel);
     let params = Params::new(g.meta.m as usize, g.meta.ef_construction as usize);
     let (live, adj, _) = live_graph(&mut g, rel);
-    let entry_dead = g.meta.entry.is_some_and(|(ep, _)| deleted.contains(&ep.pack()));
-    if entry_dead || (g.meta.entry.is_none() && !live.is_empty()) {
-        let top = live.iter().copied().max_by_key(|&(id, l)| (l, std::cmp::Reverse(id)));
+    let entry = g.meta.entry.map(|(ep, l)| (ep.pack(), l));
+    if let Some(top) = replacement_entry(entry, |id| deleted.contains(&id), &live) {
         let mut meta = g.meta;
         meta.entry = top.map(|(id, l)| (Tid::unpack(id), l));
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         let mut p = w.page(page::METAPAGE_BLKNO);
         p.set_meta(&meta);
         w.commit();
@@ -236,7 +235,7 @@ fn free_deleted(rel: IndexRel, g: &mut DiskGraph) {
     {
         let mut meta = g.meta;
         meta.insert_page = first;
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         let mut p = w.page(page::METAPAGE_BLKNO);
         p.set_meta(&meta);
         w.commit();
