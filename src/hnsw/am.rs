@@ -9,6 +9,7 @@ use pgrx::pg_sys;
 /// Cost estimate (the model is in `cost`): never chosen without ORDER BY; with one, the
 /// planner's numbers go to `cost::estimate`.
 #[pgrx::pg_guard]
+#[allow(clippy::too_many_arguments)] // Postgres's amcostestimate signature
 unsafe extern "C-unwind" fn amcostestimate(
     root: *mut pg_sys::PlannerInfo,
     path: *mut pg_sys::IndexPath,

@@ -14,7 +14,7 @@
 use super::buildplan::{build_threads, graph_budget, in_memory_count, row_hash};
 use super::diskgraph::{graph_distance, prepare_vector};
 use super::graph::{
-    build_group_links, ensure_reachable, joins_element, Element, GroupLinks, MemGraph, Params,
+    build_tenant_links, ensure_reachable, joins_element, Element, MemGraph, Params, TenantLinks,
 };
 use super::options::{index_dimensions, index_metric, index_options};
 use super::page::{self, Meta, Tid};
@@ -107,7 +107,7 @@ unsafe extern "C-unwind" fn build_callback(
 }
 
 /// Validates m / ef_construction like pgvector.
-pub fn params_of(rel: IndexRel) -> Params {
+pub(crate) fn params_of(rel: IndexRel) -> Params {
     let (m, efc) = index_options(rel);
     if efc < 2 * m {
         pgrx::ereport!(
@@ -227,7 +227,7 @@ pub unsafe extern "C-unwind" fn ambuild(
     let tenants = (!st.cols.keys.is_empty()).then(|| {
         let types = st.cols.key_types();
         let (hashes, members) = group_members(&st.keys[..fit], &types);
-        let links = build_group_links(
+        let links = build_tenant_links(
             dim,
             graph.vectors_flat(),
             &members,
@@ -306,7 +306,7 @@ struct Tenants {
     sizes: Vec<u32>,
     /// Whether every member carries the same first key bytes (no hash collision).
     pure: Vec<bool>,
-    links: GroupLinks,
+    links: TenantLinks,
 }
 
 /// Writes metapage, tenant directory and nodes without WAL, then logs all pages once.
@@ -417,7 +417,7 @@ fn write_graph(
                             list.extend(
                                 t.links.lists[i as usize].iter().map(|&j| pos[j as usize].0),
                             );
-                            page::write_neighbors(&mut buf, page::TENANT_LEVEL, &list);
+                            page::write_neighbors(&mut buf, page::TENANT_LIST, &list);
                         }
                     }
                 }

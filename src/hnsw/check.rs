@@ -11,10 +11,11 @@
 //!   group, each group has exactly one directory entry, naming an element of the group and
 //!   the group's element count (deleted elements included: they stay traversable), and
 //!   the metapage counts every element; directory pivots are members of their group;
+//!
 //! Returns a one-line summary with the counts of live elements, heap pointers and live
-//! elements not reachable from the entry point on level 0 (where every search ends). Unreachable elements are not corruption:
-//! HNSW pruning can cut a node's last in-link on insert (pgvector shares this); VACUUM's
-//! last pass links them back in.
+//! elements not reachable from the entry point on level 0 (where every search ends).
+//! Unreachable elements are not corruption: HNSW pruning can cut a node's last in-link
+//! on insert (pgvector shares this); VACUUM's last pass links them back in.
 
 use super::diskgraph::index_corrupted;
 use super::keys;
@@ -25,7 +26,7 @@ use crate::fmgr::pg_v1_fn;
 use pgrx::pg_sys;
 use std::collections::{HashMap, VecDeque};
 
-pub fn check(rel: IndexRel) -> String {
+pub(crate) fn check(rel: IndexRel) -> String {
     let meta = match rel.meta() {
         Ok(m) => m,
         Err(e) => index_corrupted(rel, format!("metapage: {e}")),
@@ -243,7 +244,7 @@ fn check_tenant_graphs(
         let Some(bytes) = p.item(nb.offset) else {
             index_corrupted(rel, format!("neighbour tuple {nb:?} missing"))
         };
-        if !page::read_neighbors(bytes, page::TENANT_LEVEL, &mut list) {
+        if !page::read_neighbors(bytes, page::TENANT_LIST, &mut list) {
             index_corrupted(rel, format!("element {:?} has no tenant list", Tid::unpack(id)));
         }
         for n in &list {

@@ -7,7 +7,7 @@
 //! then one per four pages of existing neighbour lists that change. A row whose vector equals
 //! its nearest element's joins that element (duplicates stay reachable).
 
-use super::diskgraph::{index_corrupted, prepare_vector, DirSlot, DiskGraph};
+use super::diskgraph::{index_corrupted, prepare_vector, DirSlot, DiskGraph, GraphView};
 use super::graph::{
     joins_element, plan_insert, updates_with_in_link, Element, GraphWrite, InsertPlan, NodeUpdate,
     Params,
@@ -182,13 +182,13 @@ fn place(rel: IndexRel, insert_page: u32, el_len: usize, nb_len: usize) -> Place
 
 /// ERROR for an element tuple of `len` bytes when no page holds it (key columns too long
 /// for the vector's dimensions), like Postgres's own index row size errors.
-pub fn check_row_size(rel: IndexRel, len: usize) {
+pub(crate) fn check_row_size(rel: IndexRel, len: usize) {
     if !page::fits(page::page_capacity(), &[len]) {
         refuse_row_size(rel, len);
     }
 }
 
-pub fn refuse_row_size(rel: IndexRel, len: usize) -> ! {
+pub(crate) fn refuse_row_size(rel: IndexRel, len: usize) -> ! {
     pgrx::ereport!(
         ERROR,
         pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -257,7 +257,7 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
 
 /// Inserts a prepared (normalised for cosine, dimension-checked) vector for `heap_tid`,
 /// with its encoded key columns.
-pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
+pub(crate) fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     let _lock = rel.lock_for_update();
     let mut g = DiskGraph::open(rel);
     let tenant = g.meta.tenant_links();
@@ -327,7 +327,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
         _ => None,
     };
     if let Some((_, tupdates)) = &tenant_plan {
-        queue_updates(&mut g, tupdates, |_| page::TENANT_LEVEL, &mut by_block);
+        queue_updates(&mut g, tupdates, |_| page::TENANT_LIST, &mut by_block);
     }
     g.reset();
 
@@ -343,7 +343,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     if let Some((tplan, _)) = &tenant_plan {
         let tids: Vec<Tid> =
             tplan.neighbors.first().into_iter().flatten().map(|&x| Tid::unpack(x)).collect();
-        page::write_neighbors(&mut nb, page::TENANT_LEVEL, &tids);
+        page::write_neighbors(&mut nb, page::TENANT_LIST, &tids);
     }
     // Without key columns the element counter is statistics, refreshed by builds, and
     // inserts rewrite the metapage only when the entry point or the insert page moves (as
@@ -429,12 +429,12 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
 }
 
 /// Neighbour-list edits grouped by page: block -> (tuple offset, list, new members).
-pub type ListEdits = BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>>;
+pub(crate) type ListEdits = BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>>;
 
 /// Writes neighbour-list edits, up to four pages (a GenericXLog record's limit) per
 /// record, locked in block order. The caller holds the update lock, so no other writer
 /// locks pages meanwhile, and scans hold one share lock at a time: this cannot deadlock.
-pub fn write_lists(rel: IndexRel, by_block: ListEdits) {
+pub(crate) fn write_lists(rel: IndexRel, by_block: ListEdits) {
     let by_block: Vec<_> = by_block.into_iter().collect();
     for chunk in by_block.chunks(PAGES_PER_RECORD) {
         let w = WalWrite::begin(rel);
@@ -452,7 +452,7 @@ pub fn write_lists(rel: IndexRel, by_block: ListEdits) {
 
 /// Resolves each update to its node's neighbour tuple, grouped by page; `list` names the
 /// tuple list a plan level is written to (itself, or the tenant list).
-pub fn queue_updates(
+pub(crate) fn queue_updates(
     g: &mut DiskGraph,
     updates: &[NodeUpdate<u64>],
     list: impl Fn(u8) -> u8,
@@ -481,10 +481,10 @@ fn plan_tenant(
     v: &[f32],
     params: Params,
 ) -> (InsertPlan<u64>, Vec<NodeUpdate<u64>>) {
-    g.set_tenant_view(Some(Some(entry)));
+    g.set_view(GraphView::Tenant { entry: Some(entry) });
     let dist = g.dist;
     let plan = plan_insert(g, new_id, v, 0, params, dist);
     let updates = updates_with_in_link(g, &plan, params.max_neighbors(0));
-    g.set_tenant_view(None);
+    g.set_view(GraphView::Global);
     (plan, updates)
 }

@@ -7,20 +7,20 @@
 //! graph. The phases' decisions live in pure modules beside them: `buildplan`,
 //! `scanplan`, `cost`, `tenant` (and `keys` for key columns).
 
-pub mod am;
-pub mod build;
+pub(crate) mod am;
+pub(crate) mod build;
 pub(crate) mod buildplan;
-pub mod check;
+pub(crate) mod check;
 pub(crate) mod cost;
-pub mod diskgraph;
-pub mod graph;
-pub mod insert;
-pub mod keys;
+pub(crate) mod diskgraph;
+pub(crate) mod graph;
+pub(crate) mod insert;
+pub(crate) mod keys;
 pub(crate) mod options;
-pub mod page;
-pub mod scan;
-pub mod scankeys;
+pub(crate) mod page;
+pub(crate) mod scan;
+pub(crate) mod scankeys;
 pub(crate) mod scanplan;
-pub mod storage;
+pub(crate) mod storage;
 pub(crate) mod tenant;
-pub mod vacuum;
+pub(crate) mod vacuum;

@@ -12,11 +12,11 @@ use pgrx::PostgresGucEnum;
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub const DEFAULT_M: i32 = 16;
-pub const DEFAULT_EF_CONSTRUCTION: i32 = 64;
+pub(crate) const DEFAULT_M: i32 = 16;
+pub(crate) const DEFAULT_EF_CONSTRUCTION: i32 = 64;
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum IterativeScan {
+pub(crate) enum IterativeScan {
     #[name = c"off"]
     Off,
     #[name = c"relaxed_order"]
@@ -25,21 +25,21 @@ pub enum IterativeScan {
     StrictOrder,
 }
 
-pub static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
-pub static ITERATIVE_SCAN: GucSetting<IterativeScan> =
+pub(crate) static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
+pub(crate) static ITERATIVE_SCAN: GucSetting<IterativeScan> =
     GucSetting::<IterativeScan>::new(IterativeScan::Off);
-pub static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20000);
+pub(crate) static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20000);
 /// ACORN second-hop budget of authorized scans: stop looking through a node's failing
 /// neighbours once this many passing nodes were found around it (0 = the list length).
-pub static TWO_HOP_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub(crate) static TWO_HOP_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Reports each hnsw scan's work (distances, key checks, batches, exact sweep) as a NOTICE.
-pub static SCAN_STATS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub(crate) static SCAN_STATS: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// The reloption kind `init` registers `m` and `ef_construction` under.
 static RELOPT_KIND: AtomicU32 = AtomicU32::new(0);
 
 /// Registers settings and reloptions; called once from _PG_init.
-pub fn init() {
+pub(crate) fn init() {
     GucRegistry::define_int_guc(
         c"hnsw.ef_search",
         c"Sets the size of the dynamic candidate list for search",
@@ -114,10 +114,10 @@ pub fn init() {
 
 /// The parsed reloptions, laid out as build_reloptions fills them.
 #[repr(C)]
-pub struct HnswOptions {
+pub(crate) struct HnswOptions {
     vl_len_: i32,
-    pub m: i32,
-    pub ef_construction: i32,
+    pub(crate) m: i32,
+    pub(crate) ef_construction: i32,
 }
 
 // build_reloptions writes the two ints after the varlena header, at the offsets amoptions
@@ -157,7 +157,7 @@ pub(crate) unsafe extern "C-unwind" fn amoptions(
 }
 
 /// (m, ef_construction) of an index, defaults when unset.
-pub fn index_options(rel: IndexRel) -> (i32, i32) {
+pub(crate) fn index_options(rel: IndexRel) -> (i32, i32) {
     // SAFETY: rd_options is NULL or the HnswOptions built by amoptions.
     unsafe {
         let opts = (*rel.raw()).rd_options as *const HnswOptions;
@@ -171,7 +171,7 @@ pub fn index_options(rel: IndexRel) -> (i32, i32) {
 
 /// The opclass's metric: support function 2 (a norm) means cosine; otherwise support
 /// function 1 names the distance.
-pub fn index_metric(rel: IndexRel) -> Metric {
+pub(crate) fn index_metric(rel: IndexRel) -> Metric {
     // SAFETY: index_getprocid returns InvalidOid for a missing support function;
     // get_func_name returns a palloc'd name or NULL.
     unsafe {
@@ -196,7 +196,7 @@ pub fn index_metric(rel: IndexRel) -> Metric {
 
 /// Dimensions of the indexed column from its typmod; pgvector's errors when unknown or
 /// too large.
-pub fn index_dimensions(rel: IndexRel) -> usize {
+pub(crate) fn index_dimensions(rel: IndexRel) -> usize {
     // SAFETY: an index relation has a tuple descriptor with at least one attribute.
     let vector = super::scankeys::columns(rel).vector;
     let typmod = unsafe {

@@ -6,7 +6,7 @@
 //! visited, as in pgvector 0.8 — so filters applied above the scan still get enough rows.
 //! Results are approximate in order, so `xs_recheckorderby` is false, like pgvector.
 
-use super::diskgraph::{element_parts, prepare_vector, DiskGraph};
+use super::diskgraph::{element_parts, prepare_vector, DiskGraph, GraphView};
 use super::graph::{visited_for, IdHashSet, Searcher};
 use super::keys::{self, Cond};
 use super::options::{
@@ -299,7 +299,12 @@ fn start(st: &mut ScanState, q: &[f32]) {
         st.graph.first_key_proven();
     }
     st.tenant_count = plan.tenant_count;
-    st.graph.set_tenant_view(plan.tenant_walk.then_some(None));
+    st.graph.set_view(if plan.tenant_walk {
+        // Seeded from the groups' entries and pivots, not from one entry.
+        GraphView::Tenant { entry: None }
+    } else {
+        GraphView::Global
+    });
     st.iterative = plan.iterative;
     let visited = visited_for(plan.ef);
     st.searcher = Some(match groups.filter(|_| plan.tenant_walk) {

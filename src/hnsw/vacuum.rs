@@ -12,11 +12,12 @@
 //!    its tenant group's graph (indexes with key columns). Tenant lists are otherwise left
 //!    alone: deleted elements are never reused, so they stay traversable group members.
 //!    All-zero pages (never initialised, see storage) go to the free space map.
+//!
 //! After pass 2 no live node links to a deleted element, so deleted elements are
 //! unreachable: `free_deleted` empties their lists, which marks their slots reusable, and
 //! inserts overwrite them in place (`insert::find_reusable`), as pgvector's do.
 
-use super::diskgraph::DiskGraph;
+use super::diskgraph::{DiskGraph, GraphView};
 use super::graph::{ensure_reachable, plan_repair, replacement_entry, GraphStore, Params};
 use super::insert::{queue_updates, write_lists, ListEdits};
 use super::keys;
@@ -283,9 +284,9 @@ fn relink_tenant_groups(
     for (hash, members) in groups {
         pgrx::check_for_interrupts!();
         let Some(e) = g.dir_entry(hash) else { continue };
-        g.set_tenant_view(Some(Some(e.entry.pack())));
+        g.set_view(GraphView::Tenant { entry: Some(e.entry.pack()) });
         total += ensure_reachable(g, &members, params);
-        g.set_tenant_view(None);
+        g.set_view(GraphView::Global);
         g.reset();
     }
     total

@@ -6,15 +6,20 @@ use std::fmt::Debug;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 
 use parking_lot::{Mutex, RwLock};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+#[cfg(test)]
 use super::insert::{apply_insert, plan_insert};
-use super::search::{collect_k, greedy_descend, Eligible, SearchOptions, Searcher};
+#[cfg(test)]
+use super::search::{collect_k, SearchOptions};
+use super::search::{greedy_descend, Eligible, Searcher};
 use super::select::{heuristic_select, insert_flagged, Nb};
 use super::store::{GraphStore, GraphWrite};
 use super::visited::{prefetch_ptr, prefetch_slice, StampVisited};
-use super::{clean, random_level, Candidate, Distance, Params, MAX_LEVEL};
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+#[cfg(test)]
+use super::MAX_LEVEL;
+use super::{clean, random_level, Candidate, Distance, Params};
 
 /// Nodes inserted on one thread before the parallel phase starts.
 const SEQUENTIAL_HEAD: usize = 1_000;
@@ -368,7 +373,7 @@ impl<'a> Builder<'a> {
 /// writes it to pages, and a test double for the on-disk graph. Node ids are
 /// dense u32 indexes; neighbour lists live in fixed-capacity slots of one flat
 /// array, nearest-first.
-pub struct MemGraph {
+pub(crate) struct MemGraph {
     dim: usize,
     params: Params,
     dist: Distance,
@@ -382,6 +387,9 @@ pub struct MemGraph {
     up: Vec<u32>,
     deleted: Vec<bool>,
     entry: Option<(u32, u8)>,
+    /// Level draws of `insert_one` (tests grow graphs one node at a time): the build's
+    /// stream, continued.
+    #[cfg(test)]
     rng: ChaCha8Rng,
 }
 
@@ -401,13 +409,16 @@ impl Debug for MemGraph {
 const MAX_NODES: usize = (u32::MAX - 1) as usize;
 
 impl MemGraph {
+    #[cfg(test)]
     /// Empty graph, to be filled by [`MemGraph::insert_one`]; `seed` drives levels.
-    pub fn new(dim: usize, params: Params, dist: Distance, seed: u64) -> MemGraph {
+    pub(crate) fn new(dim: usize, params: Params, dist: Distance, seed: u64) -> MemGraph {
         MemGraph::empty(dim, params.sanitized(), dist, ChaCha8Rng::seed_from_u64(seed))
     }
 
     /// Empty graph with a given level RNG (shared by `new` and `build`).
     fn empty(dim: usize, params: Params, dist: Distance, rng: ChaCha8Rng) -> MemGraph {
+        #[cfg(not(test))]
+        let _ = rng;
         MemGraph {
             dim,
             params,
@@ -419,6 +430,7 @@ impl MemGraph {
             up: Vec::new(),
             deleted: Vec::new(),
             entry: None,
+            #[cfg(test)]
             rng,
         }
     }
@@ -428,7 +440,7 @@ impl MemGraph {
     /// from a ChaCha8 stream seeded with `seed`; with `threads == 1` the whole
     /// graph is deterministic. `progress(done)` is called every 1024 inserts,
     /// possibly from worker threads, and once at the end with the total.
-    pub fn build(
+    pub(crate) fn build(
         dim: usize,
         vectors: Vec<f32>,
         params: Params,
@@ -611,6 +623,7 @@ impl MemGraph {
         }
     }
 
+    #[cfg(test)]
     /// Appends empty slots for a new node of `level`.
     pub(super) fn push_slots(&mut self, level: u8) {
         let level = level.min(MAX_LEVEL);
@@ -643,38 +656,35 @@ impl MemGraph {
     }
 
     /// Number of nodes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.levels.len()
     }
 
+    #[cfg(test)]
     /// Whether the graph has no node.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.levels.is_empty()
     }
 
     /// Vector dimension.
-    pub fn dim(&self) -> usize {
+    pub(crate) fn dim(&self) -> usize {
         self.dim
     }
 
+    #[cfg(test)]
     /// Parameters in force (sanitized).
-    pub fn params(&self) -> Params {
+    pub(crate) fn params(&self) -> Params {
         self.params
     }
 
-    /// Distance kernel the graph was built with.
-    pub fn distance_fn(&self) -> Distance {
-        self.dist
-    }
-
     /// Level of node `i` (0 for an unknown node).
-    pub fn level(&self, i: u32) -> u8 {
+    pub(crate) fn level(&self, i: u32) -> u8 {
         self.levels.get(i as usize).copied().unwrap_or(0)
     }
 
     /// Neighbours of `i` on `level`, nearest-first (empty when none/unknown).
     #[inline]
-    pub fn neighbors(&self, i: u32, level: u8) -> &[u32] {
+    pub(crate) fn neighbors(&self, i: u32, level: u8) -> &[u32] {
         match self.slot(i, level) {
             Some(s) => {
                 let arr = if s.upper { &self.up } else { &self.l0 };
@@ -686,18 +696,18 @@ impl MemGraph {
     }
 
     /// All vectors, node after node.
-    pub fn vectors_flat(&self) -> &[f32] {
+    pub(crate) fn vectors_flat(&self) -> &[f32] {
         &self.vectors
     }
 
     /// Vector of node `i` (empty for an unknown node).
-    pub fn vector(&self, i: u32) -> &[f32] {
+    pub(crate) fn vector(&self, i: u32) -> &[f32] {
         let s = (i as usize).saturating_mul(self.dim);
         self.vectors.get(s..s.saturating_add(self.dim)).unwrap_or(&[])
     }
 
     /// Entry point and its level.
-    pub fn entry(&self) -> Option<(u32, u8)> {
+    pub(crate) fn entry(&self) -> Option<(u32, u8)> {
         self.entry
     }
 
@@ -708,7 +718,7 @@ impl MemGraph {
     /// neighbourhoods sharing pages means fewer distinct pages (buffer pins, TLB and cache
     /// misses) per query than a plain breadth-first order, whose neighbours spread over
     /// whole BFS layers. Nodes BFS does not reach come last, clustered the same way.
-    pub fn page_layout(&self, per_page: usize) -> Vec<u32> {
+    pub(crate) fn page_layout(&self, per_page: usize) -> Vec<u32> {
         let n = self.len();
         let per_page = per_page.max(1);
         let mut placed = vec![false; n];
@@ -766,8 +776,9 @@ impl MemGraph {
         order
     }
 
+    #[cfg(test)]
     /// Heap bytes held (the glue compares this with maintenance_work_mem).
-    pub fn memory_bytes(&self) -> usize {
+    pub(crate) fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.vectors.capacity() * 4
             + self.levels.capacity()
@@ -780,7 +791,7 @@ impl MemGraph {
     /// Rough peak memory of `build` for `n` vectors, so the glue can decide
     /// up front whether an in-memory build fits (build lists carry a distance
     /// and a flag per edge, and the frozen copy coexists briefly).
-    pub fn estimated_memory_bytes(n: usize, dim: usize, params: Params) -> usize {
+    pub(crate) fn estimated_memory_bytes(n: usize, dim: usize, params: Params) -> usize {
         let p = params.sanitized();
         let (m0, m) = (p.max_neighbors(0), p.max_neighbors(1));
         // vector + layer-0 ids (build atomics and frozen copy) + packed
@@ -792,27 +803,30 @@ impl MemGraph {
         n.saturating_mul(per_node)
     }
 
+    #[cfg(test)]
     /// Marks node `i` deleted: still traversable, never returned by scans.
-    pub fn mark_deleted(&mut self, i: u32) {
+    pub(crate) fn mark_deleted(&mut self, i: u32) {
         if let Some(d) = self.deleted.get_mut(i as usize) {
             *d = true;
         }
     }
 
     /// Whether node `i` is marked deleted.
-    pub fn is_deleted(&self, i: u32) -> bool {
+    pub(crate) fn is_deleted(&self, i: u32) -> bool {
         self.deleted.get(i as usize).copied().unwrap_or(false)
     }
 
+    #[cfg(test)]
     /// Inserts one vector through the same plan/apply path the glue uses for
     /// aminsert. Returns its id, or None for a wrong-dimension vector.
-    pub fn insert_one(&mut self, vector: &[f32]) -> Option<u32> {
+    pub(crate) fn insert_one(&mut self, vector: &[f32]) -> Option<u32> {
         let level = random_level(self.rng.next_u64(), self.params.m);
         self.insert_with_level(vector, level)
     }
 
+    #[cfg(test)]
     /// [`MemGraph::insert_one`] with a caller-chosen level.
-    pub fn insert_with_level(&mut self, vector: &[f32], level: u8) -> Option<u32> {
+    pub(crate) fn insert_with_level(&mut self, vector: &[f32], level: u8) -> Option<u32> {
         if vector.len() != self.dim || self.dim == 0 || self.len() >= MAX_NODES {
             return None;
         }
@@ -826,8 +840,9 @@ impl MemGraph {
         Some(id)
     }
 
+    #[cfg(test)]
     /// Convenience k-NN over this graph with a stamp visited set.
-    pub fn knn(&self, query: &[f32], k: usize, ef: usize) -> Vec<Candidate<u32>> {
+    pub(crate) fn knn(&self, query: &[f32], k: usize, ef: usize) -> Vec<Candidate<u32>> {
         if k == 0 {
             return Vec::new();
         }
@@ -906,6 +921,7 @@ impl GraphWrite for MemGraph {
         !v.is_empty()
     }
     // The in-memory graph keeps its own entry point.
+    #[cfg(test)]
     fn set_entry_point(&mut self, entry: Option<(u32, u8)>) {
         self.entry = entry;
     }

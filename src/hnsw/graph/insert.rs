@@ -14,26 +14,26 @@ use super::{cand_cmp, clean, Candidate, Distance, Params, MAX_LEVEL};
 
 /// New lists for one existing node touched by an insert.
 #[derive(Clone, Debug, PartialEq)]
-pub struct NodeUpdate<Id> {
-    pub id: Id,
+pub(crate) struct NodeUpdate<Id> {
+    pub(crate) id: Id,
     /// (level, complete new neighbour list) pairs.
-    pub lists: Vec<(u8, Vec<Id>)>,
+    pub(crate) lists: Vec<(u8, Vec<Id>)>,
 }
 
 /// Everything an insert changes, computed with reads only, so the glue can
 /// take page locks and write each changed page once under WAL.
 #[derive(Clone, Debug, PartialEq)]
-pub struct InsertPlan<Id> {
-    pub id: Id,
-    pub level: u8,
+pub(crate) struct InsertPlan<Id> {
+    pub(crate) id: Id,
+    pub(crate) level: u8,
     /// The new node's neighbours, indexed by level (0..=level), nearest-first.
-    pub neighbors: Vec<Vec<Id>>,
+    pub(crate) neighbors: Vec<Vec<Id>>,
     /// Existing nodes whose lists change, grouped per node.
-    pub updates: Vec<NodeUpdate<Id>>,
+    pub(crate) updates: Vec<NodeUpdate<Id>>,
     /// Set when the new node becomes the entry point.
-    pub new_entry: Option<(Id, u8)>,
+    pub(crate) new_entry: Option<(Id, u8)>,
     /// Distances computed while planning (search only).
-    pub distance_computations: u64,
+    pub(crate) distance_computations: u64,
 }
 
 /// Vectors fetched through `vector_of`, each read once per operation.
@@ -126,7 +126,7 @@ impl<Id: Copy + Eq + Hash> VecCache<Id> {
 /// Plans the insert of node `new_id` (already stored, not yet linked) with
 /// `vector` at `level`: the new node's neighbour lists and every existing
 /// list that changes. Deleted nodes are traversed but never linked to.
-pub fn plan_insert<S: GraphWrite>(
+pub(crate) fn plan_insert<S: GraphWrite>(
     store: &mut S,
     new_id: S::Id,
     vector: &[f32],
@@ -310,7 +310,7 @@ pub(super) fn offered_list<S: GraphWrite>(
 /// kept it out of every full list), an in-link from its nearest neighbour on level 0 (on
 /// the store's current view), replacing that list's last entry when it holds `max0`:
 /// otherwise no search could ever reach the new node.
-pub fn updates_with_in_link<S: GraphStore>(
+pub(crate) fn updates_with_in_link<S: GraphStore>(
     store: &mut S,
     plan: &InsertPlan<S::Id>,
     max0: usize,
@@ -333,13 +333,13 @@ pub fn updates_with_in_link<S: GraphStore>(
 
 /// An existing element as the duplicate rule sees it.
 #[derive(Clone, Copy, Debug)]
-pub struct Element<'a> {
-    pub deleted: bool,
+pub(crate) struct Element<'a> {
+    pub(crate) deleted: bool,
     /// Heap rows it stands for.
-    pub heap_tids: usize,
-    pub vector: &'a [f32],
+    pub(crate) heap_tids: usize,
+    pub(crate) vector: &'a [f32],
     /// Its encoded key columns (None: unreadable).
-    pub keys: Option<&'a [u8]>,
+    pub(crate) keys: Option<&'a [u8]>,
 }
 
 /// Whether a new row with `vector` and `keys` joins `existing` (its nearest element, or
@@ -347,7 +347,7 @@ pub struct Element<'a> {
 /// can name one more heap row (fewer than `max_heap_tids`), and holds the same vector and
 /// the same key columns, since an element's keys decide who may see all of its rows.
 /// Duplicates then stay reachable: they are one node.
-pub fn joins_element(
+pub(crate) fn joins_element(
     existing: &Element,
     vector: &[f32],
     keys: &[u8],
@@ -359,9 +359,10 @@ pub fn joins_element(
         && existing.keys == Some(keys)
 }
 
+#[cfg(test)]
 /// Writes a plan through the store: the new node's lists, every update,
 /// and the entry point if it moves.
-pub fn apply_insert<S: GraphWrite>(store: &mut S, plan: &InsertPlan<S::Id>) {
+pub(crate) fn apply_insert<S: GraphWrite>(store: &mut S, plan: &InsertPlan<S::Id>) {
     for (l, list) in plan.neighbors.iter().enumerate() {
         store.set_neighbors(plan.id, l as u8, list);
     }

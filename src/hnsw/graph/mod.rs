@@ -92,7 +92,7 @@
 //! `store` the two traits; `visited` visited sets and hashing; `select` the neighbour
 //! heuristic; `search` every graph search (layer search, descent, [`Searcher`]); `build`
 //! the parallel build and [`MemGraph`]; `insert` aminsert's plan; `repair` vacuum's
-//! repair and relinking; `groups` the per-tenant graphs. Tests sit in `tests/`, one file
+//! repair and relinking; `tenants` the per-tenant graphs. Tests sit in `tests/`, one file
 //! per part.
 //!
 //! ## Robustness
@@ -103,32 +103,31 @@
 use std::cmp::Ordering;
 
 mod build;
-mod groups;
 mod insert;
 mod repair;
 mod search;
 mod select;
 mod store;
+mod tenants;
 #[cfg(test)]
 mod tests;
 mod visited;
 
-pub use build::MemGraph;
-pub use groups::{build_group_links, GroupLinks};
-pub use insert::{
-    apply_insert, joins_element, plan_insert, updates_with_in_link, Element, InsertPlan, NodeUpdate,
+pub(crate) use build::MemGraph;
+pub(crate) use insert::{
+    joins_element, plan_insert, updates_with_in_link, Element, InsertPlan, NodeUpdate,
 };
-pub use repair::{ensure_reachable, plan_repair, replacement_entry};
-pub use search::{knn, knn_filtered, knn_with, SearchOptions, Searcher};
-pub use select::select_neighbors_heuristic;
-pub use store::{GraphStore, GraphWrite};
-pub use visited::{visited_for, FxHasher, IdHashSet, StampVisited, VisitedSet};
+pub(crate) use repair::{ensure_reachable, plan_repair, replacement_entry};
+pub(crate) use search::{SearchOptions, Searcher};
+pub(crate) use store::{GraphStore, GraphWrite};
+pub(crate) use tenants::{build_tenant_links, TenantLinks};
+pub(crate) use visited::{visited_for, FxHasher, IdHashSet};
 
 /// A distance kernel: smaller is nearer. The main crate passes SIMD kernels.
-pub type Distance = fn(&[f32], &[f32]) -> f32;
+pub(crate) type Distance = fn(&[f32], &[f32]) -> f32;
 
 /// Highest level a node can get (16 levels: 0..=15), as the spec caps it.
-pub const MAX_LEVEL: u8 = 15;
+pub(crate) const MAX_LEVEL: u8 = 15;
 
 /// Relaxation of the pruning test (Vamana's alpha): a candidate is pruned
 /// when `alpha * d(candidate, kept) <= d(candidate, base)`. pgvector and the
@@ -136,7 +135,7 @@ pub const MAX_LEVEL: u8 = 15;
 /// clustered data and out-of-distribution queries buys a lot of recall at
 /// equal ef (20k x 32d, 40 clusters, ef=64: 0.984 -> 0.998) and costs next to
 /// nothing on i.i.d. Gaussian data (0.9515 -> 0.9505).
-pub const PRUNE_ALPHA: f32 = 1.05;
+pub(crate) const PRUNE_ALPHA: f32 = 1.05;
 
 /// Applies [`PRUNE_ALPHA`] to a pair distance. Only positive distances are
 /// scaled: for negative ones (inner product) scaling would tighten the test
@@ -162,11 +161,11 @@ const MAX_EF_CONSTRUCTION: usize = 10_000;
 
 /// Build parameters of an HNSW index (`WITH (m = .., ef_construction = ..)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Params {
+pub(crate) struct Params {
     /// Neighbours per node on the upper layers (2·m on layer 0).
-    pub m: usize,
+    pub(crate) m: usize,
     /// Beam width while inserting.
-    pub ef_construction: usize,
+    pub(crate) ef_construction: usize,
 }
 
 impl Default for Params {
@@ -178,13 +177,13 @@ impl Default for Params {
 
 impl Params {
     /// Plain constructor, kept for readability at call sites.
-    pub fn new(m: usize, ef_construction: usize) -> Self {
+    pub(crate) fn new(m: usize, ef_construction: usize) -> Self {
         Params { m, ef_construction }
     }
 
     /// Clamps into the range the algorithm handles sanely (m in 2..=256,
     /// ef_construction in 1..=10000); MemGraph stores only sanitized params.
-    pub fn sanitized(self) -> Self {
+    pub(crate) fn sanitized(self) -> Self {
         Params {
             m: self.m.clamp(2, MAX_M),
             ef_construction: self.ef_construction.clamp(1, MAX_EF_CONSTRUCTION),
@@ -193,7 +192,7 @@ impl Params {
 
     /// Capacity of a neighbour list: layer 0 is denser because every node
     /// lives there and most of the search time is spent there.
-    pub fn max_neighbors(&self, level: u8) -> usize {
+    pub(crate) fn max_neighbors(&self, level: u8) -> usize {
         if level == 0 {
             self.m.saturating_mul(2)
         } else {
@@ -201,21 +200,22 @@ impl Params {
         }
     }
 
+    #[cfg(test)]
     /// Level multiplier mL = 1/ln(m), the paper's choice that makes the
     /// expected overlap between layers minimal.
-    pub fn ml(&self) -> f64 {
+    pub(crate) fn ml(&self) -> f64 {
         1.0 / (self.m.max(2) as f64).ln()
     }
 
     /// Level of a node from one uniform draw; see [`random_level`].
-    pub fn random_level(&self, rng_u64: u64) -> u8 {
+    pub(crate) fn random_level(&self, rng_u64: u64) -> u8 {
         random_level(rng_u64, self.m)
     }
 }
 
 /// Level from a uniform u64: `floor(-ln(U) / ln(m))` with U in (0, 1],
 /// capped at [`MAX_LEVEL`]. Deterministic, so a seeded RNG gives seeded levels.
-pub fn random_level(rng_u64: u64, m: usize) -> u8 {
+pub(crate) fn random_level(rng_u64: u64, m: usize) -> u8 {
     // 53 high bits give a double in [0, 1); +1 shifts it to (0, 1] so ln is finite.
     let u = ((rng_u64 >> 11) as f64 + 1.0) * (1.0 / (1u64 << 53) as f64);
     let l = -u.ln() / (m.max(2) as f64).ln();
@@ -245,9 +245,9 @@ fn clean(d: f32) -> f32 {
 
 /// A node and its distance to the query (or to a base node).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Candidate<Id> {
-    pub id: Id,
-    pub distance: f32,
+pub(crate) struct Candidate<Id> {
+    pub(crate) id: Id,
+    pub(crate) distance: f32,
 }
 
 /// Total order on candidates: distance, then id, so ties are deterministic.

@@ -18,7 +18,7 @@ use super::{cand_cmp, Candidate, Distance, Params, MAX_LEVEL};
 /// the highest level (lowest id among equals, so the choice is deterministic); None when
 /// no node is live. `live` lists every live node with its level. Returns None when the
 /// entry point stays as it is.
-pub fn replacement_entry<Id: Copy + Ord>(
+pub(crate) fn replacement_entry<Id: Copy + Ord>(
     current: Option<(Id, u8)>,
     is_deleted: impl Fn(Id) -> bool,
     live: &[(Id, u8)],
@@ -90,7 +90,7 @@ fn consider<S: GraphWrite>(
 /// neighbour's deleted entries are dropped only to make room, so a neighbour that still
 /// has some is repaired by its own turn with the same two-hop candidates. Unaffected
 /// levels are left alone; an unreadable node yields its lists without the deleted entries.
-pub fn plan_repair<S: GraphWrite>(
+pub(crate) fn plan_repair<S: GraphWrite>(
     store: &mut S,
     id: S::Id,
     level: u8,
@@ -181,7 +181,7 @@ pub fn plan_repair<S: GraphWrite>(
 /// nodes it reaches become reachable with it. HNSW alone does not guarantee this (a
 /// parallel build or the heuristic can leave a node without in-links), and a node nobody
 /// links to is a row no index scan returns. Returns how many nodes were re-linked.
-pub fn ensure_reachable<S: GraphWrite>(
+pub(crate) fn ensure_reachable<S: GraphWrite>(
     store: &mut S,
     nodes: &[(S::Id, u8)],
     params: Params,

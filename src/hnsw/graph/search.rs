@@ -86,23 +86,23 @@ pub(super) enum Eligible {
 
 /// Options of a [`Searcher`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SearchOptions {
+pub(crate) struct SearchOptions {
     /// ACORN-1 traversal: nodes failing `passes()` (or deleted) are never
     /// scored; their neighbours are examined instead (2-hop).
-    pub filtered: bool,
+    pub(crate) filtered: bool,
     /// In filtered mode, stop 2-hop expansion of a node once this many
     /// passing nodes were found around it (ACORN's truncation); 0 = the size
     /// of the node's own list.
-    pub two_hop_limit: usize,
+    pub(crate) two_hop_limit: usize,
     /// Stop expanding once this many nodes were visited (pgvector's
     /// `hnsw.max_scan_tuples`); 0 = unlimited. Later batches then only drain
     /// the discarded pool.
-    pub max_visited: usize,
+    pub(crate) max_visited: usize,
     /// Only the first batch will be asked for (a plain scan without
     /// `hnsw.iterative_scan`): a node that cannot enter a full batch is
     /// dropped at once instead of being kept for later batches, as in the
     /// paper's search, which saves two heap pushes per such node.
-    pub one_batch: bool,
+    pub(crate) one_batch: bool,
 }
 
 /// Failing node waiting to be expanded, ordered by the distance of the
@@ -140,7 +140,7 @@ impl<Id: Ord> Eq for Front<Id> {}
 /// the next `ef` best not yet returned ("relaxed order": each batch sorted,
 /// batches roughly increasing). Only passing, non-deleted nodes are returned;
 /// an empty batch means the reachable graph is exhausted.
-pub struct Searcher<Id, V = IdHashSet<Id>> {
+pub(crate) struct Searcher<Id, V = IdHashSet<Id>> {
     query: Vec<f32>,
     ef: usize,
     opts: SearchOptions,
@@ -184,15 +184,10 @@ pub struct Searcher<Id, V = IdHashSet<Id>> {
 }
 
 impl<Id: Copy + Eq + Hash + Ord + Debug> Searcher<Id, IdHashSet<Id>> {
+    #[cfg(test)]
     /// Unfiltered searcher with a hash visited set.
-    pub fn new<S: GraphStore<Id = Id>>(store: &mut S, query: &[f32], ef: usize) -> Self {
+    pub(crate) fn new<S: GraphStore<Id = Id>>(store: &mut S, query: &[f32], ef: usize) -> Self {
         Self::with_options(store, query, ef, SearchOptions::default(), IdHashSet::default())
-    }
-
-    /// ACORN-1 filtered searcher with a hash visited set.
-    pub fn new_filtered<S: GraphStore<Id = Id>>(store: &mut S, query: &[f32], ef: usize) -> Self {
-        let opts = SearchOptions { filtered: true, ..SearchOptions::default() };
-        Self::with_options(store, query, ef, opts, IdHashSet::default())
     }
 }
 
@@ -229,7 +224,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     }
 
     /// General constructor; performs the upper-layer descent right away.
-    pub fn with_options<S: GraphStore<Id = Id>>(
+    pub(crate) fn with_options<S: GraphStore<Id = Id>>(
         store: &mut S,
         query: &[f32],
         ef: usize,
@@ -243,7 +238,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
 
     /// Like [`Searcher::with_options`], starting from explicit layer-0 seed groups
     /// ([`Searcher::reset_with_seeds`]).
-    pub fn with_seeds<S: GraphStore<Id = Id>>(
+    pub(crate) fn with_seeds<S: GraphStore<Id = Id>>(
         store: &mut S,
         query: &[f32],
         ef: usize,
@@ -258,7 +253,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
 
     /// Starts over with a new query, keeping every allocation (rescans and
     /// benchmarks reuse one searcher).
-    pub fn reset<S: GraphStore<Id = Id>>(&mut self, store: &mut S, query: &[f32]) {
+    pub(crate) fn reset<S: GraphStore<Id = Id>>(&mut self, store: &mut S, query: &[f32]) {
         self.clear_for(query);
         self.descend(store);
     }
@@ -271,7 +266,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     /// group's start would fill with the group whose start is nearest and never expand a
     /// group whose start lies far but whose members lie near (greedy walks to a local
     /// minimum were not enough: recall 0.875 for two 10% groups in the unit test).
-    pub fn reset_with_seeds<S: GraphStore<Id = Id>>(
+    pub(crate) fn reset_with_seeds<S: GraphStore<Id = Id>>(
         &mut self,
         store: &mut S,
         query: &[f32],
@@ -300,7 +295,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             }
             let local_ef = (self.ef / 4).max(MIN_SEED_EF);
             self.layer_pass(store, &[c], local_ef, 0, Eligible::Any, &mut found);
-            self.seeds.extend(found.drain(..));
+            self.seeds.append(&mut found);
         }
     }
 
@@ -436,20 +431,24 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         }
     }
 
+    #[cfg(test)]
     /// Changes the beam width for subsequent batches.
-    pub fn set_ef(&mut self, ef: usize) {
+    pub(crate) fn set_ef(&mut self, ef: usize) {
         self.ef = ef.max(1);
     }
 
     /// Next batch of up to `ef` results, nearest-first; empty = exhausted.
-    pub fn next_batch<S: GraphStore<Id = Id>>(&mut self, store: &mut S) -> Vec<Candidate<Id>> {
+    pub(crate) fn next_batch<S: GraphStore<Id = Id>>(
+        &mut self,
+        store: &mut S,
+    ) -> Vec<Candidate<Id>> {
         let mut out = Vec::new();
         self.next_batch_into(store, &mut out);
         out
     }
 
     /// Allocation-free form of [`Searcher::next_batch`].
-    pub fn next_batch_into<S: GraphStore<Id = Id>>(
+    pub(crate) fn next_batch_into<S: GraphStore<Id = Id>>(
         &mut self,
         store: &mut S,
         out: &mut Vec<Candidate<Id>>,
@@ -493,27 +492,24 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     }
 
     /// Nodes visited so far (scored plus expanded failing nodes).
-    pub fn visited_count(&self) -> usize {
+    pub(crate) fn visited_count(&self) -> usize {
         self.visited.len()
     }
 
     /// Distances computed so far, including the upper-layer descent.
-    pub fn distance_computations(&self) -> u64 {
+    pub(crate) fn distance_computations(&self) -> u64 {
         self.dist_count
     }
 
+    #[cfg(test)]
     /// `passes()`/`is_deleted()` evaluations so far.
-    pub fn filter_checks(&self) -> u64 {
+    pub(crate) fn filter_checks(&self) -> u64 {
         self.filter_checks
     }
 
-    /// Results handed out so far.
-    pub fn returned_count(&self) -> u64 {
-        self.returned
-    }
-
+    #[cfg(test)]
     /// Whether no further batch can return anything.
-    pub fn is_exhausted(&self) -> bool {
+    pub(crate) fn is_exhausted(&self) -> bool {
         self.planted
             && self.pool.is_empty()
             && self.spill.is_empty()
@@ -786,7 +782,7 @@ pub(super) fn collect_k<S: GraphStore, V: VisitedSet<S::Id> + Default>(
 
 /// Full k-NN: descent, then layer-0 search with `max(ef, k)`. Deleted and
 /// non-passing nodes may be traversed but are never returned.
-pub fn knn<S: GraphStore>(
+pub(crate) fn knn<S: GraphStore>(
     store: &mut S,
     query: &[f32],
     k: usize,
@@ -795,8 +791,9 @@ pub fn knn<S: GraphStore>(
     knn_with(store, query, k, ef, SearchOptions::default())
 }
 
+#[cfg(test)]
 /// k-NN with ACORN-1 filtered traversal (see [`SearchOptions::filtered`]).
-pub fn knn_filtered<S: GraphStore>(
+pub(crate) fn knn_filtered<S: GraphStore>(
     store: &mut S,
     query: &[f32],
     k: usize,
@@ -806,7 +803,7 @@ pub fn knn_filtered<S: GraphStore>(
 }
 
 /// k-NN with explicit options.
-pub fn knn_with<S: GraphStore>(
+pub(crate) fn knn_with<S: GraphStore>(
     store: &mut S,
     query: &[f32],
     k: usize,

@@ -3,7 +3,9 @@
 
 use std::cmp::Ordering;
 
-use super::{cand_cmp, clean, relax, Candidate};
+#[cfg(test)]
+use super::{cand_cmp, Candidate};
+use super::{clean, relax};
 
 // ---------------------------------------------------------------------------
 // Neighbour selection heuristic
@@ -55,10 +57,11 @@ pub(super) fn heuristic_select(
     }
 }
 
+#[cfg(test)]
 /// Public form of the heuristic (select_neighbors_heuristic with
 /// keepPrunedConnections as an option): returns at most `max` candidates,
 /// nearest-first. `pair(a, b)` gives the distance between two candidates.
-pub fn select_neighbors_heuristic<Id: Copy + Ord>(
+pub(crate) fn select_neighbors_heuristic<Id: Copy + Ord>(
     candidates: &[Candidate<Id>],
     max: usize,
     keep_pruned: bool,

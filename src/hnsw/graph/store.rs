@@ -11,7 +11,7 @@ use std::hash::Hash;
 /// Read access to a graph: the index scan's view of the on-disk graph, the
 /// build's view of the in-memory one. Methods take `&mut self` so the glue can
 /// pin buffers and cache pages.
-pub trait GraphStore {
+pub(crate) trait GraphStore {
     /// Node identifier (a dense u32 in memory, an item pointer on disk).
     type Id: Copy + Eq + Hash + Ord + Debug;
     /// Entry point and its level; None for an empty graph.
@@ -52,12 +52,13 @@ pub trait GraphStore {
 }
 
 /// Write access for aminsert and vacuum.
-pub trait GraphWrite: GraphStore {
+pub(crate) trait GraphWrite: GraphStore {
     /// Replaces the neighbour list of `id` on `level`.
     fn set_neighbors(&mut self, id: Self::Id, level: u8, neighbors: &[Self::Id]);
     /// Appends the vector of `id` to `out` (passed in empty); false when the
     /// node is unreadable.
     fn vector_of(&mut self, id: Self::Id, out: &mut Vec<f32>) -> bool;
+    #[cfg(test)]
     /// Moves the entry point (called by [`apply_insert`] when the new node is
     /// higher than the old entry). Default: ignore, for stores that keep the
     /// entry point in a metapage written by the glue itself.

@@ -9,7 +9,7 @@ const STAMP_LIMIT: usize = 1 << 27;
 /// FxHash (rustc's hasher): ids are not attacker-chosen hash keys here, and
 /// SipHash would cost more than the distance computations it guards.
 #[derive(Default, Clone, Copy, Debug)]
-pub struct FxHasher {
+pub(crate) struct FxHasher {
     hash: u64,
 }
 
@@ -56,18 +56,18 @@ impl Hasher for FxHasher {
 }
 
 /// Hash set used for generic ids (e.g. the glue's item pointers).
-pub type IdHashSet<Id> = HashSet<Id, BuildHasherDefault<FxHasher>>;
+pub(crate) type IdHashSet<Id> = HashSet<Id, BuildHasherDefault<FxHasher>>;
 
 /// A visited set sized for a search with beam `ef`, so it is not rehashed while the search
 /// runs (on GloVe a search visits about 40 nodes per unit of ef; 48 leaves headroom).
-pub fn visited_for<Id>(ef: usize) -> IdHashSet<Id> {
+pub(crate) fn visited_for<Id>(ef: usize) -> IdHashSet<Id> {
     IdHashSet::with_capacity_and_hasher((ef * 48).clamp(1024, 1 << 16), Default::default())
 }
 pub(super) type IdHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// A set of visited nodes; searches are generic over it so MemGraph can use a
 /// stamp array while on-disk ids use a hash set.
-pub trait VisitedSet<Id> {
+pub(crate) trait VisitedSet<Id> {
     /// Marks `id`; true when it was not marked before.
     fn insert(&mut self, id: Id) -> bool;
     /// Whether `id` is marked.
@@ -76,6 +76,7 @@ pub trait VisitedSet<Id> {
     fn clear(&mut self);
     /// Number of marked ids.
     fn len(&self) -> usize;
+    #[cfg(test)]
     /// Whether nothing is marked.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -105,7 +106,7 @@ impl<Id: Hash + Eq, B: BuildHasher> VisitedSet<Id> for HashSet<Id, B> {
 /// Ids beyond [`STAMP_LIMIT`] fall back to a hash set. (The name is kept from
 /// an earlier generation-stamp design that the glue may already reference.)
 #[derive(Clone, Debug, Default)]
-pub struct StampVisited {
+pub(crate) struct StampVisited {
     words: Vec<u64>,
     touched: Vec<u32>,
     count: usize,
@@ -114,7 +115,7 @@ pub struct StampVisited {
 
 impl StampVisited {
     /// Preallocates bits for ids `0..capacity` (grows on demand anyway).
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         StampVisited {
             words: vec![0; capacity.min(STAMP_LIMIT).div_ceil(64)],
             ..Default::default()

@@ -9,11 +9,11 @@ use crate::hnsw::graph::{random_level, Candidate, Params, MAX_LEVEL};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 mod build;
-mod groups;
 mod insert;
 mod repair;
 mod search;
 mod select;
+mod tenants;
 
 // Squared L2 with 8 accumulators so the optimiser vectorises it (the main
 // crate passes real SIMD kernels).

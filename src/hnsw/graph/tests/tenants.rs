@@ -1,7 +1,7 @@
 use super::{clustered, clustered_q, hits, l2, truth, Gen};
-use crate::hnsw::graph::groups::{build_group_links, GroupLinks, PIVOT_GROUP_MIN};
 use crate::hnsw::graph::search::{collect_k, SearchOptions, Searcher};
 use crate::hnsw::graph::store::GraphStore;
+use crate::hnsw::graph::tenants::{build_tenant_links, TenantLinks, PIVOT_GROUP_MIN};
 use crate::hnsw::graph::visited::StampVisited;
 use crate::hnsw::graph::Params;
 
@@ -10,7 +10,7 @@ use crate::hnsw::graph::Params;
 struct Tenants<'a> {
     data: &'a [f32],
     dim: usize,
-    links: &'a GroupLinks,
+    links: &'a TenantLinks,
     labels: &'a [u32],
     want: &'a [u32],
     foreign_reads: usize,
@@ -46,7 +46,7 @@ impl GraphStore for Tenants<'_> {
 // exactly k authorized nodes with high recall at 10%, 1% and tiny groups, for one
 // group and for several (`= ANY`), without ever reading a node of another group.
 #[test]
-fn group_links_search_stays_inside_the_group() {
+fn tenant_links_search_stays_inside_the_group() {
     let (n, dim, nq, k) = (20_000, 32, 60, 10);
     let data = clustered(n, dim, 40, 31);
     let queries = clustered_q(nq, dim, 40, 31, 1000);
@@ -69,7 +69,7 @@ fn group_links_search_stays_inside_the_group() {
     for (i, &l) in labels.iter().enumerate() {
         groups[l as usize].push(i as u32);
     }
-    let links = build_group_links(dim, &data, &groups, Params::new(16, 64), l2, 9, 2);
+    let links = build_tenant_links(dim, &data, &groups, Params::new(16, 64), l2, 9, 2);
     for (i, l) in links.lists.iter().enumerate() {
         assert!(
             l.iter().all(|&j| labels[j as usize] == labels[i] && j as usize != i),

@@ -15,15 +15,15 @@ use super::{Distance, Params};
 /// lists never reads another group's node: its work and results cannot depend
 /// on how many other tenants' vectors lie near the query.
 #[derive(Debug, Default)]
-pub struct GroupLinks {
+pub(crate) struct TenantLinks {
     /// Per node (global id): its nearest same-group neighbours, nearest-first.
-    pub lists: Vec<Vec<u32>>,
+    pub(crate) lists: Vec<Vec<u32>>,
     /// Per group (in `groups` order): the node its traversal starts from.
-    pub entries: Vec<u32>,
+    pub(crate) entries: Vec<u32>,
     /// Per group: more starting nodes for large groups (the top levels of the group's
     /// HNSW, which the flat tenant graph does not keep): a scan starts from whichever of
     /// entry and pivots lies nearest the query instead of walking there from one node.
-    pub pivots: Vec<Vec<u32>>,
+    pub(crate) pivots: Vec<Vec<u32>>,
 }
 
 /// Groups smaller than this get no pivots (a walk across them is short).
@@ -61,7 +61,7 @@ const BIG_GROUP: usize = 20_000;
 
 /// Builds the tenant graphs for `groups` (disjoint lists of node ids into
 /// `vectors`), each a full HNSW of its members whose layer 0 is kept.
-pub fn build_group_links(
+pub(crate) fn build_tenant_links(
     dim: usize,
     vectors: &[f32],
     groups: &[Vec<u32>],
@@ -69,7 +69,7 @@ pub fn build_group_links(
     dist: Distance,
     seed: u64,
     threads: usize,
-) -> GroupLinks {
+) -> TenantLinks {
     use rayon::prelude::*;
     let n = vectors.len().checked_div(dim).unwrap_or(0);
     let params = params.sanitized();
@@ -124,7 +124,7 @@ pub fn build_group_links(
     for (gi, r) in built {
         results[gi] = Some(r);
     }
-    let mut out = GroupLinks {
+    let mut out = TenantLinks {
         lists: vec![Vec::new(); n],
         entries: Vec::with_capacity(groups.len()),
         pivots: Vec::new(),
