@@ -12,7 +12,7 @@ mod distance;
 mod error;
 mod fmgr;
 mod halfvec;
-pub mod hnsw;
+mod hnsw;
 mod sparsevec;
 mod vector;
 
@@ -42,7 +42,7 @@ pub extern "C-unwind" fn _PG_init() {
     // to any client. Backtraces stay off in this process and the ones it forks.
     // Process-global, and set before this backend starts any thread.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
-    hnsw::am::init();
+    hnsw::options::init();
     authz::hooks::init();
     // Every setting of ours is defined now: a misspelt one (`SET vecguard.jtw`) is an error
     // instead of a placeholder nobody reads.

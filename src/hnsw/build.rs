@@ -2,21 +2,25 @@
 //! as PostgreSQL would give a parallel index build workers, plus the leader (pgvector's
 //! rule: `plan_create_index_workers`, the table's parallel_workers, capped by cores; rayon
 //! in the pure graph code; this backend thread alone talks to Postgres), lay nodes
-//! out on pages in breadth-first order from the entry point so neighbours tend to share
-//! pages, write every page without WAL and log them all once at the end.
+//! out on pages by `MemGraph::page_layout` (each page a node and the nodes most linked to
+//! it, pages started in breadth-first order from the entry point) so neighbours tend to
+//! share pages, write every page without WAL and log them all once at the end.
 //!
 //! Rows with an identical vector share one element (up to `page::HEAP_TIDS` heap TIDs),
 //! which keeps duplicates reachable. When the graph would not fit in
 //! maintenance_work_mem, the part that fits is built in memory and the rest is inserted
 //! on disk one by one, with a NOTICE (pgvector does the same).
 
-use super::am::{index_dimensions, index_metric, index_options};
+use super::buildplan::{build_threads, graph_budget, in_memory_count, row_hash};
 use super::diskgraph::{graph_distance, prepare_vector};
-use super::graph::{build_group_links, ensure_reachable, GroupLinks, MemGraph, Params};
-use super::keys;
+use super::graph::{
+    build_tenant_links, ensure_reachable, joins_element, Element, MemGraph, Params, TenantLinks,
+};
+use super::options::{index_dimensions, index_metric, index_options};
 use super::page::{self, Meta, Tid};
 use super::scankeys::{columns, encode_row, Columns};
 use super::storage::{tid_from_ptr, BulkWriter, IndexRel, WalWrite};
+use super::tenant::{directory_pages, group_members, group_purity, DirTuple};
 use crate::vector::sql::datum_to_slice;
 use pgrx::pg_sys;
 use std::collections::HashMap;
@@ -37,15 +41,6 @@ struct BuildState {
     indexed: f64,
 }
 
-fn hash_bits(v: &[f32]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for x in v {
-        h ^= x.to_bits() as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
 impl BuildState {
     fn add(&mut self, heap_tid: Tid, v: &[f32], keys: Vec<u8>) {
         let Some(v) = prepare_vector(self.metric, v) else { return };
@@ -60,14 +55,17 @@ impl BuildState {
         self.indexed += 1.0;
         // Rows share an element only when vector AND key columns are equal: an element's
         // keys decide who may see all of its rows.
-        let h = hash_bits(&v) ^ keys.iter().fold(0u64, |a, &b| a.rotate_left(5) ^ b as u64);
+        let h = row_hash(&v, &keys);
         if let Some(list) = self.by_hash.get(&h) {
             for &i in list {
                 let s = i as usize * self.dim;
-                if self.vectors[s..s + self.dim] == v[..]
-                    && self.keys[i as usize] == keys
-                    && self.heap_tids[i as usize].len() < page::HEAP_TIDS
-                {
+                let existing = Element {
+                    deleted: false,
+                    heap_tids: self.heap_tids[i as usize].len(),
+                    vector: &self.vectors[s..s + self.dim],
+                    keys: Some(&self.keys[i as usize]),
+                };
+                if joins_element(&existing, &v, &keys, page::HEAP_TIDS) {
                     self.heap_tids[i as usize].push(heap_tid);
                     return;
                 }
@@ -109,7 +107,7 @@ unsafe extern "C-unwind" fn build_callback(
 }
 
 /// Validates m / ef_construction like pgvector.
-pub fn params_of(rel: IndexRel) -> Params {
+pub(crate) fn params_of(rel: IndexRel) -> Params {
     let (m, efc) = index_options(rel);
     if efc < 2 * m {
         pgrx::ereport!(
@@ -228,18 +226,8 @@ pub unsafe extern "C-unwind" fn ambuild(
     // An index with key columns also gets one flat graph per tenant group (first key).
     let tenants = (!st.cols.keys.is_empty()).then(|| {
         let types = st.cols.key_types();
-        let mut index: HashMap<u64, usize> = HashMap::new();
-        let (mut hashes, mut members): (Vec<u64>, Vec<Vec<u32>>) = (Vec::new(), Vec::new());
-        for (i, k) in st.keys[..fit].iter().enumerate() {
-            let h = keys::group_hash(k, &types);
-            let g = *index.entry(h).or_insert_with(|| {
-                hashes.push(h);
-                members.push(Vec::new());
-                members.len() - 1
-            });
-            members[g].push(i as u32);
-        }
-        let links = build_group_links(
+        let (hashes, members) = group_members(&st.keys[..fit], &types);
+        let links = build_tenant_links(
             dim,
             graph.vectors_flat(),
             &members,
@@ -248,8 +236,7 @@ pub unsafe extern "C-unwind" fn ambuild(
             0x7e4a,
             threads,
         );
-        let first = |i: u32| keys::first_key(&st.keys[i as usize], &types);
-        let pure = members.iter().map(|m| m.iter().all(|&i| first(i) == first(m[0]))).collect();
+        let pure = group_purity(&members, &st.keys[..fit], &types);
         Tenants { hashes, sizes: members.iter().map(|m| m.len() as u32).collect(), pure, links }
     });
     write_graph(
@@ -312,35 +299,6 @@ unsafe fn parallel_workers(heap: pg_sys::Relation, index: pg_sys::Relation) -> u
     }
 }
 
-/// Threads of the in-memory build: the leader (this backend) plus `workers`, capped by
-/// the cores there are.
-fn build_threads(workers: usize, cores: usize) -> usize {
-    workers.saturating_add(1).min(cores.max(1))
-}
-
-/// Shared memory pgvector keeps out of a parallel build's graph area for other objects,
-/// and the margin it reports less than the area it allocates.
-const PARALLEL_RESERVE: usize = 3 << 20;
-const PARALLEL_MARGIN: usize = 1 << 20;
-
-/// Bytes of maintenance_work_mem (`mwm` bytes) the graph may use. A serial build gets all
-/// of it; a parallel one, like pgvector's, leaves 3 MB for other objects (when there is
-/// more than that) and keeps a 1 MB margin, so the same settings take the low-memory
-/// path here as there (pgvector's TAP 045: 3073kB with one worker holds no tuple).
-fn graph_budget(mwm: usize, parallel: bool) -> usize {
-    if !parallel {
-        return mwm;
-    }
-    let area = if mwm > PARALLEL_RESERVE { mwm - PARALLEL_RESERVE } else { mwm };
-    area.saturating_sub(PARALLEL_MARGIN)
-}
-
-/// How many of `n` elements of `per_element` bytes the in-memory graph holds within
-/// `budget` bytes.
-fn in_memory_count(n: usize, per_element: usize, budget: usize) -> usize {
-    n.min(budget.checked_div(per_element).unwrap_or(n))
-}
-
 /// The tenant groups of a build: per group its hash, size and (in `links`) entry node,
 /// per node its tenant list.
 struct Tenants {
@@ -348,44 +306,7 @@ struct Tenants {
     sizes: Vec<u32>,
     /// Whether every member carries the same first key bytes (no hash collision).
     pure: Vec<bool>,
-    links: GroupLinks,
-}
-
-/// Spreads directory tuples (group hash, encoded entry or pivot) over `buckets` bucket
-/// pages; tuples a bucket page cannot hold go to overflow pages, numbered from
-/// `first_overflow`. Returns the pages in block order: buckets first, then overflow pages,
-/// each with its next-page link.
-type DirTuple = (u64, [u8; page::DIR_ENTRY_BYTES]);
-fn directory_pages(
-    tuples: &[DirTuple],
-    buckets: u32,
-    first_overflow: u32,
-) -> Vec<(u32, Vec<DirTuple>)> {
-    let per = page::dir_entries_per_page();
-    let mut by_bucket: Vec<Vec<DirTuple>> = vec![Vec::new(); buckets as usize];
-    for t in tuples {
-        by_bucket[page::dir_bucket(t.0, buckets) as usize].push(*t);
-    }
-    let mut heads = Vec::new();
-    let mut overflow: Vec<(u32, Vec<DirTuple>)> = Vec::new();
-    for list in by_bucket {
-        let mut chunks = list.chunks(per).map(|c| c.to_vec());
-        let head = chunks.next().unwrap_or_default();
-        let rest: Vec<Vec<DirTuple>> = chunks.collect();
-        let next = if rest.is_empty() {
-            page::INVALID_BLOCK
-        } else {
-            first_overflow + overflow.len() as u32
-        };
-        heads.push((next, head));
-        let n = rest.len();
-        for (i, c) in rest.into_iter().enumerate() {
-            let blk = first_overflow + overflow.len() as u32;
-            overflow.push((if i + 1 < n { blk + 1 } else { page::INVALID_BLOCK }, c));
-        }
-    }
-    heads.extend(overflow);
-    heads
+    links: TenantLinks,
 }
 
 /// Writes metapage, tenant directory and nodes without WAL, then logs all pages once.
@@ -496,7 +417,7 @@ fn write_graph(
                             list.extend(
                                 t.links.lists[i as usize].iter().map(|&j| pos[j as usize].0),
                             );
-                            page::write_neighbors(&mut buf, page::TENANT_LEVEL, &list);
+                            page::write_neighbors(&mut buf, page::TENANT_LIST, &list);
                         }
                     }
                 }
@@ -528,45 +449,8 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
         // The directory is created by the first insert.
         meta.flags |= page::FLAG_TENANT_LINKS;
     }
-    let mut w = WalWrite::begin_fork(rel, pg_sys::ForkNumber::INIT_FORKNUM);
+    let w = WalWrite::begin_fork(rel, pg_sys::ForkNumber::INIT_FORKNUM);
     let mut p = w.new_page();
     p.set_meta(&meta);
     w.commit();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn threads_follow_workers_and_cores() {
-        assert_eq!(build_threads(0, 8), 1);
-        assert_eq!(build_threads(1, 8), 2);
-        assert_eq!(build_threads(2, 8), 3);
-        assert_eq!(build_threads(7, 2), 2);
-        assert_eq!(build_threads(3, 0), 1);
-        assert_eq!(build_threads(usize::MAX, 4), 4);
-    }
-
-    #[test]
-    fn graph_budget_like_pgvector() {
-        let mb = 1 << 20;
-        assert_eq!(graph_budget(64 * mb, false), 64 * mb);
-        assert_eq!(graph_budget(64 * mb, true), 60 * mb);
-        // TAP 045: 3073kB with one worker leaves no room for a single tuple.
-        assert_eq!(graph_budget(3073 * 1024, true), 0);
-        // TAP 012: 4MB with workers
-        assert_eq!(graph_budget(4 * mb, true), 0);
-        assert_eq!(graph_budget(2 * mb, true), mb);
-        assert_eq!(graph_budget(0, true), 0);
-    }
-
-    #[test]
-    fn in_memory_count_cases() {
-        assert_eq!(in_memory_count(1000, 600, 0), 0);
-        assert_eq!(in_memory_count(1000, 600, 599), 0);
-        assert_eq!(in_memory_count(1000, 600, 600), 1);
-        assert_eq!(in_memory_count(1000, 600, 6_000_000), 1000);
-        assert_eq!(in_memory_count(10, 0, 0), 10);
-    }
 }

@@ -11,11 +11,13 @@
 //!   group, each group has exactly one directory entry, naming an element of the group and
 //!   the group's element count (deleted elements included: they stay traversable), and
 //!   the metapage counts every element; directory pivots are members of their group;
+//!
 //! Returns a one-line summary with the counts of live elements, heap pointers and live
-//! elements not reachable from the entry point on level 0 (where every search ends). Unreachable elements are not corruption:
-//! HNSW pruning can cut a node's last in-link on insert (pgvector shares this); VACUUM's
-//! last pass links them back in.
+//! elements not reachable from the entry point on level 0 (where every search ends).
+//! Unreachable elements are not corruption: HNSW pruning can cut a node's last in-link
+//! on insert (pgvector shares this); VACUUM's last pass links them back in.
 
+use super::diskgraph::index_corrupted;
 use super::keys;
 use super::page::{self, Tid};
 use super::scankeys::key_types;
@@ -24,14 +26,10 @@ use crate::fmgr::pg_v1_fn;
 use pgrx::pg_sys;
 use std::collections::{HashMap, VecDeque};
 
-fn corrupted(msg: String) -> ! {
-    pgrx::ereport!(ERROR, pgrx::PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, msg);
-}
-
-pub fn check(rel: IndexRel) -> String {
+pub(crate) fn check(rel: IndexRel) -> String {
     let meta = match rel.meta() {
         Ok(m) => m,
-        Err(e) => corrupted(format!("metapage: {e}")),
+        Err(e) => index_corrupted(rel, format!("metapage: {e}")),
     };
     let nblocks = rel.nblocks();
     // element id -> (level, deleted, neighbour tid)
@@ -55,7 +53,7 @@ pub fn check(rel: IndexRel) -> String {
             continue;
         }
         if !p.is_ours() {
-            corrupted(format!("block {blk} is not an hnsw page"));
+            index_corrupted(rel, format!("block {blk} is not an hnsw page"));
         }
         for off in 1..=p.max_offset() {
             let Some(bytes) = p.item(off) else { continue };
@@ -63,16 +61,22 @@ pub fn check(rel: IndexRel) -> String {
             match page::tuple_kind(bytes) {
                 Some(page::KIND_ELEMENT) => {
                     let el = page::decode_element(bytes).unwrap_or_else(|| {
-                        corrupted(format!("element {blk},{off} does not decode"))
+                        index_corrupted(rel, format!("element {blk},{off} does not decode"))
                     });
                     if el.dim != meta.dimensions as usize {
-                        corrupted(format!(
-                            "element {blk},{off} has {} dimensions, index has {}",
-                            el.dim, meta.dimensions
-                        ));
+                        index_corrupted(
+                            rel,
+                            format!(
+                                "element {blk},{off} has {} dimensions, index has {}",
+                                el.dim, meta.dimensions
+                            ),
+                        );
                     }
                     if !el.deleted && el.heap_tids.is_empty() {
-                        corrupted(format!("live element {blk},{off} has no heap pointer"));
+                        index_corrupted(
+                            rel,
+                            format!("live element {blk},{off} has no heap pointer"),
+                        );
                     }
                     heap_pointers += el.heap_tids.len();
                     elements.insert(tid.pack(), (el.level, el.deleted, el.neighbor_tid));
@@ -85,23 +89,26 @@ pub fn check(rel: IndexRel) -> String {
                 Some(page::KIND_DIR_HEADER) if tenant && off == 1 => {}
                 Some(page::KIND_DIR_PIVOT) if tenant => {
                     let pv = page::decode_dir_pivot(bytes).unwrap_or_else(|| {
-                        corrupted(format!("directory pivot {blk},{off} does not decode"))
+                        index_corrupted(rel, format!("directory pivot {blk},{off} does not decode"))
                     });
                     pivots.push(pv);
                 }
                 Some(page::KIND_DIR_ENTRY) if tenant => {
                     let e = page::decode_dir_entry(bytes).unwrap_or_else(|| {
-                        corrupted(format!("directory entry {blk},{off} does not decode"))
+                        index_corrupted(rel, format!("directory entry {blk},{off} does not decode"))
                     });
                     if directory.insert(e.hash, e).is_some() {
-                        corrupted(format!("tenant group {:#x} has two directory entries", e.hash));
+                        index_corrupted(
+                            rel,
+                            format!("tenant group {:#x} has two directory entries", e.hash),
+                        );
                     }
                 }
                 Some(page::KIND_NEIGHBORS) => {
                     let level = page::neighbors_level(bytes).unwrap_or(0);
                     neighbor_levels.insert(tid, level);
                 }
-                k => corrupted(format!("tuple {blk},{off} has unknown kind {k:?}")),
+                k => index_corrupted(rel, format!("tuple {blk},{off} has unknown kind {k:?}")),
             }
         }
     }
@@ -115,33 +122,39 @@ pub fn check(rel: IndexRel) -> String {
         }
         match neighbor_levels.get(&nb) {
             Some(&l) if l == level => {}
-            _ => corrupted(format!(
-                "element {:?} points at a bad neighbour tuple {nb:?}",
-                Tid::unpack(id)
-            )),
+            _ => index_corrupted(
+                rel,
+                format!("element {:?} points at a bad neighbour tuple {nb:?}", Tid::unpack(id)),
+            ),
         }
         let p = rel.read_shared(nb.block);
         let bytes = p
             .item(nb.offset)
-            .unwrap_or_else(|| corrupted(format!("neighbour tuple {nb:?} missing")));
+            .unwrap_or_else(|| index_corrupted(rel, format!("neighbour tuple {nb:?} missing")));
         let out = adj.entry(id).or_default();
         for l in 0..=level {
             page::read_neighbors(bytes, l, &mut list);
             for n in &list {
                 let Some(&(nl, _, _)) = elements.get(&n.pack()) else {
-                    corrupted(format!(
-                        "element {:?} level {l} links to non-element {n:?}",
-                        Tid::unpack(id)
-                    ))
+                    index_corrupted(
+                        rel,
+                        format!(
+                            "element {:?} level {l} links to non-element {n:?}",
+                            Tid::unpack(id)
+                        ),
+                    )
                 };
                 if nl < l {
-                    corrupted(format!(
-                        "element {:?} level {l} links to {n:?} of level {nl}",
-                        Tid::unpack(id)
-                    ));
+                    index_corrupted(
+                        rel,
+                        format!(
+                            "element {:?} level {l} links to {n:?} of level {nl}",
+                            Tid::unpack(id)
+                        ),
+                    );
                 }
                 if n.pack() == id {
-                    corrupted(format!("element {:?} links to itself", Tid::unpack(id)));
+                    index_corrupted(rel, format!("element {:?} links to itself", Tid::unpack(id)));
                 }
                 if l == 0 {
                     out.push(n.pack());
@@ -152,7 +165,7 @@ pub fn check(rel: IndexRel) -> String {
     }
     for (h, t) in &pivots {
         if group_of.get(&t.pack()) != Some(h) {
-            corrupted(format!("tenant group {h:#x}: pivot {t:?} is not a member"));
+            index_corrupted(rel, format!("tenant group {h:#x}: pivot {t:?} is not a member"));
         }
     }
     let tenant_unreachable = if tenant {
@@ -164,15 +177,18 @@ pub fn check(rel: IndexRel) -> String {
     let top = live.iter().map(|id| elements[id].0).max();
     let reached = match (meta.entry, top) {
         (None, None) => 0,
-        (None, Some(_)) => corrupted("index has live elements but no entry point".into()),
+        (None, Some(_)) => index_corrupted(rel, "live elements but no entry point"),
         (Some((ep, lvl)), _) => {
             let Some(&(el_level, deleted, _)) = elements.get(&ep.pack()) else {
-                corrupted(format!("entry point {ep:?} is not an element"))
+                index_corrupted(rel, format!("entry point {ep:?} is not an element"))
             };
             if deleted || el_level != lvl || Some(lvl) != top {
-                corrupted(format!(
+                index_corrupted(
+                    rel,
+                    format!(
                     "entry point {ep:?} (level {lvl}) is deleted or not on the top level {top:?}"
-                ));
+                ),
+                );
             }
             let mut seen = std::collections::HashSet::from([ep.pack()]);
             let mut q = VecDeque::from([ep.pack()]);
@@ -226,54 +242,63 @@ fn check_tenant_graphs(
         *sizes.entry(g).or_default() += 1;
         let p = rel.read_shared(nb.block);
         let Some(bytes) = p.item(nb.offset) else {
-            corrupted(format!("neighbour tuple {nb:?} missing"))
+            index_corrupted(rel, format!("neighbour tuple {nb:?} missing"))
         };
-        if !page::read_neighbors(bytes, page::TENANT_LEVEL, &mut list) {
-            corrupted(format!("element {:?} has no tenant list", Tid::unpack(id)));
+        if !page::read_neighbors(bytes, page::TENANT_LIST, &mut list) {
+            index_corrupted(rel, format!("element {:?} has no tenant list", Tid::unpack(id)));
         }
         for n in &list {
             if group_of.get(&n.pack()) != Some(&g) {
-                corrupted(format!(
-                    "element {:?} has {n:?} of another tenant group in its tenant list",
-                    Tid::unpack(id)
-                ));
+                index_corrupted(
+                    rel,
+                    format!(
+                        "element {:?} has {n:?} of another tenant group in its tenant list",
+                        Tid::unpack(id)
+                    ),
+                );
             }
         }
         tadj.insert(id, list.iter().map(|t| t.pack()).collect());
     }
     for (&g, &n) in &sizes {
         let Some(e) = directory.get(&g) else {
-            corrupted(format!("tenant group {g:#x} has no directory entry"))
+            index_corrupted(rel, format!("tenant group {g:#x} has no directory entry"))
         };
         if e.count != n {
-            corrupted(format!(
-                "tenant group {g:#x}: directory counts {} elements, index has {n}",
-                e.count
-            ));
+            index_corrupted(
+                rel,
+                format!(
+                    "tenant group {g:#x}: directory counts {} elements, index has {n}",
+                    e.count
+                ),
+            );
         }
         if group_of.get(&e.entry.pack()) != Some(&g) {
-            corrupted(format!(
-                "tenant group {g:#x}: directory entry {:?} is not a member",
-                e.entry
-            ));
+            index_corrupted(
+                rel,
+                format!("tenant group {g:#x}: directory entry {:?} is not a member", e.entry),
+            );
         }
     }
     if meta_elements != elements.len() as u64 {
-        corrupted(format!(
-            "metapage counts {meta_elements} elements, index has {}",
-            elements.len()
-        ));
+        index_corrupted(
+            rel,
+            format!("metapage counts {meta_elements} elements, index has {}", elements.len()),
+        );
     }
     if let Some(g) = directory.keys().find(|g| !sizes.contains_key(g)) {
-        corrupted(format!("directory entry for tenant group {g:#x} without elements"));
+        index_corrupted(rel, format!("directory entry for tenant group {g:#x} without elements"));
     }
     for (&id, &g) in group_of {
         let e = &directory[&g];
         if e.pure && first_of.get(&id) != first_of.get(&e.entry.pack()) {
-            corrupted(format!(
-                "tenant group {g:#x} is marked pure but element {:?} has another first key",
-                Tid::unpack(id)
-            ));
+            index_corrupted(
+                rel,
+                format!(
+                    "tenant group {g:#x} is marked pure but element {:?} has another first key",
+                    Tid::unpack(id)
+                ),
+            );
         }
     }
     let mut live_by_group: HashMap<u64, Vec<u64>> = HashMap::new();

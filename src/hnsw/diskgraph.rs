@@ -16,15 +16,15 @@ type IdHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 /// What a scan needs to remember about a node it has read (heap TIDs are read again only
 /// for the few nodes returned).
 #[derive(Clone, Copy)]
-pub struct NodeInfo {
-    pub level: u8,
-    pub deleted: bool,
-    pub neighbor_tid: Tid,
+pub(crate) struct NodeInfo {
+    pub(crate) level: u8,
+    pub(crate) deleted: bool,
+    pub(crate) neighbor_tid: Tid,
 }
 
 /// Graph distance for each metric (smaller is nearer). Cosine indexes store unit vectors,
 /// so cosine distance is 1 - dot there.
-pub fn graph_distance(metric: Metric) -> Distance {
+pub(crate) fn graph_distance(metric: Metric) -> Distance {
     fn l2(a: &[f32], b: &[f32]) -> f32 {
         distance::l2_squared(a, b) as f32
     }
@@ -47,7 +47,7 @@ pub fn graph_distance(metric: Metric) -> Distance {
 
 /// Prepares a vector for the index: cosine indexes store and search unit vectors; a zero
 /// vector has no direction and is not indexed (None), as in pgvector.
-pub fn prepare_vector(metric: Metric, v: &[f32]) -> Option<Vec<f32>> {
+pub(crate) fn prepare_vector(metric: Metric, v: &[f32]) -> Option<Vec<f32>> {
     if metric != Metric::Cosine {
         return Some(v.to_vec());
     }
@@ -56,7 +56,7 @@ pub fn prepare_vector(metric: Metric, v: &[f32]) -> Option<Vec<f32>> {
 }
 
 /// Reads element bytes as (header, vector slice) without allocating.
-pub fn element_parts(bytes: &[u8]) -> Option<(NodeInfo, &[f32])> {
+pub(crate) fn element_parts(bytes: &[u8]) -> Option<(NodeInfo, &[f32])> {
     let (level, deleted, neighbor_tid, dim, _) = page::element_header(bytes)?;
     let raw = bytes.get(page::element_vector_range(dim))?;
     // SAFETY: PageAddItem places tuples at MAXALIGN'd offsets and the vector starts at a
@@ -100,10 +100,10 @@ fn relfilenode(rel: IndexRel) -> (u32, u32) {
     (db, relfile)
 }
 
-pub struct DiskGraph {
-    pub rel: IndexRel,
-    pub meta: Meta,
-    pub dist: Distance,
+pub(crate) struct DiskGraph {
+    pub(crate) rel: IndexRel,
+    pub(crate) meta: Meta,
+    pub(crate) dist: Distance,
     pins: PinCache,
     nodes: IdHashMap<u64, NodeInfo>,
     tids: Vec<Tid>,
@@ -120,18 +120,28 @@ pub struct DiskGraph {
     walk: Vec<Cond>,
     query: Vec<f32>,
     /// Elements whose keys were checked (work counter for EXPLAIN-free tests).
-    pub filter_checks: u64,
+    pub(crate) filter_checks: u64,
     fixed: FixedCache,
     /// Distance computations done (EXPLAIN ANALYZE / leak-resistance counters).
-    pub distance_computations: u64,
-    /// Tenant mode: the graph seen through the trait is one tenant group's flat graph
-    /// (layer 0 = tenant lists, no upper layers) entered at this element.
-    tenant: Option<Option<u64>>,
+    pub(crate) distance_computations: u64,
+    /// Which graph the `GraphStore` view shows.
+    view: GraphView,
+}
+
+/// The graph a [`DiskGraph`] shows through the graph traits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GraphView {
+    /// The global HNSW graph, every level, entered at the metapage's entry point.
+    Global,
+    /// One tenant group's flat graph: layer 0 is the tenant lists, there are no upper
+    /// layers, and searches enter at `entry` (None: they are seeded explicitly, or the
+    /// group is empty).
+    Tenant { entry: Option<u64> },
 }
 
 /// Where a directory entry lives (to update its count) or where a new one can go.
 #[derive(Debug, Clone, Copy)]
-pub enum DirSlot {
+pub(crate) enum DirSlot {
     Found {
         at: Tid,
         entry: page::DirEntry,
@@ -144,10 +154,10 @@ pub enum DirSlot {
 }
 
 impl DiskGraph {
-    pub fn open(rel: IndexRel) -> DiskGraph {
+    pub(crate) fn open(rel: IndexRel) -> DiskGraph {
         let meta = match rel.meta() {
             Ok(m) => m,
-            Err(e) => pgrx::error!("index \"{}\" is corrupted: {e}", relation_name(rel)),
+            Err(e) => index_corrupted(rel, e),
         };
         DiskGraph {
             rel,
@@ -172,14 +182,13 @@ impl DiskGraph {
                 c
             },
             distance_computations: 0,
-            tenant: None,
+            view: GraphView::Global,
         }
     }
 
-    /// Switches the trait view to one tenant group's flat graph entered at `entry` (None:
-    /// an empty group), or back to the global graph.
-    pub fn set_tenant_view(&mut self, view: Option<Option<u64>>) {
-        self.tenant = view;
+    /// Switches the trait view between the global graph and a tenant group's.
+    pub(crate) fn set_view(&mut self, view: GraphView) {
+        self.view = view;
     }
 
     /// Walks the directory chain of `hash`'s bucket, calling `visit(block, page)` on each
@@ -210,15 +219,15 @@ impl DiskGraph {
     /// The neighbour-tuple list that `level` of the current view reads and writes: the level
     /// itself, or in tenant view the tenant list for layer 0 (None: no such layer there).
     fn view_list(&self, level: u8) -> Option<u8> {
-        match self.tenant {
-            Some(_) if level == 0 => Some(page::TENANT_LEVEL),
-            Some(_) => None,
-            None => Some(level),
+        match self.view {
+            GraphView::Tenant { .. } if level == 0 => Some(page::TENANT_LIST),
+            GraphView::Tenant { .. } => None,
+            GraphView::Global => Some(level),
         }
     }
 
     /// Looks a tenant group up in the directory.
-    pub fn dir_find(&mut self, hash: u64) -> Option<DirSlot> {
+    pub(crate) fn dir_find(&mut self, hash: u64) -> Option<DirSlot> {
         let need = page::footprint(page::DIR_ENTRY_BYTES);
         let (mut found, mut room) = (None, None);
         let last = self.dir_walk(hash, |blk, p| {
@@ -240,7 +249,7 @@ impl DiskGraph {
     }
 
     /// The directory entry of a group, if the group exists.
-    pub fn dir_entry(&mut self, hash: u64) -> Option<page::DirEntry> {
+    pub(crate) fn dir_entry(&mut self, hash: u64) -> Option<page::DirEntry> {
         match self.dir_find(hash)? {
             DirSlot::Found { entry, .. } => Some(entry),
             DirSlot::Missing { .. } => None,
@@ -249,7 +258,7 @@ impl DiskGraph {
 
     /// A group's directory entry and its starting elements (entry first, then pivots), read
     /// in one walk of the bucket's chain.
-    pub fn dir_group(&mut self, hash: u64) -> Option<(page::DirEntry, Vec<u64>)> {
+    pub(crate) fn dir_group(&mut self, hash: u64) -> Option<(page::DirEntry, Vec<u64>)> {
         let (mut entry, mut pivots) = (None, Vec::new());
         self.dir_walk(hash, |_, p| {
             for off in 2..=p.max_offset() {
@@ -272,7 +281,7 @@ impl DiskGraph {
     }
 
     /// Header of node `id`, reading its element tuple on first use.
-    pub fn info(&mut self, id: u64) -> Option<NodeInfo> {
+    pub(crate) fn info(&mut self, id: u64) -> Option<NodeInfo> {
         if let Some(i) = self.nodes.get(&id) {
             return Some(*i);
         }
@@ -285,7 +294,7 @@ impl DiskGraph {
     }
 
     /// Heap TIDs of element `id` (empty when deleted or unreadable), appended to `out`.
-    pub fn heap_tids(&mut self, id: u64, out: &mut Vec<Tid>) {
+    pub(crate) fn heap_tids(&mut self, id: u64, out: &mut Vec<Tid>) {
         let tid = Tid::unpack(id);
         let p = self.read(tid.block);
         if let Some(bytes) = p.item(tid.offset) {
@@ -298,7 +307,7 @@ impl DiskGraph {
     }
 
     /// Encoded key columns of element `id`.
-    pub fn keys_of(&mut self, id: u64) -> Option<Vec<u8>> {
+    pub(crate) fn keys_of(&mut self, id: u64) -> Option<Vec<u8>> {
         let tid = Tid::unpack(id);
         let p = self.read(tid.block);
         let bytes = p.item(tid.offset)?;
@@ -308,7 +317,7 @@ impl DiskGraph {
 
     /// Restricts the traversal to elements whose keys satisfy `conds`, and scores passing
     /// elements against `query` while their page is locked for the key check.
-    pub fn set_filter(&mut self, types: Vec<KeyType>, conds: Vec<Cond>, query: &[f32]) {
+    pub(crate) fn set_filter(&mut self, types: Vec<KeyType>, conds: Vec<Cond>, query: &[f32]) {
         self.walk = conds.clone();
         self.filter = Some((types, conds));
         self.query = query.to_vec();
@@ -317,18 +326,13 @@ impl DiskGraph {
     /// Stops testing conditions on the first key column node by node: the caller has
     /// proven them for every element the traversal can reach (pure tenant groups whose key
     /// satisfies them). Returned elements are still tested against the whole filter.
-    pub fn first_key_proven(&mut self) {
+    pub(crate) fn first_key_proven(&mut self) {
         self.walk.retain(|c| c.col != 0);
-    }
-
-    /// Whether the traversal tests keys at all.
-    pub fn walk_filtered(&self) -> bool {
-        self.filter.is_some() && !self.walk.is_empty()
     }
 
     /// Heap TIDs of element `id` if it is live and satisfies the whole filter (the check
     /// before a row leaves the index, whatever the traversal tested), appended to `out`.
-    pub fn result_tids(&mut self, id: u64, out: &mut Vec<Tid>) {
+    pub(crate) fn result_tids(&mut self, id: u64, out: &mut Vec<Tid>) {
         let tid = Tid::unpack(id);
         let p = self.pins.read_shared(tid.block);
         let Some(bytes) = p.item(tid.offset) else { return };
@@ -346,7 +350,7 @@ impl DiskGraph {
     }
 
     /// Whether element bytes satisfy the filter (true without one).
-    pub fn bytes_pass(&self, bytes: &[u8], dim: usize) -> bool {
+    pub(crate) fn bytes_pass(&self, bytes: &[u8], dim: usize) -> bool {
         match &self.filter {
             None => true,
             Some((types, conds)) => keys::matches(page::element_keys(bytes, dim), types, conds),
@@ -354,19 +358,19 @@ impl DiskGraph {
     }
 
     /// Page pins taken since the last reset.
-    pub fn pins_taken(&self) -> usize {
+    pub(crate) fn pins_taken(&self) -> usize {
         self.pins.pins_taken()
     }
 
     /// Forgets cached headers and pins (between scans, or after writing).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.nodes.clear();
         self.batch.clear();
         self.pins.release_all();
     }
 
     /// Re-reads the metapage (after a write changed it).
-    pub fn reload_meta(&mut self) {
+    pub(crate) fn reload_meta(&mut self) {
         if let Ok(m) = self.rel.meta() {
             self.meta = m;
         }
@@ -395,7 +399,7 @@ impl Drop for DiskGraph {
     }
 }
 
-pub fn relation_name(rel: IndexRel) -> String {
+pub(crate) fn relation_name(rel: IndexRel) -> String {
     // SAFETY: rd_rel of an open relation; relname is a NUL-terminated NameData.
     unsafe {
         let name = &(*(*rel.raw()).rd_rel).relname;
@@ -407,9 +411,9 @@ impl GraphStore for DiskGraph {
     type Id = u64;
 
     fn entry_point(&mut self) -> Option<(u64, u8)> {
-        match self.tenant {
-            Some(entry) => entry.map(|e| (e, 0)),
-            None => self.meta.entry.map(|(t, l)| (t.pack(), l)),
+        match self.view {
+            GraphView::Tenant { entry } => entry.map(|e| (e, 0)),
+            GraphView::Global => self.meta.entry.map(|(t, l)| (t.pack(), l)),
         }
     }
 
@@ -566,7 +570,7 @@ impl GraphStore for DiskGraph {
             },
         };
         let Some(list) = self.view_list(level) else { return };
-        if self.tenant.is_none() && level > node_level {
+        if self.view == GraphView::Global && level > node_level {
             return;
         }
         if !nb.is_valid() {
@@ -596,7 +600,7 @@ impl GraphWrite for DiskGraph {
         self.pins.release_all();
         let list: Vec<Tid> = neighbors.iter().map(|&n| Tid::unpack(n)).collect();
         let Some(level) = self.view_list(level) else { return };
-        let mut w = WalWrite::begin(self.rel);
+        let w = WalWrite::begin(self.rel);
         let mut pm = w.page(nb.block);
         if let Some(bytes) = pm.item_mut(nb.offset) {
             page::write_neighbors(bytes, level, &list);
@@ -615,4 +619,15 @@ impl GraphWrite for DiskGraph {
             None => false,
         }
     }
+}
+
+/// Raises `index "<name>" is corrupted: <detail>` with SQLSTATE XX002
+/// (ERRCODE_INDEX_CORRUPTED), as Postgres's own index access methods do. Scans, inserts,
+/// the graph reader and `hnsw_check` all report corruption through it.
+pub(crate) fn index_corrupted(rel: IndexRel, detail: impl std::fmt::Display) -> ! {
+    pgrx::ereport!(
+        ERROR,
+        pgrx::PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+        format!("index \"{}\" is corrupted: {detail}", relation_name(rel))
+    );
 }

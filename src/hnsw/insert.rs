@@ -7,8 +7,11 @@
 //! then one per four pages of existing neighbour lists that change. A row whose vector equals
 //! its nearest element's joins that element (duplicates stay reachable).
 
-use super::diskgraph::{prepare_vector, DirSlot, DiskGraph};
-use super::graph::{plan_insert, GraphStore, GraphWrite, InsertPlan, NodeUpdate, Params};
+use super::diskgraph::{index_corrupted, prepare_vector, DirSlot, DiskGraph, GraphView};
+use super::graph::{
+    joins_element, plan_insert, updates_with_in_link, Element, GraphWrite, InsertPlan, NodeUpdate,
+    Params,
+};
 use super::keys::{self, KeyType};
 use super::page::{self, DirEntry, Tid};
 use super::scankeys::{columns, encode_row, key_types};
@@ -38,7 +41,7 @@ pub unsafe extern "C-unwind" fn aminsert(
         }
         let meta = match rel.meta() {
             Ok(m) => m,
-            Err(e) => pgrx::error!("index is corrupted: {e}"),
+            Err(e) => index_corrupted(rel, e),
         };
         let Some(v) = prepare_vector(meta.metric, datum_to_slice(*values.add(cols.vector))) else {
             return false;
@@ -179,13 +182,13 @@ fn place(rel: IndexRel, insert_page: u32, el_len: usize, nb_len: usize) -> Place
 
 /// ERROR for an element tuple of `len` bytes when no page holds it (key columns too long
 /// for the vector's dimensions), like Postgres's own index row size errors.
-pub fn check_row_size(rel: IndexRel, len: usize) {
+pub(crate) fn check_row_size(rel: IndexRel, len: usize) {
     if !page::fits(page::page_capacity(), &[len]) {
         refuse_row_size(rel, len);
     }
 }
 
-pub fn refuse_row_size(rel: IndexRel, len: usize) -> ! {
+pub(crate) fn refuse_row_size(rel: IndexRel, len: usize) -> ! {
     pgrx::ereport!(
         ERROR,
         pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -213,7 +216,7 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
     if g.meta.dir_start == page::INVALID_BLOCK || g.meta.dir_pages == 0 {
         g.reset();
         let blk = rel.free_blocks(1)[0];
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         let mut mp = w.page(page::METAPAGE_BLKNO);
         let mut p = w.fresh_page(blk);
         p.add_item(&page::encode_dir_header(page::INVALID_BLOCK));
@@ -237,7 +240,7 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
         Some(DirSlot::Missing { room: None, last }) => {
             g.reset();
             let blk = rel.free_blocks(1)[0];
-            let mut w = WalWrite::begin(rel);
+            let w = WalWrite::begin(rel);
             let mut lp = w.page(last);
             let mut p = w.fresh_page(blk);
             p.add_item(&page::encode_dir_header(page::INVALID_BLOCK));
@@ -248,16 +251,13 @@ fn group_slot(rel: IndexRel, g: &mut DiskGraph, keys: &[u8], types: &[KeyType]) 
             w.commit();
             GroupSlot::New { block, hash }
         }
-        None => pgrx::error!(
-            "index \"{}\" is corrupted: unreadable tenant directory",
-            super::diskgraph::relation_name(rel)
-        ),
+        None => index_corrupted(rel, "unreadable tenant directory"),
     }
 }
 
 /// Inserts a prepared (normalised for cosine, dimension-checked) vector for `heap_tid`,
 /// with its encoded key columns.
-pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
+pub(crate) fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     let _lock = rel.lock_for_update();
     let mut g = DiskGraph::open(rel);
     let tenant = g.meta.tenant_links();
@@ -286,19 +286,22 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
 
     // A row equal to its nearest element joins it instead of adding a node.
     if let Some(&nearest) = plan.neighbors.first().and_then(|l| l.first()) {
-        let mut nv = Vec::new();
-        let mut heap = Vec::new();
+        let (mut nv, mut heap) = (Vec::new(), Vec::new());
         g.heap_tids(nearest, &mut heap);
         if let Some(info) = g.info(nearest) {
-            if !info.deleted
-                && heap.len() < page::HEAP_TIDS
-                && g.vector_of(nearest, &mut nv)
-                && nv == v
-                && g.keys_of(nearest).as_deref() == Some(keys)
-            {
+            // An unreadable vector stays empty and so equals no row's.
+            g.vector_of(nearest, &mut nv);
+            let nkeys = g.keys_of(nearest);
+            let existing = Element {
+                deleted: info.deleted,
+                heap_tids: heap.len(),
+                vector: &nv,
+                keys: nkeys.as_deref(),
+            };
+            if joins_element(&existing, v, keys, page::HEAP_TIDS) {
                 g.reset();
                 let t = Tid::unpack(nearest);
-                let mut w = WalWrite::begin(rel);
+                let w = WalWrite::begin(rel);
                 let mut p = w.page(t.block);
                 if let Some(bytes) = p.item_mut(t.offset) {
                     if page::add_element_heap_tid(bytes, heap_tid) {
@@ -315,7 +318,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     // the global graph's, then the same for the tenant group's flat graph.
     let mut by_block = ListEdits::new();
     let new_id = at.el.pack();
-    let updates = updates_with_in_link(&mut g, &plan, new_id, params);
+    let updates = updates_with_in_link(&mut g, &plan, params.max_neighbors(0));
     queue_updates(&mut g, &updates, |l| l, &mut by_block);
     let tenant_plan = match group {
         Some(GroupSlot::Existing { entry, .. }) => {
@@ -324,7 +327,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
         _ => None,
     };
     if let Some((_, tupdates)) = &tenant_plan {
-        queue_updates(&mut g, tupdates, |_| page::TENANT_LEVEL, &mut by_block);
+        queue_updates(&mut g, tupdates, |_| page::TENANT_LIST, &mut by_block);
     }
     g.reset();
 
@@ -340,7 +343,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
     if let Some((tplan, _)) = &tenant_plan {
         let tids: Vec<Tid> =
             tplan.neighbors.first().into_iter().flatten().map(|&x| Tid::unpack(x)).collect();
-        page::write_neighbors(&mut nb, page::TENANT_LEVEL, &tids);
+        page::write_neighbors(&mut nb, page::TENANT_LIST, &tids);
     }
     // Without key columns the element counter is statistics, refreshed by builds, and
     // inserts rewrite the metapage only when the entry point or the insert page moves (as
@@ -355,7 +358,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
         new_meta.entry = Some((Tid::unpack(id), lvl));
     }
     {
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         new_meta.insert_page = at.fill;
         let meta_changes = new_meta != meta;
         let mut meta_page = meta_changes.then(|| w.page(page::METAPAGE_BLKNO));
@@ -383,7 +386,7 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
                 );
             }
         }
-        let mut pages: Vec<super::storage::PageMut> = Vec::new();
+        let mut pages: Vec<super::storage::PageMut<'_>> = Vec::new();
         for (tid, bytes) in [(at.el, &el), (at.nb, &nb)] {
             let idx = match pages.iter().position(|p| p.block == tid.block) {
                 Some(i) => i,
@@ -426,15 +429,15 @@ pub fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u8]) {
 }
 
 /// Neighbour-list edits grouped by page: block -> (tuple offset, list, new members).
-pub type ListEdits = BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>>;
+pub(crate) type ListEdits = BTreeMap<u32, Vec<(u16, u8, Vec<Tid>)>>;
 
 /// Writes neighbour-list edits, up to four pages (a GenericXLog record's limit) per
 /// record, locked in block order. The caller holds the update lock, so no other writer
 /// locks pages meanwhile, and scans hold one share lock at a time: this cannot deadlock.
-pub fn write_lists(rel: IndexRel, by_block: ListEdits) {
+pub(crate) fn write_lists(rel: IndexRel, by_block: ListEdits) {
     let by_block: Vec<_> = by_block.into_iter().collect();
     for chunk in by_block.chunks(PAGES_PER_RECORD) {
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         for (blk, edits) in chunk {
             let mut p = w.page(*blk);
             for (off, level, tids) in edits {
@@ -447,34 +450,9 @@ pub fn write_lists(rel: IndexRel, by_block: ListEdits) {
     }
 }
 
-/// The plan's list updates, plus, when the heuristic kept the newcomer out of every full
-/// list, an in-link from its nearest neighbour (on the store's current view), or no scan
-/// could ever reach it.
-fn updates_with_in_link(
-    g: &mut DiskGraph,
-    plan: &InsertPlan<u64>,
-    new_id: u64,
-    params: Params,
-) -> Vec<NodeUpdate<u64>> {
-    let mut updates = plan.updates.clone();
-    let linked = updates.iter().any(|u| u.lists.iter().any(|(_, l)| l.contains(&new_id)));
-    if !linked {
-        if let Some(&nearest) = plan.neighbors.first().and_then(|l| l.first()) {
-            let mut list = Vec::new();
-            g.neighbors(nearest, 0, &mut list);
-            if list.len() >= params.max_neighbors(0) {
-                list.pop();
-            }
-            list.push(new_id);
-            updates.push(NodeUpdate { id: nearest, lists: vec![(0, list)] });
-        }
-    }
-    updates
-}
-
 /// Resolves each update to its node's neighbour tuple, grouped by page; `list` names the
 /// tuple list a plan level is written to (itself, or the tenant list).
-pub fn queue_updates(
+pub(crate) fn queue_updates(
     g: &mut DiskGraph,
     updates: &[NodeUpdate<u64>],
     list: impl Fn(u8) -> u8,
@@ -503,10 +481,10 @@ fn plan_tenant(
     v: &[f32],
     params: Params,
 ) -> (InsertPlan<u64>, Vec<NodeUpdate<u64>>) {
-    g.set_tenant_view(Some(Some(entry)));
+    g.set_view(GraphView::Tenant { entry: Some(entry) });
     let dist = g.dist;
     let plan = plan_insert(g, new_id, v, 0, params, dist);
-    let updates = updates_with_in_link(g, &plan, new_id, params);
-    g.set_tenant_view(None);
+    let updates = updates_with_in_link(g, &plan, params.max_neighbors(0));
+    g.set_view(GraphView::Global);
     (plan, updates)
 }

@@ -1,9 +1,10 @@
 //! Key columns of an authorized `hnsw` index (pure: no pgrx).
 //!
-//! `USING hnsw (embedding vector_cosine_ops, tenant_id, clearance, valid_from)` stores the
-//! values of the columns after the vector in each element tuple, so the scan can test
-//! the policy's conditions (`tenant_id = ANY (...)`, `clearance <= ...`) on a node before
-//! scoring it: the graph traversal only ever returns rows the caller may see.
+//! `USING hnsw (tenant_id, embedding vector_cosine_ops, clearance, valid_from)` stores the
+//! values of its key columns (every column but the vector, in index order, before or after
+//! it; the first key column is the tenant, see `tenant`) in each element tuple, so the scan
+//! can test the policy's conditions (`tenant_id = ANY (...)`, `clearance <= ...`) on a
+//! node before scoring it: the graph traversal only ever returns rows the caller may see.
 //!
 //! Encoding, per column in index order: one null byte, then an integer class value
 //! (int2/int4/int8/date/timestamp/timestamptz widened to i64, 8 bytes native order), a
@@ -13,10 +14,10 @@
 //! `=`, `<`, `<=`, `>`, `>=` and `= ANY(array)`.
 
 /// Longest text key stored (longer values are refused with an error by the glue).
-pub const MAX_TEXT_KEY: usize = 256;
+pub(crate) const MAX_TEXT_KEY: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyType {
+pub(crate) enum KeyType {
     Int,
     Uuid,
     Text,
@@ -24,14 +25,14 @@ pub enum KeyType {
 
 /// A key value ready to encode or compare.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum KeyValue {
+pub(crate) enum KeyValue {
     Int(i64),
     Bytes(Vec<u8>),
 }
 
 /// btree strategy numbers, which our opclasses use too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     Lt = 1,
     Le = 2,
     Eq = 3,
@@ -40,7 +41,7 @@ pub enum Op {
 }
 
 impl Op {
-    pub fn from_strategy(s: u16) -> Option<Op> {
+    pub(crate) fn from_strategy(s: u16) -> Option<Op> {
         match s {
             1 => Some(Op::Lt),
             2 => Some(Op::Le),
@@ -55,14 +56,14 @@ impl Op {
 /// One scan key: column `col` (0 = first key column) `op` any of `values`
 /// (several values only for `= ANY(array)`; an empty list matches nothing).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Cond {
-    pub col: usize,
-    pub op: Op,
-    pub values: Vec<KeyValue>,
+pub(crate) struct Cond {
+    pub(crate) col: usize,
+    pub(crate) op: Op,
+    pub(crate) values: Vec<KeyValue>,
 }
 
 /// Appends one encoded key (None = NULL).
-pub fn encode(out: &mut Vec<u8>, ty: KeyType, v: Option<&KeyValue>) {
+pub(crate) fn encode(out: &mut Vec<u8>, ty: KeyType, v: Option<&KeyValue>) {
     match v {
         None => {
             out.push(1);
@@ -145,7 +146,7 @@ fn compare(k: Key<'_>, v: &KeyValue) -> Option<std::cmp::Ordering> {
 }
 
 /// Whether encoded `keys` satisfy every condition.
-pub fn matches(keys: &[u8], types: &[KeyType], conds: &[Cond]) -> bool {
+pub(crate) fn matches(keys: &[u8], types: &[KeyType], conds: &[Cond]) -> bool {
     use std::cmp::Ordering::*;
     conds.iter().all(|c| {
         let Some(k) = key_at(keys, types, c.col) else { return false };
@@ -184,7 +185,7 @@ fn first_len(keys: &[u8], ty: KeyType) -> Option<usize> {
 }
 
 /// The encoding of the first key column at the start of `keys` (empty when unreadable).
-pub fn first_key<'a>(keys: &'a [u8], types: &[KeyType]) -> &'a [u8] {
+pub(crate) fn first_key<'a>(keys: &'a [u8], types: &[KeyType]) -> &'a [u8] {
     match types.first().and_then(|&ty| first_len(keys, ty)) {
         Some(n) => &keys[..n],
         None => &[],
@@ -195,14 +196,14 @@ pub fn first_key<'a>(keys: &'a [u8], types: &[KeyType]) -> &'a [u8] {
 /// with equal first keys (the tenant) share a group and are linked into one flat graph.
 /// The hash is not collision-proof; a group whose members all share one first key is
 /// marked pure in the directory (`page::DirEntry::pure`).
-pub fn group_hash(keys: &[u8], types: &[KeyType]) -> u64 {
+pub(crate) fn group_hash(keys: &[u8], types: &[KeyType]) -> u64 {
     fold(fnv1a(first_key(keys, types)))
 }
 
 /// Test builds only: when set, every group hash folds to one value, so tests can make
 /// different tenants collide the way two values with equal 64-bit hashes would.
 #[cfg(any(test, feature = "pg_test"))]
-pub static COLLIDE_GROUPS: std::sync::atomic::AtomicBool =
+pub(crate) static COLLIDE_GROUPS: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 #[inline]
@@ -215,7 +216,7 @@ fn fold(h: u64) -> u64 {
 }
 
 /// The group hash elements whose first key equals `v` carry (scans look groups up by it).
-pub fn value_group_hash(ty: KeyType, v: &KeyValue) -> u64 {
+pub(crate) fn value_group_hash(ty: KeyType, v: &KeyValue) -> u64 {
     let mut b = Vec::with_capacity(24);
     encode(&mut b, ty, Some(v));
     fold(fnv1a(&b))

@@ -2,18 +2,25 @@
 //!
 //! `graph` is the pure HNSW algorithm over a storage trait; `page` the on-disk format;
 //! `storage` the only code touching buffers and WAL; `diskgraph` the graph traits over
-//! pages; `am` the IndexAmRoutine, options, settings and cost model; then one file per
-//! phase as in pgvector: `build`, `insert`, `scan`, `vacuum`; `check` verifies a graph.
+//! pages; `am` the IndexAmRoutine; `options` the settings and reloptions; then one file
+//! per phase as in pgvector: `build`, `insert`, `scan`, `vacuum`; `check` verifies a
+//! graph. The phases' decisions live in pure modules beside them: `buildplan`,
+//! `scanplan`, `cost`, `tenant` (and `keys` for key columns).
 
-pub mod am;
-pub mod build;
-pub mod check;
-pub mod diskgraph;
-pub mod graph;
-pub mod insert;
-pub mod keys;
-pub mod page;
-pub mod scan;
-pub mod scankeys;
-pub mod storage;
-pub mod vacuum;
+pub(crate) mod am;
+pub(crate) mod build;
+pub(crate) mod buildplan;
+pub(crate) mod check;
+pub(crate) mod cost;
+pub(crate) mod diskgraph;
+pub(crate) mod graph;
+pub(crate) mod insert;
+pub(crate) mod keys;
+pub(crate) mod options;
+pub(crate) mod page;
+pub(crate) mod scan;
+pub(crate) mod scankeys;
+pub(crate) mod scanplan;
+pub(crate) mod storage;
+pub(crate) mod tenant;
+pub(crate) mod vacuum;

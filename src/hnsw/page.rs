@@ -11,61 +11,64 @@
 //!   neighbour tuple, and the vector itself (normalised for cosine);
 //! - the **neighbour tuple**: fixed-capacity TID lists, `2m` slots on level 0 and `m` on each
 //!   level above, so updating a node's neighbours rewrites bytes in place.
+//!
 //! The vector must fit on one page with its element header, which is why indexing is
 //! limited to `MAX_DIM` dimensions (pgvector's limit for `vector`).
 //!
-//! Every multi-byte field is little-endian native layout via explicit offsets; the structs
-//! documented here have compile-time size checks.
+//! Every multi-byte field is stored in the server's native byte order (`to_ne_bytes`) at an
+//! explicit offset, as Postgres's own pages are: an index moves between machines only with
+//! its cluster, whose files are native-order throughout. Offsets that other constants
+//! derive from have compile-time checks (`const _: () = assert!(..)`).
 
 /// "VGHN": vecguard HNSW.
-pub const MAGIC: u32 = 0x5647_484E;
+pub(crate) const MAGIC: u32 = 0x5647_484E;
 /// Bump on any incompatible layout change; scans refuse other versions.
-pub const VERSION: u32 = 2;
-pub const METAPAGE_BLKNO: u32 = 0;
+pub(crate) const VERSION: u32 = 2;
+pub(crate) const METAPAGE_BLKNO: u32 = 0;
 /// Last two bytes of every page's special area.
-pub const PAGE_ID: u16 = 0xFF95;
+pub(crate) const PAGE_ID: u16 = 0xFF95;
 /// Rows with the same vector share an element; more than this start a new element.
-pub const HEAP_TIDS: usize = 10;
+pub(crate) const HEAP_TIDS: usize = 10;
 /// Largest indexable dimension count: 2000 × 4 bytes plus the header fits an 8 KB page.
-pub const MAX_DIM: usize = 2000;
+pub(crate) const MAX_DIM: usize = 2000;
 /// Levels are capped so a neighbour tuple always fits on a page (level 16 has probability
 /// m^-16: never seen in practice); large m lowers the cap further, see `max_level`.
-pub const MAX_LEVEL: u8 = 15;
-pub const INVALID_BLOCK: u32 = u32::MAX;
+pub(crate) const MAX_LEVEL: u8 = 15;
+pub(crate) const INVALID_BLOCK: u32 = u32::MAX;
 
-pub const KIND_ELEMENT: u8 = 1;
-pub const KIND_NEIGHBORS: u8 = 2;
+pub(crate) const KIND_ELEMENT: u8 = 1;
+pub(crate) const KIND_NEIGHBORS: u8 = 2;
 /// First tuple of a tenant-directory page: the next page of its bucket chain.
-pub const KIND_DIR_HEADER: u8 = 3;
+pub(crate) const KIND_DIR_HEADER: u8 = 3;
 /// A tenant-directory entry: group hash, entry element, element count.
-pub const KIND_DIR_ENTRY: u8 = 4;
+pub(crate) const KIND_DIR_ENTRY: u8 = 4;
 /// A tenant-directory pivot: another starting element of a large group (same layout as an
 /// entry, count unused): scans start from the pivot nearest the query.
-pub const KIND_DIR_PIVOT: u8 = 5;
+pub(crate) const KIND_DIR_PIVOT: u8 = 5;
 /// Pseudo-level naming the tenant list of a neighbour tuple in `read_neighbors` /
 /// `write_neighbors` (levels themselves never exceed `MAX_LEVEL`).
-pub const TENANT_LEVEL: u8 = 0xFF;
+pub(crate) const TENANT_LIST: u8 = 0xFF;
 /// Meta flag: neighbour tuples carry a tenant list and a tenant directory exists.
-pub const FLAG_TENANT_LINKS: u8 = 1;
+pub(crate) const FLAG_TENANT_LINKS: u8 = 1;
 
 /// Postgres page geometry for BLCKSZ = 8192 (checked against the server at run time).
-pub const BLCKSZ: usize = 8192;
-pub const PAGE_HEADER: usize = 24;
-pub const ITEM_ID: usize = 4;
-pub const MAXALIGN: usize = 8;
-pub const OPAQUE_SIZE: usize = 8;
+pub(crate) const BLCKSZ: usize = 8192;
+pub(crate) const PAGE_HEADER: usize = 24;
+pub(crate) const ITEM_ID: usize = 4;
+pub(crate) const MAXALIGN: usize = 8;
+pub(crate) const OPAQUE_SIZE: usize = 8;
 
 /// Usable bytes for line pointers + tuples on a fresh data page.
-pub const fn page_capacity() -> usize {
+pub(crate) const fn page_capacity() -> usize {
     BLCKSZ - PAGE_HEADER - OPAQUE_SIZE
 }
 
-pub const fn maxalign(n: usize) -> usize {
+pub(crate) const fn maxalign(n: usize) -> usize {
     (n + MAXALIGN - 1) & !(MAXALIGN - 1)
 }
 
 /// Space a tuple of `len` bytes takes on a page, line pointer included.
-pub const fn footprint(len: usize) -> usize {
+pub(crate) const fn footprint(len: usize) -> usize {
     maxalign(len) + ITEM_ID
 }
 
@@ -74,32 +77,32 @@ pub const fn footprint(len: usize) -> usize {
 /// This is PageAddItem's own test (a tuple takes its MAXALIGNed length below pd_upper and a
 /// line pointer above pd_lower), and the only fit rule of this index: the build's page
 /// plan, inserts' placement and the tuple size limit all decide with it.
-pub fn fits(room: usize, lens: &[usize]) -> bool {
+pub(crate) fn fits(room: usize, lens: &[usize]) -> bool {
     lens.iter().map(|&l| footprint(l)).sum::<usize>() <= room
 }
 
 /// Longest tuple an empty page holds.
-pub const fn max_tuple_len() -> usize {
+pub(crate) const fn max_tuple_len() -> usize {
     (page_capacity() - ITEM_ID) & !(MAXALIGN - 1)
 }
 
 /// A tuple identifier: heap row or index tuple (block, 1-based offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tid {
-    pub block: u32,
-    pub offset: u16,
+pub(crate) struct Tid {
+    pub(crate) block: u32,
+    pub(crate) offset: u16,
 }
 
 impl Tid {
-    pub const INVALID: Tid = Tid { block: INVALID_BLOCK, offset: 0 };
-    pub fn is_valid(self) -> bool {
+    pub(crate) const INVALID: Tid = Tid { block: INVALID_BLOCK, offset: 0 };
+    pub(crate) fn is_valid(self) -> bool {
         self.block != INVALID_BLOCK && self.offset != 0
     }
     /// Packs into a u64 (graph node ids are index TIDs of element tuples).
-    pub fn pack(self) -> u64 {
+    pub(crate) fn pack(self) -> u64 {
         ((self.block as u64) << 16) | self.offset as u64
     }
-    pub fn unpack(v: u64) -> Tid {
+    pub(crate) fn unpack(v: u64) -> Tid {
         Tid { block: (v >> 16) as u32, offset: (v & 0xffff) as u16 }
     }
     /// ItemPointerData layout: bi_hi, bi_lo, offset (all u16, native endian).
@@ -120,7 +123,7 @@ const TID_BYTES: usize = 6;
 /// Distance family of an index, fixed at build time by the opclass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Metric {
+pub(crate) enum Metric {
     L2 = 1,
     InnerProduct = 2,
     Cosine = 3,
@@ -128,7 +131,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub fn from_u8(v: u8) -> Option<Metric> {
+    pub(crate) fn from_u8(v: u8) -> Option<Metric> {
         match v {
             1 => Some(Metric::L2),
             2 => Some(Metric::InnerProduct),
@@ -141,31 +144,35 @@ impl Metric {
 
 /// The metapage contents (block 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Meta {
-    pub magic: u32,
-    pub version: u32,
-    pub dimensions: u32,
-    pub m: u16,
-    pub ef_construction: u16,
-    pub metric: Metric,
+pub(crate) struct Meta {
+    pub(crate) magic: u32,
+    pub(crate) version: u32,
+    pub(crate) dimensions: u32,
+    pub(crate) m: u16,
+    pub(crate) ef_construction: u16,
+    pub(crate) metric: Metric,
     /// Entry point element, or None for an empty graph.
-    pub entry: Option<(Tid, u8)>,
+    pub(crate) entry: Option<(Tid, u8)>,
     /// Block new tuples go to first (the last page with room).
-    pub insert_page: u32,
+    pub(crate) insert_page: u32,
     /// Elements ever added (statistics).
-    pub elements: u64,
+    pub(crate) elements: u64,
     /// `FLAG_*` bits.
-    pub flags: u8,
+    pub(crate) flags: u8,
     /// First block of the tenant directory's bucket pages (INVALID_BLOCK until created)
     /// and how many buckets there are (consecutive blocks).
-    pub dir_start: u32,
-    pub dir_pages: u32,
+    pub(crate) dir_start: u32,
+    pub(crate) dir_pages: u32,
 }
 
-pub const META_BYTES: usize = 48;
+pub(crate) const META_BYTES: usize = 48;
+// The metapage layout `Meta::encode` writes: the entry TID at 18..24, the last field
+// (dir_pages) ending the struct, and all of it inside the metapage's contents.
+const _: () = assert!(18 + TID_BYTES == 24 && 44 + 4 == META_BYTES);
+const _: () = assert!(PAGE_HEADER + META_BYTES <= BLCKSZ - OPAQUE_SIZE);
 
 impl Meta {
-    pub fn new(dimensions: u32, m: u16, ef_construction: u16, metric: Metric) -> Meta {
+    pub(crate) fn new(dimensions: u32, m: u16, ef_construction: u16, metric: Metric) -> Meta {
         Meta {
             magic: MAGIC,
             version: VERSION,
@@ -183,11 +190,11 @@ impl Meta {
     }
 
     /// Whether neighbour tuples hold a tenant list (indexes with key columns).
-    pub fn tenant_links(&self) -> bool {
+    pub(crate) fn tenant_links(&self) -> bool {
         self.flags & FLAG_TENANT_LINKS != 0
     }
 
-    pub fn encode(&self) -> [u8; META_BYTES] {
+    pub(crate) fn encode(&self) -> [u8; META_BYTES] {
         let mut b = [0u8; META_BYTES];
         b[0..4].copy_from_slice(&self.magic.to_ne_bytes());
         b[4..8].copy_from_slice(&self.version.to_ne_bytes());
@@ -214,7 +221,7 @@ impl Meta {
     }
 
     /// Decodes and validates a metapage; Err names what is wrong.
-    pub fn decode(b: &[u8]) -> Result<Meta, String> {
+    pub(crate) fn decode(b: &[u8]) -> Result<Meta, String> {
         if b.len() < META_BYTES {
             return Err("metapage too short".into());
         }
@@ -257,26 +264,29 @@ impl Meta {
 const EL_NEIGHBOR_TID: usize = 4;
 const EL_DIM: usize = 10;
 const EL_HEAP_TIDS: usize = 12;
-pub const EL_VECTOR: usize = EL_HEAP_TIDS + HEAP_TIDS * TID_BYTES;
-const _: () = assert!(EL_VECTOR == 72 && EL_VECTOR % 4 == 0);
+pub(crate) const EL_VECTOR: usize = EL_HEAP_TIDS + HEAP_TIDS * TID_BYTES;
+const _: () = assert!(EL_VECTOR == 72 && EL_VECTOR.is_multiple_of(4));
+const _: () = assert!(EL_NEIGHBOR_TID + TID_BYTES == EL_DIM && EL_DIM + 2 == EL_HEAP_TIDS);
+// A vector of MAX_DIM dimensions and its element header fit on one page.
+const _: () = assert!(footprint(EL_VECTOR + MAX_DIM * 4) <= page_capacity());
 
-pub fn element_size(dim: usize) -> usize {
+pub(crate) fn element_size(dim: usize) -> usize {
     EL_VECTOR + 4 * dim
 }
 
 /// A decoded element tuple header (the vector is read in place by the storage layer).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Element {
-    pub level: u8,
-    pub deleted: bool,
-    pub heap_tids: Vec<Tid>,
-    pub neighbor_tid: Tid,
-    pub dim: usize,
+pub(crate) struct Element {
+    pub(crate) level: u8,
+    pub(crate) deleted: bool,
+    pub(crate) heap_tids: Vec<Tid>,
+    pub(crate) neighbor_tid: Tid,
+    pub(crate) dim: usize,
 }
 
 /// Writes an element tuple into `out` (`element_size(vector.len()) + keys.len()` bytes):
 /// header, vector, then the encoded key columns (see `keys`).
-pub fn encode_element(
+pub(crate) fn encode_element(
     out: &mut [u8],
     level: u8,
     heap_tids: &[Tid],
@@ -304,12 +314,12 @@ pub fn encode_element(
 }
 
 /// The encoded key columns stored after an element's vector.
-pub fn element_keys(b: &[u8], dim: usize) -> &[u8] {
+pub(crate) fn element_keys(b: &[u8], dim: usize) -> &[u8] {
     b.get(element_size(dim)..).unwrap_or(&[])
 }
 
 /// Decodes an element header; None if the bytes are not a well-formed element tuple.
-pub fn decode_element(b: &[u8]) -> Option<Element> {
+pub(crate) fn decode_element(b: &[u8]) -> Option<Element> {
     if b.len() < EL_VECTOR || b[0] != KIND_ELEMENT {
         return None;
     }
@@ -330,7 +340,7 @@ pub fn decode_element(b: &[u8]) -> Option<Element> {
 
 /// The fixed header fields of an element without allocating: (level, deleted, neighbour
 /// tuple TID, dim, number of heap TIDs). The scan's hot path uses this.
-pub fn element_header(b: &[u8]) -> Option<(u8, bool, Tid, usize, usize)> {
+pub(crate) fn element_header(b: &[u8]) -> Option<(u8, bool, Tid, usize, usize)> {
     if b.len() < EL_VECTOR || b[0] != KIND_ELEMENT {
         return None;
     }
@@ -342,17 +352,17 @@ pub fn element_header(b: &[u8]) -> Option<(u8, bool, Tid, usize, usize)> {
 }
 
 /// Heap TID `i` of an element (i < number of heap TIDs).
-pub fn element_heap_tid(b: &[u8], i: usize) -> Tid {
+pub(crate) fn element_heap_tid(b: &[u8], i: usize) -> Tid {
     Tid::read(&b[EL_HEAP_TIDS + i * TID_BYTES..])
 }
 
 /// Byte range of the vector inside an element tuple.
-pub fn element_vector_range(dim: usize) -> std::ops::Range<usize> {
+pub(crate) fn element_vector_range(dim: usize) -> std::ops::Range<usize> {
     EL_VECTOR..EL_VECTOR + 4 * dim
 }
 
 /// Replaces an element's heap TIDs (vacuum) and sets its deleted flag when none remain.
-pub fn set_element_heap_tids(b: &mut [u8], heap_tids: &[Tid]) {
+pub(crate) fn set_element_heap_tids(b: &mut [u8], heap_tids: &[Tid]) {
     b[3] = heap_tids.len().min(HEAP_TIDS) as u8;
     for i in 0..HEAP_TIDS {
         let t = heap_tids.get(i).copied().unwrap_or(Tid::INVALID);
@@ -362,7 +372,7 @@ pub fn set_element_heap_tids(b: &mut [u8], heap_tids: &[Tid]) {
 }
 
 /// Adds a heap TID to an element with room (duplicates); false when full.
-pub fn add_element_heap_tid(b: &mut [u8], tid: Tid) -> bool {
+pub(crate) fn add_element_heap_tid(b: &mut [u8], tid: Tid) -> bool {
     let n = b[3] as usize;
     if n >= HEAP_TIDS {
         return false;
@@ -382,16 +392,16 @@ pub fn add_element_heap_tid(b: &mut [u8], tid: Tid) -> bool {
 const NB_LISTS: usize = 4;
 const NB_TENANT_BIT: u8 = 0x80;
 
-pub fn level_capacity(m: usize, level: u8) -> usize {
-    if level == 0 || level == TENANT_LEVEL {
+pub(crate) fn level_capacity(m: usize, level: u8) -> usize {
+    if level == 0 || level == TENANT_LIST {
         2 * m
     } else {
         m
     }
 }
 
-pub fn neighbor_size(m: usize, level: u8, tenant: bool) -> usize {
-    let tenant_slots = if tenant { level_capacity(m, TENANT_LEVEL) } else { 0 };
+pub(crate) fn neighbor_size(m: usize, level: u8, tenant: bool) -> usize {
+    let tenant_slots = if tenant { level_capacity(m, TENANT_LIST) } else { 0 };
     NB_LISTS + ((0..=level).map(|l| level_capacity(m, l)).sum::<usize>() + tenant_slots) * TID_BYTES
 }
 
@@ -406,10 +416,10 @@ fn nb_header(b: &[u8]) -> Option<(u8, usize, bool)> {
     (b.len() >= neighbor_size(m, level, tenant)).then_some((level, m, tenant))
 }
 
-/// Byte offset of list `level` (or `TENANT_LEVEL`) in a tuple of `node_level`; None when
+/// Byte offset of list `level` (or `TENANT_LIST`) in a tuple of `node_level`; None when
 /// the tuple has no such list.
 fn list_offset(m: usize, node_level: u8, tenant: bool, level: u8) -> Option<usize> {
-    if level == TENANT_LEVEL {
+    if level == TENANT_LIST {
         return tenant.then(|| {
             NB_LISTS + (0..=node_level).map(|l| level_capacity(m, l)).sum::<usize>() * TID_BYTES
         });
@@ -419,7 +429,7 @@ fn list_offset(m: usize, node_level: u8, tenant: bool, level: u8) -> Option<usiz
 }
 
 /// Writes an empty neighbour tuple for a node of `level`.
-pub fn encode_neighbors_empty(out: &mut [u8], m: usize, level: u8, tenant: bool) {
+pub(crate) fn encode_neighbors_empty(out: &mut [u8], m: usize, level: u8, tenant: bool) {
     debug_assert_eq!(out.len(), neighbor_size(m, level, tenant));
     out.fill(0);
     out[0] = KIND_NEIGHBORS;
@@ -429,13 +439,13 @@ pub fn encode_neighbors_empty(out: &mut [u8], m: usize, level: u8, tenant: bool)
         let _ = write_neighbors(out, l, &[]);
     }
     if tenant {
-        let _ = write_neighbors(out, TENANT_LEVEL, &[]);
+        let _ = write_neighbors(out, TENANT_LIST, &[]);
     }
 }
 
-/// Overwrites the list of `level` (or `TENANT_LEVEL`) in a neighbour tuple (truncating to
+/// Overwrites the list of `level` (or `TENANT_LIST`) in a neighbour tuple (truncating to
 /// capacity). Returns false if the tuple is malformed or lacks that list.
-pub fn write_neighbors(b: &mut [u8], level: u8, list: &[Tid]) -> bool {
+pub(crate) fn write_neighbors(b: &mut [u8], level: u8, list: &[Tid]) -> bool {
     let Some((node_level, m, tenant)) = nb_header(b) else { return false };
     let Some(off) = list_offset(m, node_level, tenant, level) else { return false };
     for i in 0..level_capacity(m, level) {
@@ -445,9 +455,9 @@ pub fn write_neighbors(b: &mut [u8], level: u8, list: &[Tid]) -> bool {
     true
 }
 
-/// Reads the list of `level` (or `TENANT_LEVEL`; valid TIDs only) into `out`; false if
+/// Reads the list of `level` (or `TENANT_LIST`; valid TIDs only) into `out`; false if
 /// malformed or absent.
-pub fn read_neighbors(b: &[u8], level: u8, out: &mut Vec<Tid>) -> bool {
+pub(crate) fn read_neighbors(b: &[u8], level: u8, out: &mut Vec<Tid>) -> bool {
     out.clear();
     let Some((node_level, m, tenant)) = nb_header(b) else { return false };
     let Some(off) = list_offset(m, node_level, tenant, level) else { return false };
@@ -461,18 +471,19 @@ pub fn read_neighbors(b: &[u8], level: u8, out: &mut Vec<Tid>) -> bool {
 }
 
 /// Level of a neighbour tuple, if well-formed.
-pub fn neighbors_level(b: &[u8]) -> Option<u8> {
+pub(crate) fn neighbors_level(b: &[u8]) -> Option<u8> {
     nb_header(b).map(|h| h.0)
 }
 
+#[cfg(test)]
 /// Whether a neighbour tuple has a tenant list.
-pub fn neighbors_have_tenant_list(b: &[u8]) -> bool {
+pub(crate) fn neighbors_have_tenant_list(b: &[u8]) -> bool {
     nb_header(b).is_some_and(|h| h.2)
 }
 
 /// Highest level a node may have for this m: its neighbour tuple (with the tenant list,
 /// when there is one) must fit on one page.
-pub fn max_level(m: usize, tenant: bool) -> u8 {
+pub(crate) fn max_level(m: usize, tenant: bool) -> u8 {
     let slots = (page_capacity() - ITEM_ID - NB_LISTS) / TID_BYTES / m.max(1);
     (slots.saturating_sub(if tenant { 4 } else { 2 })).min(MAX_LEVEL as usize) as u8
 }
@@ -480,16 +491,16 @@ pub fn max_level(m: usize, tenant: bool) -> u8 {
 // ---- page plan -----------------------------------------------------------------------------
 /// A page a node's tuple goes to: the page being filled, or the `k`th fresh page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
+pub(crate) enum Slot {
     Current,
     Fresh(usize),
 }
 
 /// Where a node's element tuple and neighbour tuple go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeLayout {
-    pub element: Slot,
-    pub neighbors: Slot,
+pub(crate) struct NodeLayout {
+    pub(crate) element: Slot,
+    pub(crate) neighbors: Slot,
 }
 
 /// Places a node's element tuple (`el_len` bytes) and neighbour tuple (`nb_len`), given the
@@ -500,7 +511,7 @@ pub struct NodeLayout {
 /// tuple on the current page when the element left it and it fits there, else on the next
 /// fresh page. Fresh pages are used in order: `Fresh(1)` only after `Fresh(0)`. None when a
 /// tuple alone is longer than `max_tuple_len()`.
-pub fn place_node(room: usize, el_len: usize, nb_len: usize) -> Option<NodeLayout> {
+pub(crate) fn place_node(room: usize, el_len: usize, nb_len: usize) -> Option<NodeLayout> {
     let cap = page_capacity();
     if !fits(cap, &[el_len]) || !fits(cap, &[nb_len]) {
         return None;
@@ -524,7 +535,7 @@ impl NodeLayout {
     /// of the pages it touched, the one with the most room left (the latest on a tie). A
     /// 2000-d element leaves a page almost full, and the next nodes' neighbour tuples then
     /// share the page that took this one's, instead of two pages per node.
-    pub fn fill_next(&self, room: usize, el_len: usize, nb_len: usize) -> Slot {
+    pub(crate) fn fill_next(&self, room: usize, el_len: usize, nb_len: usize) -> Slot {
         let left = |slot: Slot| {
             let start = if slot == Slot::Current { room } else { page_capacity() };
             let el = if self.element == slot { footprint(el_len) } else { 0 };
@@ -543,7 +554,7 @@ impl NodeLayout {
 
 /// A tuple of the build's page plan: the element or the neighbour tuple of node `i`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Planned {
+pub(crate) enum Planned {
     Element(u32),
     Neighbors(u32),
 }
@@ -551,17 +562,17 @@ pub enum Planned {
 /// The build's page plan: per node its (element TID, neighbour TID), per page its tuples in
 /// offset order, and the block inserts fill first (the page with the most room at the end).
 #[derive(Debug, Default)]
-pub struct PagePlan {
-    pub pos: Vec<(Tid, Tid)>,
-    pub pages: Vec<Vec<Planned>>,
-    pub fill: Option<u32>,
+pub(crate) struct PagePlan {
+    pub(crate) pos: Vec<(Tid, Tid)>,
+    pub(crate) pages: Vec<Vec<Planned>>,
+    pub(crate) fill: Option<u32>,
 }
 
 /// Lays out nodes `0..n`, given in `order` as (node, element length, neighbour tuple
 /// length), on pages numbered from `first_block`, each node placed by `place_node` on the
 /// page `NodeLayout::fill_next` chose after the node before it. Err(node) when a tuple of
 /// the node is longer than a page holds.
-pub fn plan_pages(
+pub(crate) fn plan_pages(
     n: usize,
     order: impl IntoIterator<Item = (u32, usize, usize)>,
     first_block: u32,
@@ -614,22 +625,22 @@ pub fn plan_pages(
 // its entry element (set when the group is created, cleared for good by the first insert
 // whose first key differs, i.e. a hash collision). Entries written before the flag existed
 // read as not pure, which only costs speed.
-pub const DIR_HEADER_BYTES: usize = 8;
-pub const DIR_ENTRY_BYTES: usize = 20;
-pub const DIR_PURE: u8 = 1;
+pub(crate) const DIR_HEADER_BYTES: usize = 8;
+pub(crate) const DIR_ENTRY_BYTES: usize = 20;
+pub(crate) const DIR_PURE: u8 = 1;
 
 /// A directory entry: the group's hash, the element its traversal starts from, and how
 /// many elements the group has ever had (deleted ones stay traversable, so they count),
 /// and whether they all share the entry's first key (`pure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DirEntry {
-    pub hash: u64,
-    pub entry: Tid,
-    pub count: u32,
-    pub pure: bool,
+pub(crate) struct DirEntry {
+    pub(crate) hash: u64,
+    pub(crate) entry: Tid,
+    pub(crate) count: u32,
+    pub(crate) pure: bool,
 }
 
-pub fn encode_dir_header(next: u32) -> [u8; DIR_HEADER_BYTES] {
+pub(crate) fn encode_dir_header(next: u32) -> [u8; DIR_HEADER_BYTES] {
     let mut b = [0u8; DIR_HEADER_BYTES];
     b[0] = KIND_DIR_HEADER;
     b[4..8].copy_from_slice(&next.to_ne_bytes());
@@ -637,12 +648,12 @@ pub fn encode_dir_header(next: u32) -> [u8; DIR_HEADER_BYTES] {
 }
 
 /// The next block of a directory chain from a header tuple (INVALID_BLOCK = end).
-pub fn decode_dir_header(b: &[u8]) -> Option<u32> {
+pub(crate) fn decode_dir_header(b: &[u8]) -> Option<u32> {
     (b.len() >= DIR_HEADER_BYTES && b[0] == KIND_DIR_HEADER)
         .then(|| u32::from_ne_bytes([b[4], b[5], b[6], b[7]]))
 }
 
-pub fn encode_dir_entry(e: &DirEntry) -> [u8; DIR_ENTRY_BYTES] {
+pub(crate) fn encode_dir_entry(e: &DirEntry) -> [u8; DIR_ENTRY_BYTES] {
     let mut b = [0u8; DIR_ENTRY_BYTES];
     b[0] = KIND_DIR_ENTRY;
     b[1] = if e.pure { DIR_PURE } else { 0 };
@@ -653,14 +664,14 @@ pub fn encode_dir_entry(e: &DirEntry) -> [u8; DIR_ENTRY_BYTES] {
 }
 
 /// A pivot tuple of a group: `encode_dir_entry`'s layout with its own kind.
-pub fn encode_dir_pivot(hash: u64, element: Tid) -> [u8; DIR_ENTRY_BYTES] {
+pub(crate) fn encode_dir_pivot(hash: u64, element: Tid) -> [u8; DIR_ENTRY_BYTES] {
     let mut b = encode_dir_entry(&DirEntry { hash, entry: element, count: 0, pure: false });
     b[0] = KIND_DIR_PIVOT;
     b
 }
 
 /// (group hash, element) of a pivot tuple.
-pub fn decode_dir_pivot(b: &[u8]) -> Option<(u64, Tid)> {
+pub(crate) fn decode_dir_pivot(b: &[u8]) -> Option<(u64, Tid)> {
     if b.len() < DIR_ENTRY_BYTES || b[0] != KIND_DIR_PIVOT {
         return None;
     }
@@ -670,7 +681,7 @@ pub fn decode_dir_pivot(b: &[u8]) -> Option<(u64, Tid)> {
     decode_dir_entry(&c).map(|e| (e.hash, e.entry))
 }
 
-pub fn decode_dir_entry(b: &[u8]) -> Option<DirEntry> {
+pub(crate) fn decode_dir_entry(b: &[u8]) -> Option<DirEntry> {
     if b.len() < DIR_ENTRY_BYTES || b[0] != KIND_DIR_ENTRY {
         return None;
     }
@@ -685,23 +696,28 @@ pub fn decode_dir_entry(b: &[u8]) -> Option<DirEntry> {
 }
 
 /// Entries one directory page holds (after its header).
-pub const fn dir_entries_per_page() -> usize {
+pub(crate) const fn dir_entries_per_page() -> usize {
     (page_capacity() - footprint(DIR_HEADER_BYTES)) / footprint(DIR_ENTRY_BYTES)
 }
 
+// Directory tuples: the entry's TID at 2..8, hash 8..16, count 16..20; a page holds enough
+// entries that `dir_pages_for` (half-full pages) never divides by zero.
+const _: () = assert!(2 + TID_BYTES == 8 && 16 + 4 == DIR_ENTRY_BYTES);
+const _: () = assert!(dir_entries_per_page() >= 2);
+
 /// Bucket pages for `groups` tenant groups at build: pages half full, so inserts of new
 /// tenants rarely chain.
-pub fn dir_pages_for(groups: usize) -> u32 {
+pub(crate) fn dir_pages_for(groups: usize) -> u32 {
     groups.div_ceil(dir_entries_per_page() / 2).max(1) as u32
 }
 
 /// Bucket of a hash.
-pub fn dir_bucket(hash: u64, dir_pages: u32) -> u32 {
+pub(crate) fn dir_bucket(hash: u64, dir_pages: u32) -> u32 {
     (hash % dir_pages.max(1) as u64) as u32
 }
 
 /// The tuple kind byte of raw tuple bytes.
-pub fn tuple_kind(b: &[u8]) -> Option<u8> {
+pub(crate) fn tuple_kind(b: &[u8]) -> Option<u8> {
     b.first().copied()
 }
 
@@ -781,7 +797,7 @@ mod tests {
         assert!(out.is_empty(), "other levels untouched");
         assert!(!write_neighbors(&mut b, 3, &l0), "no level 3 in a level-2 node");
         assert_eq!(neighbors_level(&b), Some(2));
-        assert!(!read_neighbors(&b, TENANT_LEVEL, &mut out), "no tenant list in a plain index");
+        assert!(!read_neighbors(&b, TENANT_LIST, &mut out), "no tenant list in a plain index");
         assert!(!neighbors_have_tenant_list(&b));
     }
 
@@ -795,10 +811,10 @@ mod tests {
         assert_eq!(neighbors_level(&b), Some(1));
         let t: Vec<Tid> = (1..=9).map(|i| Tid { block: 100 + i, offset: 2 }).collect();
         let l0: Vec<Tid> = (1..=3).map(|i| Tid { block: i, offset: 1 }).collect();
-        assert!(write_neighbors(&mut b, TENANT_LEVEL, &t));
+        assert!(write_neighbors(&mut b, TENANT_LIST, &t));
         assert!(write_neighbors(&mut b, 0, &l0));
         let mut out = Vec::new();
-        assert!(read_neighbors(&b, TENANT_LEVEL, &mut out));
+        assert!(read_neighbors(&b, TENANT_LIST, &mut out));
         assert_eq!(out, t[..8].to_vec(), "tenant list holds 2m");
         read_neighbors(&b, 0, &mut out);
         assert_eq!(out, l0);

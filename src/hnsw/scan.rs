@@ -6,14 +6,17 @@
 //! visited, as in pgvector 0.8 — so filters applied above the scan still get enough rows.
 //! Results are approximate in order, so `xs_recheckorderby` is false, like pgvector.
 
-use super::am::{
+use super::diskgraph::{element_parts, prepare_vector, DiskGraph, GraphView};
+use super::graph::{visited_for, IdHashSet, Searcher};
+use super::keys::{self, Cond};
+use super::options::{
     IterativeScan, EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES, SCAN_STATS, TWO_HOP_LIMIT,
 };
-use super::diskgraph::{element_parts, prepare_vector, DiskGraph};
-use super::graph::{visited_for, IdHashSet, SearchOptions, Searcher};
-use super::keys::{self, Cond, Op};
 use super::page::{self, Tid};
 use super::scankeys::{columns, conds, Columns};
+use super::scanplan::{
+    needs_sweep, plan_scan, tenant_condition, wants_groups, GroupsFound, ScanSettings,
+};
 use super::storage::tid_to_item_pointer;
 use super::storage::IndexRel;
 use crate::vector::sql::datum_to_slice;
@@ -41,10 +44,6 @@ struct ScanState {
     tenant_count: Option<u64>,
 }
 
-/// Up to this many values in `tenant = ANY(...)` search the tenant graphs (one seed per
-/// value); longer lists use the global graph with the filter.
-const MAX_TENANT_SEEDS: usize = 16;
-
 /// The caller's tenant groups, from an `=` / `= ANY` condition on the first key column of
 /// an index with tenant graphs.
 struct TenantGroups {
@@ -66,10 +65,7 @@ fn tenant_groups(graph: &mut DiskGraph, cols: &Columns, conds: &[Cond]) -> Optio
         return None;
     }
     let ty = cols.keys.first()?.1;
-    let c = conds.iter().filter(|c| c.col == 0 && c.op == Op::Eq).min_by_key(|c| c.values.len())?;
-    if c.values.len() > MAX_TENANT_SEEDS {
-        return None;
-    }
+    let c = tenant_condition(conds)?;
     let mut hashes: Vec<u64> = c.values.iter().map(|v| keys::value_group_hash(ty, v)).collect();
     hashes.sort_unstable();
     hashes.dedup();
@@ -277,6 +273,52 @@ unsafe fn count_stats(rel: pg_sys::Relation, what: crate::compat::StatCounter) {
     }
 }
 
+/// Starts the search for `q` as [`plan_scan`] decides: the node filter, the caller's
+/// tenant groups, the searcher, and the first batch.
+fn start(st: &mut ScanState, q: &[f32]) {
+    let wants = wants_groups(&st.conds);
+    if wants {
+        st.graph.set_filter(st.cols.key_types(), st.conds.clone(), q);
+    }
+    let groups = if wants { tenant_groups(&mut st.graph, &st.cols, &st.conds) } else { None };
+    let settings = ScanSettings {
+        ef_search: EF_SEARCH.get(),
+        iterative_scan: ITERATIVE_SCAN.get() != IterativeScan::Off,
+        two_hop_limit: TWO_HOP_LIMIT.get(),
+        max_scan_tuples: MAX_SCAN_TUPLES.get(),
+    };
+    let found = groups.as_ref().map(|t| GroupsFound { count: t.count, proven: t.proven });
+    let plan = plan_scan(&st.conds, st.graph.meta.elements, found, &settings);
+    if plan.nothing {
+        // e.g. `tenant = ANY(NULL)`: no token, no rows, no work.
+        st.done = true;
+        st.swept = true;
+        return;
+    }
+    if plan.first_key_proven {
+        st.graph.first_key_proven();
+    }
+    st.tenant_count = plan.tenant_count;
+    st.graph.set_view(if plan.tenant_walk {
+        // Seeded from the groups' entries and pivots, not from one entry.
+        GraphView::Tenant { entry: None }
+    } else {
+        GraphView::Global
+    });
+    st.iterative = plan.iterative;
+    let visited = visited_for(plan.ef);
+    st.searcher = Some(match groups.filter(|_| plan.tenant_walk) {
+        Some(t) => Searcher::with_seeds(&mut st.graph, q, plan.ef, plan.opts, visited, &t.seeds),
+        None => Searcher::with_options(&mut st.graph, q, plan.ef, plan.opts, visited),
+    });
+    if !st.fill() {
+        st.done = !plan.filtered;
+    }
+    if !plan.iterative {
+        st.done = true;
+    }
+}
+
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn amgettuple(
     scan: pg_sys::IndexScanDesc,
@@ -294,68 +336,7 @@ pub unsafe extern "C-unwind" fn amgettuple(
             }
             let q = query_vector(scan, st);
             st.query = q.clone();
-            let filtered = !st.conds.is_empty();
-            if st.conds.iter().any(|c| c.values.is_empty()) {
-                // e.g. `tenant = ANY(NULL)`: no token, no rows, no work.
-                st.done = true;
-                st.swept = true;
-            } else {
-                if filtered {
-                    st.graph.set_filter(st.cols.key_types(), st.conds.clone(), &q);
-                }
-                let mut tenant =
-                    if filtered { tenant_groups(&mut st.graph, &st.cols, &st.conds) } else { None };
-                let covers_all = tenant
-                    .as_ref()
-                    .is_some_and(|t| t.count > 0 && t.count >= st.graph.meta.elements);
-                if tenant.as_ref().is_some_and(|t| t.proven) {
-                    // Every element of the caller's groups passes the first key conditions,
-                    // and the walk below reaches only those elements (or, covering all,
-                    // every element of the index is one of them): they need no per-node
-                    // test. Rows are still tested before they leave the index, so an
-                    // element inserted meanwhile into another group is never returned.
-                    st.graph.first_key_proven();
-                }
-                if covers_all {
-                    // The caller's groups hold every element: no other tenant's data exists
-                    // to leak, and the hierarchical global graph is faster than walking
-                    // each group (an admin token, a single-tenant table).
-                    tenant = None;
-                }
-                st.tenant_count = tenant.as_ref().map(|t| t.count);
-                st.graph.set_tenant_view(tenant.is_some().then_some(None));
-                // Authorized scans always continue past ef_search: the filter lives inside
-                // the index, so "exactly k rows" is the index's job, not the user's.
-                st.iterative = filtered || ITERATIVE_SCAN.get() != IterativeScan::Off;
-                // In a tenant walk every node is in the caller's groups: with no other
-                // condition there is nothing to look through, and the unfiltered
-                // expansion (page-batched scoring) is used; the key check still runs on
-                // each node (impure groups) or on each returned row (pure groups).
-                let only_tenant =
-                    (tenant.is_some() || covers_all) && st.conds.iter().all(|c| c.col == 0);
-                let opts = SearchOptions {
-                    filtered: filtered && !only_tenant,
-                    two_hop_limit: TWO_HOP_LIMIT.get().max(0) as usize,
-                    max_visited: if st.iterative && !filtered {
-                        MAX_SCAN_TUPLES.get().max(1) as usize
-                    } else {
-                        0
-                    },
-                    one_batch: !st.iterative,
-                };
-                let ef = EF_SEARCH.get().max(1) as usize;
-                let visited = visited_for(ef);
-                st.searcher = Some(match &tenant {
-                    Some(t) => Searcher::with_seeds(&mut st.graph, &q, ef, opts, visited, &t.seeds),
-                    None => Searcher::with_options(&mut st.graph, &q, ef, opts, visited),
-                });
-                if !st.fill() {
-                    st.done = !filtered;
-                }
-                if !st.iterative {
-                    st.done = true;
-                }
-            }
+            start(st, &q);
         }
         loop {
             if let Some(t) = st.pending.pop_front() {
@@ -368,12 +349,8 @@ pub unsafe extern "C-unwind" fn amgettuple(
             if st.done {
                 // A tenant search that walked every element of its groups has seen all
                 // there is; otherwise (pruning left a member unlinked) sweep to be exact.
-                let complete = match (st.tenant_count, st.searcher.as_ref()) {
-                    (Some(n), Some(s)) => s.visited_count() as u64 >= n,
-                    (Some(n), None) => n == 0,
-                    _ => false,
-                };
-                if !st.conds.is_empty() && !st.swept && !complete {
+                let visited = st.searcher.as_ref().map(|s| s.visited_count());
+                if needs_sweep(!st.conds.is_empty(), st.swept, st.tenant_count, visited) {
                     let q = std::mem::take(&mut st.query);
                     st.sweep(&q);
                     continue;

@@ -6,7 +6,7 @@ use super::keys::{self, Cond, KeyType, KeyValue, Op};
 use super::storage::IndexRel;
 use pgrx::pg_sys;
 
-pub fn key_type_of(typid: pg_sys::Oid) -> Option<KeyType> {
+pub(crate) fn key_type_of(typid: pg_sys::Oid) -> Option<KeyType> {
     match typid {
         pg_sys::INT2OID
         | pg_sys::INT4OID
@@ -24,18 +24,18 @@ pub fn key_type_of(typid: pg_sys::Oid) -> Option<KeyType> {
 /// (0-based attribute number, type). The vector may be any column: PostgreSQL 15 keeps
 /// index ordering with `= ANY` only on the first column, so `(tenant_id, embedding, ...)`
 /// is the layout for tokens that name several tenants.
-pub struct Columns {
-    pub vector: usize,
-    pub keys: Vec<(usize, KeyType)>,
+pub(crate) struct Columns {
+    pub(crate) vector: usize,
+    pub(crate) keys: Vec<(usize, KeyType)>,
 }
 
 impl Columns {
-    pub fn key_types(&self) -> Vec<KeyType> {
+    pub(crate) fn key_types(&self) -> Vec<KeyType> {
         self.keys.iter().map(|k| k.1).collect()
     }
 }
 
-pub fn columns(rel: IndexRel) -> Columns {
+pub(crate) fn columns(rel: IndexRel) -> Columns {
     // SAFETY: an open index relation has natts attributes in rd_att.
     let types: Vec<pg_sys::Oid> = unsafe {
         let desc = (*rel.raw()).rd_att;
@@ -79,7 +79,7 @@ pub fn columns(rel: IndexRel) -> Columns {
 }
 
 /// Key-column types of an index, in index order.
-pub fn key_types(rel: IndexRel) -> Vec<KeyType> {
+pub(crate) fn key_types(rel: IndexRel) -> Vec<KeyType> {
     columns(rel).key_types()
 }
 
@@ -120,7 +120,7 @@ unsafe fn datum_value(ty: KeyType, typid: pg_sys::Oid, d: pg_sys::Datum) -> KeyV
 ///
 /// # Safety
 /// `values` and `isnull` must hold one entry per index column.
-pub unsafe fn encode_row(
+pub(crate) unsafe fn encode_row(
     rel: IndexRel,
     cols: &Columns,
     values: *const pg_sys::Datum,
@@ -147,7 +147,7 @@ pub unsafe fn encode_row(
 ///
 /// # Safety
 /// `keys` must point at `nkeys` scan keys of this index.
-pub unsafe fn conds(
+pub(crate) unsafe fn conds(
     rel: IndexRel,
     cols: &Columns,
     keys: pg_sys::ScanKey,

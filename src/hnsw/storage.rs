@@ -19,12 +19,14 @@
 
 use super::page::{self, Meta};
 use pgrx::pg_sys;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
-pub type BlockNumber = u32;
+pub(crate) type BlockNumber = u32;
 /// Pages one GenericXLog record may change (MAX_GENERIC_XLOG_PAGES).
-pub const PAGES_PER_RECORD: usize = pg_sys::MAX_GENERIC_XLOG_PAGES as usize;
-pub const P_NEW: BlockNumber = pg_sys::InvalidBlockNumber;
+pub(crate) const PAGES_PER_RECORD: usize = pg_sys::MAX_GENERIC_XLOG_PAGES as usize;
+pub(crate) const P_NEW: BlockNumber = pg_sys::InvalidBlockNumber;
 
 /// Share-locks or unlocks the content lock of a pinned buffer without pgrx's ERROR guard.
 ///
@@ -41,7 +43,7 @@ mod unguarded {
     use pgrx::pg_sys;
     unsafe extern "C" {
         #[link_name = "LockBuffer"]
-        pub fn lock_buffer(buffer: pg_sys::Buffer, mode: std::ffi::c_int);
+        pub(crate) fn lock_buffer(buffer: pg_sys::Buffer, mode: std::ffi::c_int);
     }
 }
 
@@ -67,7 +69,7 @@ unsafe fn unlock(buf: pg_sys::Buffer) {
 ///
 /// # Safety
 /// `p` must point to a valid ItemPointerData.
-pub unsafe fn tid_from_ptr(p: pg_sys::ItemPointer) -> page::Tid {
+pub(crate) unsafe fn tid_from_ptr(p: pg_sys::ItemPointer) -> page::Tid {
     // SAFETY: the caller passes a valid ItemPointer.
     let t = unsafe { &*p };
     page::Tid {
@@ -77,7 +79,7 @@ pub unsafe fn tid_from_ptr(p: pg_sys::ItemPointer) -> page::Tid {
 }
 
 /// Writes a TID into a Postgres ItemPointer.
-pub fn tid_to_item_pointer(t: page::Tid, out: &mut pg_sys::ItemPointerData) {
+pub(crate) fn tid_to_item_pointer(t: page::Tid, out: &mut pg_sys::ItemPointerData) {
     out.ip_blkid.bi_hi = (t.block >> 16) as u16;
     out.ip_blkid.bi_lo = (t.block & 0xffff) as u16;
     out.ip_posid = t.offset;
@@ -136,22 +138,22 @@ unsafe fn page_item<'a>(p: pg_sys::Page, off: u16) -> Option<&'a [u8]> {
 
 /// An index relation handle (borrowed from the executor; never closed here).
 #[derive(Clone, Copy)]
-pub struct IndexRel {
+pub(crate) struct IndexRel {
     rel: pg_sys::Relation,
 }
 
 impl IndexRel {
     /// # Safety
     /// `rel` must be an open index relation for the lifetime of the handle.
-    pub unsafe fn new(rel: pg_sys::Relation) -> IndexRel {
+    pub(crate) unsafe fn new(rel: pg_sys::Relation) -> IndexRel {
         IndexRel { rel }
     }
 
-    pub fn raw(&self) -> pg_sys::Relation {
+    pub(crate) fn raw(&self) -> pg_sys::Relation {
         self.rel
     }
 
-    pub fn nblocks(&self) -> BlockNumber {
+    pub(crate) fn nblocks(&self) -> BlockNumber {
         // SAFETY: rel is open (constructor contract).
         unsafe {
             pg_sys::RelationGetNumberOfBlocksInFork(self.rel, pg_sys::ForkNumber::MAIN_FORKNUM)
@@ -159,7 +161,7 @@ impl IndexRel {
     }
 
     /// Whether changes must be WAL-logged (permanent relations; not unlogged/temp).
-    pub fn needs_wal(&self) -> bool {
+    pub(crate) fn needs_wal(&self) -> bool {
         // SAFETY: rd_rel is valid for an open relation.
         unsafe {
             (*(*self.rel).rd_rel).relpersistence
@@ -168,13 +170,13 @@ impl IndexRel {
     }
 
     /// Reads and validates the metapage.
-    pub fn meta(&self) -> Result<Meta, String> {
+    pub(crate) fn meta(&self) -> Result<Meta, String> {
         let p = self.read_shared(page::METAPAGE_BLKNO);
         p.meta()
     }
 
     /// Pins and share-locks one block for reading (released on drop).
-    pub fn read_shared(&self, blk: BlockNumber) -> SharedPage {
+    pub(crate) fn read_shared(&self, blk: BlockNumber) -> SharedPage {
         // SAFETY: ReadBufferExtended ERRORs on a bad block; the buffer is pinned, then
         // share-locked; SharedPage's Drop unlocks and unpins exactly once.
         unsafe {
@@ -196,7 +198,7 @@ impl IndexRel {
     /// all-zero pages that ends the relation (what a crash leaves), then blocks past the end,
     /// which `fresh_page` extends the relation by. A block taken from the map and then left
     /// unused (the row joined an existing element) is listed again by the next VACUUM.
-    pub fn free_blocks(&self, n: usize) -> Vec<BlockNumber> {
+    pub(crate) fn free_blocks(&self, n: usize) -> Vec<BlockNumber> {
         let nblocks = self.nblocks();
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
@@ -233,7 +235,7 @@ impl IndexRel {
     }
 
     /// Lists all-zero blocks in the free space map (VACUUM), for `free_blocks`.
-    pub fn record_free_pages(&self, blocks: &[BlockNumber]) {
+    pub(crate) fn record_free_pages(&self, blocks: &[BlockNumber]) {
         if blocks.is_empty() {
             return;
         }
@@ -250,7 +252,7 @@ impl IndexRel {
 
     /// Serialises graph changes (insert, vacuum repair) against each other: a heavyweight
     /// lock on the metapage's block number, released at transaction end or by the guard.
-    pub fn lock_for_update(&self) -> UpdateLock {
+    pub(crate) fn lock_for_update(&self) -> UpdateLock {
         // SAFETY: LockPage on an open relation; UpdateLock::drop releases it.
         unsafe { pg_sys::LockPage(self.rel, page::METAPAGE_BLKNO, pg_sys::ExclusiveLock as i32) };
         UpdateLock { rel: self.rel }
@@ -258,7 +260,7 @@ impl IndexRel {
 }
 
 /// Holds the index's update lock (see `IndexRel::lock_for_update`).
-pub struct UpdateLock {
+pub(crate) struct UpdateLock {
     rel: pg_sys::Relation,
 }
 
@@ -270,7 +272,7 @@ impl Drop for UpdateLock {
 }
 
 /// A share-locked page; tuple slices borrowed from it die with it.
-pub struct SharedPage {
+pub(crate) struct SharedPage {
     buf: pg_sys::Buffer,
     page: pg_sys::Page,
     unpin: bool,
@@ -278,42 +280,42 @@ pub struct SharedPage {
 
 impl SharedPage {
     /// Tuple `off` (1-based), if present.
-    pub fn item(&self, off: u16) -> Option<&[u8]> {
+    pub(crate) fn item(&self, off: u16) -> Option<&[u8]> {
         // SAFETY: the page is share-locked while self lives, and the slice borrows self.
         unsafe { page_item(self.page, off) }
     }
 
-    pub fn max_offset(&self) -> u16 {
+    pub(crate) fn max_offset(&self) -> u16 {
         // SAFETY: locked page.
         unsafe { pg_sys::PageGetMaxOffsetNumber(self.page) }
     }
 
-    pub fn is_ours(&self) -> bool {
+    pub(crate) fn is_ours(&self) -> bool {
         // SAFETY: locked page.
         unsafe { page_is_ours(self.page) }
     }
 
     /// Whether the page was never initialised (all zeros: free space, see the module
     /// comment). Postgres verified when reading it that a page with pd_upper 0 is all zeros.
-    pub fn is_new(&self) -> bool {
+    pub(crate) fn is_new(&self) -> bool {
         // SAFETY: locked page.
         unsafe { pg_sys::PageIsNew(self.page) }
     }
 
     /// Free bytes for one more tuple (line pointer accounted for).
-    pub fn free_space(&self) -> usize {
+    pub(crate) fn free_space(&self) -> usize {
         // SAFETY: locked page.
         unsafe { pg_sys::PageGetFreeSpace(self.page) }
     }
 
     /// pd_upper - pd_lower: the `room` of `page::fits` (0 for an all-zero page).
-    pub fn room(&self) -> usize {
+    pub(crate) fn room(&self) -> usize {
         // SAFETY: locked page.
         unsafe { pg_sys::PageGetExactFreeSpace(self.page) }
     }
 
     /// Decodes the metapage stored in this page's contents.
-    pub fn meta(&self) -> Result<Meta, String> {
+    pub(crate) fn meta(&self) -> Result<Meta, String> {
         // SAFETY: the metapage's contents hold META_BYTES bytes (pd_lower covers them).
         let bytes = unsafe {
             std::slice::from_raw_parts(
@@ -338,7 +340,7 @@ impl Drop for SharedPage {
 }
 
 /// The pins of one scan: at most `HELD_MAX` at a time, the oldest released first.
-pub struct PinCache {
+pub(crate) struct PinCache {
     rel: IndexRel,
     /// The buffer this scan holds pinned for each block (0: none), indexed by block number:
     /// a page revisited while still pinned costs an array read and a lock.
@@ -376,7 +378,7 @@ thread_local! {
 }
 
 impl PinCache {
-    pub fn new(rel: IndexRel) -> PinCache {
+    pub(crate) fn new(rel: IndexRel) -> PinCache {
         // SAFETY: the storage identity and rd_rel of an open relation.
         let (node, temp) = unsafe {
             let r = rel.raw();
@@ -411,10 +413,10 @@ impl PinCache {
     fn pin(&mut self, blk: BlockNumber) -> pg_sys::Buffer {
         let rel = self.rel.raw();
         if let Some(&b) = self.recent.get(blk as usize) {
-            // SAFETY: b came from ReadBufferExtended in this backend, so it is a valid shared
-            // buffer id (1..=NBuffers); ReadRecentBuffer pins it only if it still holds this
-            // relation's block, checked under the buffer header lock.
             if b > 0
+                // SAFETY: b came from ReadBufferExtended in this backend, so it is a valid
+                // shared buffer id (1..=NBuffers); ReadRecentBuffer pins it only if it still
+                // holds this relation's block, checked under the buffer header lock.
                 && unsafe {
                     pg_sys::ReadRecentBuffer(self.node, pg_sys::ForkNumber::MAIN_FORKNUM, blk, b)
                 }
@@ -483,7 +485,7 @@ impl PinCache {
 
     /// Asks the CPU for the header of the buffer that last held `blk`, when `blk` is not
     /// pinned yet: `pin` reads it next (ReadRecentBuffer locks that header).
-    pub fn prefetch_descriptor(&self, blk: BlockNumber) {
+    pub(crate) fn prefetch_descriptor(&self, blk: BlockNumber) {
         if self.held(blk).is_some() {
             return;
         }
@@ -499,7 +501,7 @@ impl PinCache {
     /// Asks the CPU for the header and line pointers of `blk`'s page, without pinning it:
     /// the first half of `prefetch_items`. The page is the one this scan holds pinned, or
     /// else the buffer that last held the block (None when there is none: no hint).
-    pub fn prefetch_page(&self, blk: BlockNumber) -> Option<PagePrefetch> {
+    pub(crate) fn prefetch_page(&self, blk: BlockNumber) -> Option<PagePrefetch> {
         let buf =
             self.held(blk).unwrap_or_else(|| self.recent.get(blk as usize).copied().unwrap_or(0));
         if buf <= 0 {
@@ -517,7 +519,7 @@ impl PinCache {
     }
 
     /// Share-locks `blk`, pinning it first if this cache does not hold it.
-    pub fn read_shared(&mut self, blk: BlockNumber) -> SharedPage {
+    pub(crate) fn read_shared(&mut self, blk: BlockNumber) -> SharedPage {
         let buf = self.pinned(blk);
         // SAFETY: buf is pinned by us; the SharedPage unlocks but does not unpin.
         unsafe {
@@ -527,12 +529,12 @@ impl PinCache {
     }
 
     /// Pins taken since the last `release_all`.
-    pub fn pins_taken(&self) -> usize {
+    pub(crate) fn pins_taken(&self) -> usize {
         self.taken
     }
 
     /// Drops every pin (rescans and end of scan).
-    pub fn release_all(&mut self) {
+    pub(crate) fn release_all(&mut self) {
         self.taken = 0;
         for blk in self.held.drain(..) {
             let buf = std::mem::take(&mut self.slots[blk as usize]);
@@ -559,7 +561,7 @@ impl Drop for PinCache {
 }
 
 /// A page whose cache lines are being fetched (see `PinCache::prefetch_page`).
-pub struct PagePrefetch {
+pub(crate) struct PagePrefetch {
     page: *const u8,
 }
 
@@ -568,7 +570,7 @@ impl PagePrefetch {
     /// without pin or lock: the address stays inside the buffer pool, and a buffer being
     /// rewritten or reused under us only makes the hint useless: prefetches never fault
     /// and nothing read here is used otherwise.
-    pub fn items(&self, off: u16, len: usize) {
+    pub(crate) fn items(&self, off: u16, len: usize) {
         if off == 0 || off as usize > (page::BLCKSZ - 24) / 4 {
             return;
         }
@@ -600,15 +602,30 @@ unsafe fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// A page registered in a GenericXLog record: `page` is the copy to modify.
-pub struct PageMut {
+// The page geometry `page` computes with (pure, so it cannot ask) is the server's.
+const _: () = assert!(page::BLCKSZ == pg_sys::BLCKSZ as usize);
+const _: () = assert!(page::PAGE_HEADER == std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp));
+const _: () = assert!(page::ITEM_ID == std::mem::size_of::<pg_sys::ItemIdData>());
+const _: () = assert!(page::MAXALIGN == pg_sys::MAXIMUM_ALIGNOF as usize);
+
+/// A page registered in a GenericXLog record: `page` is the copy to modify. It borrows
+/// the [`WalWrite`] that owns the copy, so it cannot outlive the record: using it after
+/// `commit` (which consumes the `WalWrite`) or after the record is dropped (aborted) does
+/// not compile. Several pages of one record may be held at once.
+pub(crate) struct PageMut<'w> {
     page: pg_sys::Page,
-    pub block: BlockNumber,
+    pub(crate) block: BlockNumber,
+    _record: PhantomData<&'w WalWrite>,
 }
 
-impl PageMut {
+impl<'w> PageMut<'w> {
+    /// Wraps a page copy (or, for `BulkWriter`, a locked buffer's page) valid for `'w`.
+    fn new(page: pg_sys::Page, block: BlockNumber) -> PageMut<'w> {
+        PageMut { page, block, _record: PhantomData }
+    }
+
     /// Mutable bytes of tuple `off`.
-    pub fn item_mut(&mut self, off: u16) -> Option<&mut [u8]> {
+    pub(crate) fn item_mut(&mut self, off: u16) -> Option<&mut [u8]> {
         // SAFETY: the GenericXLog copy is private to this backend until commit; the item
         // range was validated by page_item.
         unsafe {
@@ -617,24 +634,18 @@ impl PageMut {
         }
     }
 
-    pub fn item(&self, off: u16) -> Option<&[u8]> {
+    pub(crate) fn item(&self, off: u16) -> Option<&[u8]> {
         // SAFETY: as item_mut, read-only.
         unsafe { page_item(self.page, off) }
     }
 
-    pub fn max_offset(&self) -> u16 {
+    pub(crate) fn max_offset(&self) -> u16 {
         // SAFETY: valid page copy.
         unsafe { pg_sys::PageGetMaxOffsetNumber(self.page) }
     }
 
-    /// Free bytes for one more tuple (line pointer accounted for).
-    pub fn free_space(&self) -> usize {
-        // SAFETY: valid page copy.
-        unsafe { pg_sys::PageGetFreeSpace(self.page) }
-    }
-
     /// Appends a tuple; returns its offset, or None when it does not fit.
-    pub fn add_item(&mut self, bytes: &[u8]) -> Option<u16> {
+    pub(crate) fn add_item(&mut self, bytes: &[u8]) -> Option<u16> {
         // SAFETY: PageAddItemExtended copies `len` bytes into the page or returns
         // InvalidOffsetNumber (0) when there is no room.
         let off = unsafe {
@@ -652,7 +663,7 @@ impl PageMut {
     /// Replaces tuple `off` with `bytes` in place (same offset, the page compacted around
     /// it); false when the new tuple does not fit in the old one's space plus the page's
     /// free space. Inserts use it to reuse a vacuumed element's slots.
-    pub fn overwrite_item(&mut self, off: u16, bytes: &[u8]) -> bool {
+    pub(crate) fn overwrite_item(&mut self, off: u16, bytes: &[u8]) -> bool {
         if off == 0 || off > self.max_offset() || self.item(off).is_none() {
             return false;
         }
@@ -671,7 +682,7 @@ impl PageMut {
 
     /// Stores `meta` in the page contents and extends pd_lower over it, so full-page
     /// images do not treat it as the hole between pd_lower and pd_upper.
-    pub fn set_meta(&mut self, meta: &Meta) {
+    pub(crate) fn set_meta(&mut self, meta: &Meta) {
         let bytes = meta.encode();
         // SAFETY: the metapage contents area is larger than META_BYTES.
         unsafe {
@@ -681,40 +692,37 @@ impl PageMut {
             (*hdr).pd_lower = (dst.add(bytes.len()) as usize - self.page as usize) as u16;
         }
     }
-
-    pub fn is_ours(&self) -> bool {
-        // SAFETY: valid page copy.
-        unsafe { page_is_ours(self.page) }
-    }
 }
 
 /// One atomic, WAL-logged change to a few pages (see the module comment).
-pub struct WalWrite {
+pub(crate) struct WalWrite {
     rel: IndexRel,
     fork: pg_sys::ForkNumber::Type,
     state: *mut pg_sys::GenericXLogState,
-    bufs: Vec<pg_sys::Buffer>,
+    /// Buffers locked for this record; a `RefCell` so that pages are handed out through
+    /// `&self`, and each [`PageMut`] borrows the record for as long as it lives.
+    bufs: RefCell<Vec<pg_sys::Buffer>>,
     committed: bool,
 }
 
 impl WalWrite {
-    pub fn begin(rel: IndexRel) -> WalWrite {
+    pub(crate) fn begin(rel: IndexRel) -> WalWrite {
         WalWrite::begin_fork(rel, pg_sys::ForkNumber::MAIN_FORKNUM)
     }
 
-    pub fn begin_fork(rel: IndexRel, fork: pg_sys::ForkNumber::Type) -> WalWrite {
+    pub(crate) fn begin_fork(rel: IndexRel, fork: pg_sys::ForkNumber::Type) -> WalWrite {
         // SAFETY: GenericXLogStart allocates the record state for an open relation.
         let state = unsafe { pg_sys::GenericXLogStart(rel.raw()) };
-        WalWrite { rel, fork, state, bufs: Vec::new(), committed: false }
+        WalWrite { rel, fork, state, bufs: RefCell::new(Vec::new()), committed: false }
     }
 
-    fn register(&mut self, buf: pg_sys::Buffer, full_image: bool) -> pg_sys::Page {
-        self.bufs.push(buf);
+    fn register(&self, buf: pg_sys::Buffer, full_image: bool) -> pg_sys::Page {
+        self.bufs.borrow_mut().push(buf);
         self.register_held(buf, full_image)
     }
 
     /// `register` for a buffer already in `bufs`.
-    fn register_held(&mut self, buf: pg_sys::Buffer, full_image: bool) -> pg_sys::Page {
+    fn register_held(&self, buf: pg_sys::Buffer, full_image: bool) -> pg_sys::Page {
         let flags = if full_image { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
         // SAFETY: buf is pinned and exclusively locked by us; at most MAX_GENERIC_XLOG_PAGES
         // (4) pages are registered per record by the callers in this crate.
@@ -740,14 +748,14 @@ impl WalWrite {
     }
 
     /// Exclusively locks an existing block and registers it for modification.
-    pub fn page(&mut self, blk: BlockNumber) -> PageMut {
+    pub(crate) fn page(&self, blk: BlockNumber) -> PageMut<'_> {
         let buf = self.lock_exclusive(blk);
         let page = self.register(buf, false);
-        PageMut { page, block: blk }
+        PageMut::new(page, blk)
     }
 
     /// Extends the relation by one initialised page, registered with a full image.
-    pub fn new_page(&mut self) -> PageMut {
+    pub(crate) fn new_page(&self) -> PageMut<'_> {
         // SAFETY: the relation extension lock serialises P_NEW; the new buffer is
         // exclusively locked before the extension lock is released, as in pgvector.
         let (buf, blk) = unsafe {
@@ -769,14 +777,14 @@ impl WalWrite {
             pg_sys::PageInit(page, page::BLCKSZ, page::OPAQUE_SIZE);
             init_special(page);
         }
-        PageMut { page, block: blk }
+        PageMut::new(page, blk)
     }
 
     /// Initialises block `blk` of the main fork, one `IndexRel::free_blocks` returned, and
     /// registers it with a full image: an all-zero page of the relation (checked under the
     /// exclusive lock) or, for the block just past the end, a page the relation is extended
     /// by. ERROR when the block is neither (the caller must hold the update lock).
-    pub fn fresh_page(&mut self, blk: BlockNumber) -> PageMut {
+    pub(crate) fn fresh_page(&self, blk: BlockNumber) -> PageMut<'_> {
         if self.fork != pg_sys::ForkNumber::MAIN_FORKNUM {
             pgrx::error!("hnsw: fresh_page on fork {}", self.fork);
         }
@@ -791,7 +799,7 @@ impl WalWrite {
         let buf = self.lock_exclusive(blk);
         // The buffer is recorded in `bufs` before anything can raise an ERROR, so Drop
         // releases it exactly once.
-        self.bufs.push(buf);
+        self.bufs.borrow_mut().push(buf);
         // SAFETY: buf is pinned and locked by us.
         let is_new = unsafe { pg_sys::PageIsNew(pg_sys::BufferGetPage(buf)) };
         if !is_new {
@@ -803,11 +811,11 @@ impl WalWrite {
             pg_sys::PageInit(page, page::BLCKSZ, page::OPAQUE_SIZE);
             init_special(page);
         }
-        PageMut { page, block: blk }
+        PageMut::new(page, blk)
     }
 
     /// Logs and applies the change atomically.
-    pub fn commit(mut self) {
+    pub(crate) fn commit(mut self) {
         // SAFETY: finishes the record started in begin; buffers are still locked.
         unsafe { pg_sys::GenericXLogFinish(self.state) };
         self.committed = true;
@@ -822,7 +830,7 @@ impl Drop for WalWrite {
             if !self.committed {
                 pg_sys::GenericXLogAbort(self.state);
             }
-            for &b in &self.bufs {
+            for &b in self.bufs.borrow().iter() {
                 pg_sys::UnlockReleaseBuffer(b);
             }
         }
@@ -830,17 +838,17 @@ impl Drop for WalWrite {
 }
 
 /// Writes the pages of a fresh build without WAL; `finish` logs them all once.
-pub struct BulkWriter {
+pub(crate) struct BulkWriter {
     rel: IndexRel,
 }
 
 impl BulkWriter {
-    pub fn new(rel: IndexRel) -> BulkWriter {
+    pub(crate) fn new(rel: IndexRel) -> BulkWriter {
         BulkWriter { rel }
     }
 
     /// Appends one page; `fill` adds its tuples (or metapage contents).
-    pub fn append(&mut self, fill: impl FnOnce(&mut PageMut)) -> BlockNumber {
+    pub(crate) fn append(&mut self, fill: impl FnOnce(&mut PageMut<'_>)) -> BlockNumber {
         // SAFETY: during ambuild nobody else can see the index; the new buffer is locked,
         // initialised, filled, marked dirty and released here.
         unsafe {
@@ -856,7 +864,7 @@ impl BulkWriter {
             pg_sys::PageInit(page, page::BLCKSZ, page::OPAQUE_SIZE);
             init_special(page);
             let blk = pg_sys::BufferGetBlockNumber(buf);
-            let mut pm = PageMut { page, block: blk };
+            let mut pm = PageMut::new(page, blk);
             fill(&mut pm);
             pg_sys::MarkBufferDirty(buf);
             pg_sys::UnlockReleaseBuffer(buf);
@@ -864,27 +872,8 @@ impl BulkWriter {
         }
     }
 
-    /// Rewrites the metapage (block 0) in place, still without WAL.
-    pub fn rewrite_meta(&mut self, meta: &Meta) {
-        // SAFETY: as append, for the existing block 0.
-        unsafe {
-            let buf = pg_sys::ReadBufferExtended(
-                self.rel.raw(),
-                pg_sys::ForkNumber::MAIN_FORKNUM,
-                page::METAPAGE_BLKNO,
-                pg_sys::ReadBufferMode::RBM_NORMAL,
-                std::ptr::null_mut(),
-            );
-            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
-            let mut pm = PageMut { page: pg_sys::BufferGetPage(buf), block: 0 };
-            pm.set_meta(meta);
-            pg_sys::MarkBufferDirty(buf);
-            pg_sys::UnlockReleaseBuffer(buf);
-        }
-    }
-
     /// WAL-logs every page written, once (permanent relations only).
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         if self.rel.needs_wal() {
             let n = self.rel.nblocks();
             // SAFETY: logs full images of blocks [0, n) of the main fork.

@@ -12,12 +12,13 @@
 //!    its tenant group's graph (indexes with key columns). Tenant lists are otherwise left
 //!    alone: deleted elements are never reused, so they stay traversable group members.
 //!    All-zero pages (never initialised, see storage) go to the free space map.
+//!
 //! After pass 2 no live node links to a deleted element, so deleted elements are
 //! unreachable: `free_deleted` empties their lists, which marks their slots reusable, and
 //! inserts overwrite them in place (`insert::find_reusable`), as pgvector's do.
 
-use super::diskgraph::DiskGraph;
-use super::graph::{ensure_reachable, plan_repair, GraphStore, Params};
+use super::diskgraph::{DiskGraph, GraphView};
+use super::graph::{ensure_reachable, plan_repair, replacement_entry, GraphStore, Params};
 use super::insert::{queue_updates, write_lists, ListEdits};
 use super::keys;
 use super::page::{self, Tid};
@@ -64,7 +65,7 @@ fn remove_heap_pointers(rel: IndexRel, is_dead: &mut DeadCheck) -> (HashSet<u64>
         if !needs_change {
             continue;
         }
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         let mut p = w.page(blk);
         for off in 1..=p.max_offset() {
             let Some(bytes) = p.item_mut(off) else { continue };
@@ -148,12 +149,11 @@ fn repair_graph(rel: IndexRel, deleted: &HashSet<u64>) {
     let mut g = DiskGraph::open(rel);
     let params = Params::new(g.meta.m as usize, g.meta.ef_construction as usize);
     let (live, adj, _) = live_graph(&mut g, rel);
-    let entry_dead = g.meta.entry.is_some_and(|(ep, _)| deleted.contains(&ep.pack()));
-    if entry_dead || (g.meta.entry.is_none() && !live.is_empty()) {
-        let top = live.iter().copied().max_by_key(|&(id, l)| (l, std::cmp::Reverse(id)));
+    let entry = g.meta.entry.map(|(ep, l)| (ep.pack(), l));
+    if let Some(top) = replacement_entry(entry, |id| deleted.contains(&id), &live) {
         let mut meta = g.meta;
         meta.entry = top.map(|(id, l)| (Tid::unpack(id), l));
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         let mut p = w.page(page::METAPAGE_BLKNO);
         p.set_meta(&meta);
         w.commit();
@@ -236,7 +236,7 @@ fn free_deleted(rel: IndexRel, g: &mut DiskGraph) {
     {
         let mut meta = g.meta;
         meta.insert_page = first;
-        let mut w = WalWrite::begin(rel);
+        let w = WalWrite::begin(rel);
         let mut p = w.page(page::METAPAGE_BLKNO);
         p.set_meta(&meta);
         w.commit();
@@ -284,9 +284,9 @@ fn relink_tenant_groups(
     for (hash, members) in groups {
         pgrx::check_for_interrupts!();
         let Some(e) = g.dir_entry(hash) else { continue };
-        g.set_tenant_view(Some(Some(e.entry.pack())));
+        g.set_view(GraphView::Tenant { entry: Some(e.entry.pack()) });
         total += ensure_reachable(g, &members, params);
-        g.set_tenant_view(None);
+        g.set_view(GraphView::Global);
         g.reset();
     }
     total

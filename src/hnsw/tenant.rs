@@ -1,0 +1,124 @@
+//! Tenant groups (pure: no pgrx). An index with key columns keeps, beside the global
+//! graph, one flat graph per tenant group: the rows whose first key column hashes alike
+//! (`keys::group_hash`). A directory after the metapage maps each group's hash to its
+//! entry element, element count and pivots (`page::DirEntry`). This file holds the
+//! build's grouping and the directory's page layout.
+
+use super::keys::{self, KeyType};
+use super::page;
+
+/// The groups of `keys` (one encoded key row per element, in element order): each group's
+/// hash, in order of first appearance, and its members' element numbers.
+pub(crate) fn group_members(keys: &[Vec<u8>], types: &[KeyType]) -> (Vec<u64>, Vec<Vec<u32>>) {
+    let mut index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let (mut hashes, mut members): (Vec<u64>, Vec<Vec<u32>>) = (Vec::new(), Vec::new());
+    for (i, k) in keys.iter().enumerate() {
+        let h = keys::group_hash(k, types);
+        let g = *index.entry(h).or_insert_with(|| {
+            hashes.push(h);
+            members.push(Vec::new());
+            members.len() - 1
+        });
+        members[g].push(i as u32);
+    }
+    (hashes, members)
+}
+
+/// Per group: whether every member carries the same first key bytes (no hash collision),
+/// so a scan may trust the group's entry to speak for all of them.
+pub(crate) fn group_purity(members: &[Vec<u32>], keys: &[Vec<u8>], types: &[KeyType]) -> Vec<bool> {
+    let first = |i: u32| keys::first_key(&keys[i as usize], types);
+    members.iter().map(|m| m.iter().all(|&i| first(i) == first(m[0]))).collect()
+}
+
+/// Spreads directory tuples (group hash, encoded entry or pivot) over `buckets` bucket
+/// pages; tuples a bucket page cannot hold go to overflow pages, numbered from
+/// `first_overflow`. Returns the pages in block order: buckets first, then overflow pages,
+/// each with its next-page link.
+pub(crate) type DirTuple = (u64, [u8; page::DIR_ENTRY_BYTES]);
+pub(crate) fn directory_pages(
+    tuples: &[DirTuple],
+    buckets: u32,
+    first_overflow: u32,
+) -> Vec<(u32, Vec<DirTuple>)> {
+    let per = page::dir_entries_per_page();
+    let mut by_bucket: Vec<Vec<DirTuple>> = vec![Vec::new(); buckets as usize];
+    for t in tuples {
+        by_bucket[page::dir_bucket(t.0, buckets) as usize].push(*t);
+    }
+    let mut heads = Vec::new();
+    let mut overflow: Vec<(u32, Vec<DirTuple>)> = Vec::new();
+    for list in by_bucket {
+        let mut chunks = list.chunks(per).map(|c| c.to_vec());
+        let head = chunks.next().unwrap_or_default();
+        let rest: Vec<Vec<DirTuple>> = chunks.collect();
+        let next = if rest.is_empty() {
+            page::INVALID_BLOCK
+        } else {
+            first_overflow + overflow.len() as u32
+        };
+        heads.push((next, head));
+        let n = rest.len();
+        for (i, c) in rest.into_iter().enumerate() {
+            let blk = first_overflow + overflow.len() as u32;
+            overflow.push((if i + 1 < n { blk + 1 } else { page::INVALID_BLOCK }, c));
+        }
+    }
+    heads.extend(overflow);
+    heads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int_row(v: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        keys::encode(&mut out, KeyType::Int, Some(&keys::KeyValue::Int(v)));
+        out
+    }
+
+    // Rows group by their first key, groups in order of first appearance.
+    #[test]
+    fn grouping_by_first_key() {
+        let rows: Vec<Vec<u8>> = [5, 7, 5, 9, 7, 5].iter().map(|&v| int_row(v)).collect();
+        let (hashes, members) = group_members(&rows, &[KeyType::Int]);
+        assert_eq!(members, vec![vec![0, 2, 5], vec![1, 4], vec![3]]);
+        assert_eq!(hashes.len(), 3);
+        assert_eq!(hashes[0], keys::group_hash(&rows[0], &[KeyType::Int]));
+        assert_eq!(group_purity(&members, &rows, &[KeyType::Int]), vec![true; 3]);
+        // a group holding two different first keys (a collision) is impure
+        let mixed = vec![vec![0, 1], vec![3]];
+        assert_eq!(group_purity(&mixed, &rows, &[KeyType::Int]), vec![false, true]);
+        assert_eq!(group_members(&[], &[KeyType::Int]), (vec![], vec![]));
+    }
+
+    // Each bucket page holds its tuples up to a page's worth; the rest chain through
+    // overflow pages numbered from `first_overflow`, in block order after the buckets.
+    #[test]
+    fn directory_layout() {
+        let per = page::dir_entries_per_page();
+        let buckets = 2u32;
+        // enough tuples of one bucket to need two overflow pages
+        let b0: Vec<u64> =
+            (0u64..).filter(|&h| page::dir_bucket(h, buckets) == 0).take(2 * per + 1).collect();
+        let b1: u64 = (0u64..).find(|&h| page::dir_bucket(h, buckets) == 1).unwrap();
+        let mut tuples: Vec<DirTuple> =
+            b0.iter().map(|&h| (h, [0u8; page::DIR_ENTRY_BYTES])).collect();
+        tuples.push((b1, [1u8; page::DIR_ENTRY_BYTES]));
+        let pages = directory_pages(&tuples, buckets, 100);
+        assert_eq!(pages.len(), 2 + 2);
+        assert_eq!(pages[0].0, 100, "bucket 0 continues on the first overflow page");
+        assert_eq!(pages[0].1.len(), per);
+        assert_eq!((pages[1].0, pages[1].1.len()), (page::INVALID_BLOCK, 1));
+        assert_eq!(pages[2].0, 101);
+        assert_eq!(pages[3].0, page::INVALID_BLOCK);
+        let total: usize = pages.iter().map(|p| p.1.len()).sum();
+        assert_eq!(total, tuples.len(), "every tuple placed once");
+        assert!(pages.iter().all(|p| p.1.len() <= per));
+        // no tuples: one empty page per bucket
+        let empty = directory_pages(&[], 3, 7);
+        assert_eq!(empty.len(), 3);
+        assert!(empty.iter().all(|p| p.0 == page::INVALID_BLOCK && p.1.is_empty()));
+    }
+}
