@@ -341,7 +341,7 @@ mod tests {
             for (name, fast, slow) in kernels {
                 let time = |f: K| {
                     let mut best = f64::MAX;
-                    for _ in 0..5 {
+                    for _ in 0..15 {
                         let t = Instant::now();
                         let mut acc = 0.0;
                         for _ in 0..reps {
