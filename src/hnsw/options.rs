@@ -29,6 +29,9 @@ pub(crate) static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
 pub(crate) static ITERATIVE_SCAN: GucSetting<IterativeScan> =
     GucSetting::<IterativeScan>::new(IterativeScan::Off);
 pub(crate) static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20000);
+/// pgvector's `hnsw.scan_mem_multiplier`, defined so that applications which set it keep
+/// working (the `hnsw` prefix is reserved); vecguard's scans do not read it.
+static SCAN_MEM_MULTIPLIER: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 /// ACORN second-hop budget of authorized scans: stop looking through a node's failing
 /// neighbours once this many passing nodes were found around it (0 = the list length).
 pub(crate) static TWO_HOP_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(0);
@@ -65,6 +68,16 @@ pub(crate) fn init() {
         &MAX_SCAN_TUPLES,
         1,
         i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"hnsw.scan_mem_multiplier",
+        c"Sets the multiple of work_mem to use for iterative scans",
+        c"Accepted for pgvector compatibility; vecguard's scans do not read it.",
+        &SCAN_MEM_MULTIPLIER,
+        1.0,
+        1000.0,
         GucContext::Userset,
         GucFlags::default(),
     );
