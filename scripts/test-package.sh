@@ -23,8 +23,12 @@ PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config .venv/bin/python tests/package_sm
 
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get remove -y -q --purge "$pkg" >/dev/null
 left=$(ls /usr/lib/postgresql/15/lib/vecguard* /usr/share/postgresql/15/extension/vecguard* 2>/dev/null || true)
-if [ -n "$left" ] || dpkg-query -W "$pkg" >/dev/null 2>&1 && dpkg-query -W -f='${Status}' "$pkg" | grep -q installed; then
+if [ -n "$left" ]; then
   echo "package test: files left after removal: $left" >&2
+  exit 1
+fi
+if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+  echo "package test: $pkg is still installed after removal" >&2
   exit 1
 fi
 echo "package test: installed, smoke test passed, removed without leftovers (${files[*]} gone)"
