@@ -17,7 +17,7 @@ pkg=postgresql-15-vecguard
 files=(/usr/lib/postgresql/15/lib/vecguard.so /usr/share/postgresql/15/extension/vecguard.control)
 # Start from a system without any vecguard files, as on a clean machine.
 $SUDO rm -f /usr/lib/postgresql/15/lib/vecguard.so /usr/share/postgresql/15/extension/vecguard*
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-download "$deb" >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "$deb" >/dev/null
 dpkg-query -W -f='${Status}\n' "$pkg" | grep -q "install ok installed"
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config .venv/bin/python tests/package_smoke.py
 

@@ -168,7 +168,10 @@ def catalog(conn) -> dict:
             "SELECT format_type(castsource, NULL), format_type(casttarget, NULL), castcontext "
             "FROM pg_cast WHERE oid = ANY(%s::oid[])", "pg_cast"),
         "types": [n for (n,) in rows(
-            "SELECT format_type(oid, NULL) FROM pg_type WHERE oid = ANY(%s::oid[])", "pg_type")],
+            # PostgreSQL 17+ also records the array types (vector[], ...) as members of the
+            # extension; they come with their element types and are not documented apart.
+            "SELECT format_type(oid, NULL) FROM pg_type WHERE oid = ANY(%s::oid[]) "
+            "AND NOT (typcategory = 'A' AND typelem <> 0)", "pg_type")],
         "schemas": [n for (n,) in rows(
             "SELECT nspname FROM pg_namespace WHERE oid = ANY(%s::oid[])", "pg_namespace")
             if n != PG_TEST_SCHEMA],
