@@ -123,3 +123,46 @@ pub fn bit_datum(nbits: usize, bytes: &[u8]) -> pg_sys::Datum {
         pg_sys::Datum::from(p as usize)
     }
 }
+
+/// The integers of a `typmod_in(cstring[])` argument. ArrayGetIntegerTypmods validates the
+/// array (ERROR on nulls or bad integers).
+///
+/// # Safety
+/// `d` is the non-null cstring[] argument of a typmod_in function.
+pub unsafe fn typmod_array(d: pg_sys::Datum) -> Vec<i32> {
+    let mut n: std::ffi::c_int = 0;
+    // SAFETY: d is a cstring[] (caller's contract); ArrayGetIntegerTypmods returns n
+    // palloc'd ints, copied out before the memory context can go.
+    unsafe {
+        let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+        let p = pg_sys::ArrayGetIntegerTypmods(arr, &mut n);
+        std::slice::from_raw_parts(p, n.max(0) as usize).to_vec()
+    }
+}
+
+/// The body of a `*_recv(internal, oid, int4)` function: hands `decode` the unread bytes of
+/// the StringInfo and the typmod, and advances the cursor by the bytes it consumed.
+///
+/// # Safety
+/// `fcinfo` is a call of a recv function: argument 0 is a StringInfo positioned at the value
+/// and argument 2 the typmod.
+pub unsafe fn recv_with<T>(
+    fcinfo: pg_sys::FunctionCallInfo,
+    decode: impl FnOnce(&[u8], i32) -> Result<(T, usize), VectorError>,
+) -> T {
+    // SAFETY: the caller's contract.
+    let (buf, typmod) = unsafe {
+        (arg(fcinfo, 0).cast_mut_ptr::<pg_sys::StringInfoData>(), datum_int32(arg(fcinfo, 2)))
+    };
+    // SAFETY: buf->data has buf->len bytes and cursor <= len, as pq_getmsg* maintain.
+    let bytes = unsafe {
+        let b = &*buf;
+        let cursor = b.cursor.max(0) as usize;
+        let len = (b.len.max(0) as usize).max(cursor);
+        std::slice::from_raw_parts((b.data as *const u8).add(cursor), len - cursor)
+    };
+    let (value, used) = ok(decode(bytes, typmod));
+    // SAFETY: advance the cursor by exactly the bytes consumed, within len.
+    unsafe { (*buf).cursor += used as i32 };
+    value
+}

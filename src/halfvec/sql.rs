@@ -92,32 +92,14 @@ pg_v1_fn!(halfvec_out, pg_finfo_halfvec_out, |fcinfo| {
 });
 
 pg_v1_fn!(halfvec_typmod_in, pg_finfo_halfvec_typmod_in, |fcinfo| {
-    let mut n: std::ffi::c_int = 0;
-    // SAFETY: typmod_in(cstring[]) is STRICT; ArrayGetIntegerTypmods validates the array
-    // (ERROR on nulls or bad integers) and returns n palloc'd ints.
-    let mods = unsafe {
-        let arr = pg_sys::pg_detoast_datum(arg(fcinfo, 0).cast_mut_ptr()) as *mut pg_sys::ArrayType;
-        let p = pg_sys::ArrayGetIntegerTypmods(arr, &mut n);
-        std::slice::from_raw_parts(p, n.max(0) as usize).to_vec()
-    };
+    // SAFETY: typmod_in(cstring[]) is STRICT: argument 0 is the cstring[].
+    let mods = unsafe { crate::fmgr::typmod_array(arg(fcinfo, 0)) };
     pg_sys::Datum::from(ok(codec::typmod_in(&mods)))
 });
 
 pg_v1_fn!(halfvec_recv, pg_finfo_halfvec_recv, |fcinfo| {
-    // SAFETY: halfvec_recv(internal, oid, int4) receives a StringInfo positioned at the value.
-    let (buf, typmod) = unsafe {
-        (arg(fcinfo, 0).cast_mut_ptr::<pg_sys::StringInfoData>(), datum_int32(arg(fcinfo, 2)))
-    };
-    // SAFETY: buf->data has buf->len bytes and cursor <= len, as pq_getmsg* maintain.
-    let bytes = unsafe {
-        let b = &*buf;
-        let cursor = b.cursor.max(0) as usize;
-        let len = (b.len.max(0) as usize).max(cursor);
-        std::slice::from_raw_parts((b.data as *const u8).add(cursor), len - cursor)
-    };
-    let (x, used) = ok(codec::decode_binary(bytes, typmod));
-    // SAFETY: advance the cursor by exactly the bytes consumed, within len.
-    unsafe { (*buf).cursor += used as i32 };
+    // SAFETY: halfvec_recv(internal, oid, int4) gets a StringInfo at the value.
+    let x = unsafe { crate::fmgr::recv_with(fcinfo, codec::decode_binary) };
     slice_to_datum(&x)
 });
 
