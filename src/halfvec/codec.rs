@@ -14,9 +14,9 @@
 //! Errors are `VectorError`s with pgvector's SQLSTATEs; nothing here panics on any input.
 
 use crate::vector::codec::{
-    self as vcodec, check_dim_of, check_expected_dim, dimension_mismatch_of, float_overflow,
-    float_underflow, infinite_not_allowed, insufficient_data, nan_not_allowed, out_of_range,
-    DenseType, SqlState, VectorError,
+    self as vcodec, check_dim_of, check_expected_dim, dense_binary_header, dimension_mismatch_of,
+    float_overflow, float_underflow, infinite_not_allowed, insufficient_data, nan_not_allowed,
+    out_of_range, DenseType, VectorError,
 };
 
 const HALFVEC: DenseType = DenseType::Halfvec;
@@ -174,20 +174,7 @@ pub fn encode_binary(x: &[u16]) -> Vec<u8> {
 
 /// Decodes the binary format from `buf`; returns the values and the number of bytes used.
 pub fn decode_binary(buf: &[u8], typmod: i32) -> Result<(Vec<u16>, usize), VectorError> {
-    if buf.len() < 4 {
-        return Err(insufficient_data());
-    }
-    let dim = i16::from_be_bytes([buf[0], buf[1]]);
-    let unused = i16::from_be_bytes([buf[2], buf[3]]);
-    check_dim(i64::from(dim))?;
-    check_expected_dim(typmod, dim as usize)?;
-    if unused != 0 {
-        return Err(VectorError::new(
-            SqlState::DataException,
-            format!("expected unused to be 0, not {unused}"),
-        ));
-    }
-    let dim = dim as usize;
+    let dim = dense_binary_header(buf, typmod, check_dim)?;
     let need = 4 + 2 * dim;
     if buf.len() < need {
         return Err(insufficient_data());
@@ -351,6 +338,7 @@ pub fn accum(state: &mut Vec<f64>, x: &[u16]) -> Result<(), VectorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vector::codec::SqlState;
 
     fn h(v: f32) -> u16 {
         f32_to_f16(v)

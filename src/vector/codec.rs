@@ -525,14 +525,19 @@ pub fn insufficient_data() -> VectorError {
     VectorError::new(SqlState::ProtocolViolation, "insufficient data left in message")
 }
 
-/// Decodes the binary format from `buf`; returns the values and the number of bytes used.
-pub fn decode_binary(buf: &[u8], typmod: i32) -> Result<(Vec<f32>, usize), VectorError> {
+/// Reads the 4-byte header (int16 dim, int16 unused) that the binary formats of `vector` and
+/// `halfvec` share, with pgvector's checks in its order; `check_dim` is the type's own.
+pub fn dense_binary_header(
+    buf: &[u8],
+    typmod: i32,
+    check_dim: impl Fn(i64) -> Result<(), VectorError>,
+) -> Result<usize, VectorError> {
     if buf.len() < 4 {
         return Err(insufficient_data());
     }
     let dim = i16::from_be_bytes([buf[0], buf[1]]);
     let unused = i16::from_be_bytes([buf[2], buf[3]]);
-    check_dim(dim as i64)?;
+    check_dim(i64::from(dim))?;
     check_expected_dim(typmod, dim as usize)?;
     if unused != 0 {
         return Err(VectorError::new(
@@ -540,7 +545,12 @@ pub fn decode_binary(buf: &[u8], typmod: i32) -> Result<(Vec<f32>, usize), Vecto
             format!("expected unused to be 0, not {unused}"),
         ));
     }
-    let dim = dim as usize;
+    Ok(dim as usize)
+}
+
+/// Decodes the binary format from `buf`; returns the values and the number of bytes used.
+pub fn decode_binary(buf: &[u8], typmod: i32) -> Result<(Vec<f32>, usize), VectorError> {
+    let dim = dense_binary_header(buf, typmod, check_dim)?;
     let need = 4 + 4 * dim;
     if buf.len() < need {
         return Err(insufficient_data());
