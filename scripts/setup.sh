@@ -62,7 +62,7 @@ fi
 # 5. pgrx pointed at both: PostgreSQL 15 from the system (or the one pgrx's config already
 #    names) and the PostgreSQL 18 above. Offline: init only validates the two pg_configs.
 PGRX_CONFIG="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
-pgrx_config() { sed -n "s/^$1 = \"\(.*\)\"\$/\1/p" "$PGRX_CONFIG" 2>/dev/null; }
+pgrx_config() { sed -n "s/^$1 = \"\(.*\)\"\$/\1/p" "$PGRX_CONFIG" 2>/dev/null || true; }
 pg15_config="$(pgrx_config pg15)"
 [ -x "$pg15_config" ] || pg15_config=/usr/bin/pg_config
 if [ "$(pgrx_config pg18)" != "$PG18_CONFIG" ] || [ "$(pgrx_config pg15)" != "$pg15_config" ]; then
