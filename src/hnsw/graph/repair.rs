@@ -1,7 +1,7 @@
 //! Vacuum repair: re-selecting lists that point at deleted nodes, and relinking nodes
 //! no search can reach.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::insert::{offered_list, NodeUpdate, Room, VecCache};
 use super::search::{knn, Eligible, Searcher};
@@ -175,70 +175,103 @@ pub(crate) fn plan_repair<S: GraphWrite>(
 
 /// Makes every live node in `nodes` reachable from the entry point on level 0, where
 /// every search ends (a node reachable only through upper levels is missed by a scan that
-/// resumes on level 0). A cut-off node gets an in-link on level 0 from its nearest reachable
-/// node (one of its own neighbours when possible, else the best result of a search from
-/// the entry point), replacing that node's last neighbour when its list is full; the
-/// nodes it reaches become reachable with it. HNSW alone does not guarantee this (a
-/// parallel build or the heuristic can leave a node without in-links), and a node nobody
-/// links to is a row no index scan returns. Returns how many nodes were re-linked.
+/// resumes on level 0). A cut-off node gets an in-link on level 0 from a nearby reachable
+/// host: one of its own neighbours when possible, else a result of a search from the entry
+/// point. A host with room takes the link; a full host gives up its furthest neighbour that
+/// another reachable node also links to, so the relink cuts nobody else off; only when no
+/// candidate host has room or such a neighbour does the nearest one give up its last
+/// neighbour, and the next round relinks that one. The nodes the cut-off node reaches
+/// become reachable with it. HNSW alone does not guarantee reachability (a parallel build,
+/// the heuristic or a crash between an insert's records can leave a node without
+/// in-links), and a node nobody links to is a row no index scan returns. Returns how many
+/// nodes were re-linked.
 pub(crate) fn ensure_reachable<S: GraphWrite>(
     store: &mut S,
     nodes: &[(S::Id, u8)],
     params: Params,
 ) -> usize {
-    let spread =
-        |store: &mut S, from: S::Id, reached: &mut HashSet<S::Id>, buf: &mut Vec<S::Id>| {
-            let mut queue = VecDeque::from([from]);
-            reached.insert(from);
-            while let Some(x) = queue.pop_front() {
-                buf.clear();
-                store.neighbors(x, 0, buf);
-                for &y in buf.iter() {
-                    if reached.insert(y) {
-                        queue.push_back(y);
-                    }
+    // Breadth-first from `from` over level 0, counting each reached node's in-links from
+    // reached nodes in `indeg`.
+    let spread = |store: &mut S,
+                  from: S::Id,
+                  reached: &mut HashSet<S::Id>,
+                  indeg: &mut HashMap<S::Id, u32>,
+                  buf: &mut Vec<S::Id>| {
+        let mut queue = VecDeque::new();
+        if reached.insert(from) {
+            queue.push_back(from);
+        }
+        while let Some(x) = queue.pop_front() {
+            buf.clear();
+            store.neighbors(x, 0, buf);
+            for &y in buf.iter() {
+                *indeg.entry(y).or_default() += 1;
+                if reached.insert(y) {
+                    queue.push_back(y);
                 }
             }
-        };
+        }
+    };
+    let max = params.max_neighbors(0);
     let mut total = 0;
     let mut buf = Vec::new();
     let mut vector = Vec::new();
-    // Replacing a host's last neighbour can cut that neighbour off in turn, so repeat
-    // (a handful of rounds always suffices in practice; each round only shrinks the set).
+    // A relink that had to cut a neighbour off is repaired by the next round (a handful
+    // of rounds always suffices in practice; each round only shrinks the set).
     for _round in 0..8 {
         let Some((ep, _)) = store.entry_point() else { return total };
         let mut reached: HashSet<S::Id> = HashSet::new();
-        spread(store, ep, &mut reached, &mut buf);
+        let mut indeg: HashMap<S::Id, u32> = HashMap::new();
+        spread(store, ep, &mut reached, &mut indeg, &mut buf);
         let mut relinked = 0;
         for &(x, _) in nodes {
             if reached.contains(&x) || store.is_deleted(x) {
                 continue;
             }
+            // Hosts: x's own reachable neighbours first; search results only when none
+            // of them can take the link without cutting another node off.
             buf.clear();
             store.neighbors(x, 0, &mut buf);
-            let mut host =
-                buf.iter().copied().find(|y| reached.contains(y) && !store.is_deleted(*y));
-            if host.is_none() {
+            let mut hosts: Vec<S::Id> = buf
+                .iter()
+                .copied()
+                .filter(|y| reached.contains(y) && !store.is_deleted(*y))
+                .collect();
+            let mut chosen = pick_host(store, &hosts, &indeg, max, &mut buf);
+            if chosen.is_none() {
                 vector.clear();
                 if store.vector_of(x, &mut vector) {
                     let ef = params.ef_construction.max(1);
-                    host = knn(store, &vector, ef.min(64), ef)
-                        .into_iter()
-                        .map(|c| c.id)
-                        .find(|&y| y != x && reached.contains(&y));
+                    let seen = hosts.len();
+                    for c in knn(store, &vector, ef.min(64), ef) {
+                        if c.id != x && reached.contains(&c.id) && !hosts.contains(&c.id) {
+                            hosts.push(c.id);
+                        }
+                    }
+                    chosen = pick_host(store, &hosts[seen..], &indeg, max, &mut buf);
                 }
             }
-            let Some(h) = host else { continue };
-            buf.clear();
-            store.neighbors(h, 0, &mut buf);
-            let mut list = buf.clone();
-            if list.len() >= params.max_neighbors(0) {
-                list.pop();
+            // No host can: the nearest gives up its last neighbour.
+            let (h, mut list, drop) = match chosen {
+                Some(c) => c,
+                None => {
+                    let Some(&h) = hosts.first() else { continue };
+                    buf.clear();
+                    store.neighbors(h, 0, &mut buf);
+                    (h, buf.clone(), buf.len().checked_sub(1))
+                }
+            };
+            if let Some(i) = drop {
+                let gone = list.remove(i);
+                if let Some(d) = indeg.get_mut(&gone) {
+                    *d = d.saturating_sub(1);
+                }
             }
             list.push(x);
             store.set_neighbors(h, 0, &list);
+            *indeg.entry(x).or_default() += 1;
             relinked += 1;
-            spread(store, x, &mut reached, &mut buf);
+            spread(store, x, &mut reached, &mut indeg, &mut buf);
         }
         total += relinked;
         if relinked == 0 {
@@ -246,4 +279,28 @@ pub(crate) fn ensure_reachable<S: GraphWrite>(
         }
     }
     total
+}
+
+/// The first of `hosts` that can take one more level-0 link without cutting a node off:
+/// one with room (no neighbour to drop), or one whose furthest neighbour with another
+/// in-link from a reachable node can go (its index in the list). `indeg` counts in-links
+/// from reachable nodes.
+fn pick_host<S: GraphWrite>(
+    store: &mut S,
+    hosts: &[S::Id],
+    indeg: &HashMap<S::Id, u32>,
+    max: usize,
+    buf: &mut Vec<S::Id>,
+) -> Option<(S::Id, Vec<S::Id>, Option<usize>)> {
+    for &h in hosts {
+        buf.clear();
+        store.neighbors(h, 0, buf);
+        if buf.len() < max {
+            return Some((h, buf.clone(), None));
+        }
+        if let Some(i) = buf.iter().rposition(|y| indeg.get(y).is_some_and(|&d| d >= 2)) {
+            return Some((h, buf.clone(), Some(i)));
+        }
+    }
+    None
 }

@@ -175,3 +175,47 @@ fn replacement_entry_cases() {
     assert_eq!(g.level(ne.0), ne.1);
     assert_eq!(ne.1, live.iter().map(|x| x.1).max().unwrap());
 }
+
+// Relinking must not cut another node off. Every list is full; the cut-off node's only
+// reachable neighbour `h` ends its list with `z`, which nobody else links to. The relink
+// must drop one of h's other neighbours (each linked from elsewhere too), not `z`: one
+// relink, and every node reachable after it.
+#[test]
+fn ensure_reachable_cuts_nobody_else_off() {
+    let params = Params::new(2, 8); // 4 neighbours on level 0
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let vectors: Vec<f32> = (0..12 * 4).map(|_| (rng.next_u64() % 100) as f32).collect();
+    let mut g = MemGraph::build(4, vectors, params, l2, 1, 1, &|_| {});
+    let ep = g.entry().unwrap().0;
+    let (x, z) = {
+        let mut others = (0..12u32).filter(|&i| i != ep);
+        (others.next().unwrap(), others.next().unwrap())
+    };
+    let core: Vec<u32> = (0..12u32).filter(|&i| i != x && i != z).collect();
+    let h = core[0];
+    for (p, &c) in core.iter().enumerate() {
+        let list: Vec<u32> = (1..=4).map(|d| core[(p + d) % core.len()]).collect();
+        g.set_neighbors(c, 0, &list);
+    }
+    g.set_neighbors(h, 0, &[core[1], core[2], core[3], z]);
+    g.set_neighbors(z, 0, &core[5..9]);
+    g.set_neighbors(x, 0, &[h, core[1], core[2], core[3]]);
+    let reachable = |g: &mut MemGraph| {
+        let mut seen = HashSet::from([ep]);
+        let mut q = VecDeque::from([ep]);
+        while let Some(a) = q.pop_front() {
+            for &b in MemGraph::neighbors(g, a, 0) {
+                if seen.insert(b) {
+                    q.push_back(b);
+                }
+            }
+        }
+        seen
+    };
+    let before = reachable(&mut g);
+    assert!(!before.contains(&x) && before.contains(&z) && before.len() == 11);
+    let nodes: Vec<(u32, u8)> = (0..12u32).map(|i| (i, g.level(i))).collect();
+    assert_eq!(ensure_reachable(&mut g, &nodes, params), 1, "one relink, no cascade");
+    assert_eq!(reachable(&mut g).len(), 12);
+    assert!(MemGraph::neighbors(&g, h, 0).contains(&z), "z keeps its only in-link");
+}
