@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from pgvector import Bit, HalfVector, SparseVector
 from pgvector.psycopg import register_vector
-from pgvector.sqlalchemy import Vector
+from pgvector.sqlalchemy import BIT, HALFVEC, SPARSEVEC, Vector
 from sqlalchemy import Integer, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -72,4 +73,73 @@ def test_sqlalchemy_orm(cluster, dbname, metric):
         session.expire_all()
         item = session.get(Item, 3)
         assert np.asarray(item.embedding, dtype=np.float32).tolist() == [1.0, 1.0, 2.0]
+    engine.dispose()
+
+
+def test_psycopg_halfvec_sparsevec_bit_text_and_binary(cluster, dbname):
+    """register_vector also maps halfvec, sparsevec and bit: values go in and come back
+    unchanged in both wire formats, and distances take them as parameters."""
+    rows = [
+        (1, HalfVector([1.5, 2.0, -3.0]), SparseVector({0: 1.5, 3: -2.0}, 5), Bit([True, False, True, True])),
+        (2, HalfVector([0.25, 0.0, 1.0]), SparseVector([0, 0, 0, 0, 7.0]), Bit("0110")),
+        (3, HalfVector([65504.0, -0.5, 0.0]), SparseVector({}, 5), Bit("0000")),
+    ]
+    with cluster.connect(dbname) as conn:
+        register_vector(conn)
+        conn.execute("CREATE TABLE typed_items (id int PRIMARY KEY, half halfvec(3), sparse sparsevec(5), bits bit(4))")
+        conn.execute("INSERT INTO typed_items VALUES (%s, %s, %s, %s)", rows[0])
+        with conn.cursor(binary=True) as cur:
+            for r in rows[1:]:
+                cur.execute("INSERT INTO typed_items VALUES (%s, %b, %b, %b)", r)
+            cur.execute("SELECT id, half, sparse, bits FROM typed_items ORDER BY id")
+            got_binary = cur.fetchall()
+        got_text = conn.execute("SELECT id, half, sparse, bits FROM typed_items ORDER BY id").fetchall()
+        for got in (got_binary, got_text):
+            for (i, h, sp, b), (wi, wh, wsp, wb) in zip(got, rows, strict=True):
+                assert i == wi
+                assert h.to_list() == wh.to_list()
+                assert (sp.dimensions(), sp.indices(), sp.values()) == (wsp.dimensions(), wsp.indices(), wsp.values())
+                # bit is PostgreSQL's own type: psycopg returns it as text or as raw binary
+                assert (Bit.from_binary(b) if isinstance(b, bytes) else Bit.from_text(b)) == wb
+        q = (HalfVector([1.0, 2.0, -3.0]), SparseVector({0: 1.0}, 5), Bit("1111"))
+        got = conn.execute("SELECT id, half <-> %s, sparse <-> %s, bits <~> %s, bits <%%> %s "
+                           "FROM typed_items ORDER BY id", (*q, q[2])).fetchall()
+        assert got[0][1:] == pytest.approx((0.5, (0.25 + 4.0) ** 0.5, 1.0, 0.25))
+        assert got[2][3:] == (4.0, 1.0)
+
+
+class TypedItem(Base):
+    __tablename__ = "orm_typed_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    half = mapped_column(HALFVEC(3))
+    sparse = mapped_column(SPARSEVEC(3))
+    bits = mapped_column(BIT(3))
+
+
+def test_sqlalchemy_halfvec_sparsevec_bit(cluster, dbname):
+    """pgvector-python's SQLAlchemy types and their distance comparators."""
+    engine = create_engine(f"postgresql+psycopg://postgres@/{dbname}?host={cluster.sockdir}&port={cluster.port}")
+    Base.metadata.create_all(engine)
+    vectors = {1: [1, 1, 1], 2: [2, 2, 2], 3: [1, 1, 2], 4: [-1, 0, 0.5]}
+    bits = {1: "000", 2: "101", 3: "111", 4: "110"}
+    with Session(engine) as session:
+        session.query(TypedItem).delete()
+        session.add_all([TypedItem(id=k, half=v, sparse=SparseVector(v), bits=bits[k]) for k, v in vectors.items()])
+        session.commit()
+        q = [1, 1, 1]
+        order = lambda d: [r.id for r in session.scalars(select(TypedItem).order_by(d, TypedItem.id))]  # noqa: E731
+        assert order(TypedItem.half.l2_distance(q)) == [1, 3, 2, 4]
+        assert order(TypedItem.half.max_inner_product(q)) == [2, 3, 1, 4]
+        assert order(TypedItem.half.cosine_distance(q)) == [1, 2, 3, 4]
+        assert order(TypedItem.half.l1_distance(q)) == [1, 3, 2, 4]
+        assert order(TypedItem.sparse.l2_distance(SparseVector(q))) == [1, 3, 2, 4]
+        assert order(TypedItem.sparse.max_inner_product(SparseVector(q))) == [2, 3, 1, 4]
+        assert order(TypedItem.bits.hamming_distance("111")) == [3, 2, 4, 1]
+        assert order(TypedItem.bits.jaccard_distance("111")) == [3, 2, 4, 1]
+        session.expire_all()
+        item = session.get(TypedItem, 4)
+        half = item.half
+        assert (half.to_list() if hasattr(half, "to_list") else list(half)) == [-1.0, 0.0, 0.5]
+        assert item.sparse.to_list() == [-1.0, 0.0, 0.5]
+        assert item.bits == "110"
     engine.dispose()
