@@ -455,14 +455,7 @@ pub fn write_float4(out: &mut String, v: f32) {
         });
         return;
     }
-    // Rust's `{:e}` yields the shortest digits that round-trip: "d.ddde±x".
-    let sci = format!("{:e}", v);
-    let (mant, exp) = match sci.split_once('e') {
-        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
-        None => (sci.as_str(), 0),
-    };
-    let negative = mant.starts_with('-');
-    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    let (negative, digits, exp) = shortest_digits(v);
     if negative {
         out.push('-');
     }
@@ -494,6 +487,27 @@ pub fn write_float4(out: &mut String, v: f32) {
         }
         let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
     }
+}
+
+/// The shortest decimal digits that read back as `v` (finite, non-zero), as PostgreSQL's
+/// Ryu picks them (ties to even), with the decimal exponent of the first digit:
+/// 0.330078125 is `(false, "33007812", -1)`.
+fn shortest_digits(v: f32) -> (bool, String, i32) {
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(v);
+    let (mant, e) = match text.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let negative = mant.starts_with('-');
+    let mant = mant.trim_start_matches('-');
+    let (int_part, frac) = mant.split_once('.').unwrap_or((mant, ""));
+    let all: String = int_part.chars().chain(frac.chars()).collect();
+    let lead = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_matches('0').to_string();
+    // The first significant digit sits at 10^(int_part.len() - 1 - lead), times 10^e.
+    let exp = e + int_part.len() as i32 - 1 - lead as i32;
+    (negative, digits, exp)
 }
 
 /// Formats a vector as `[1,2,3]`.
@@ -963,6 +977,13 @@ mod tests {
             (-0.0, "-0"),
             (0.0, "0"),
             (f32::MIN_POSITIVE, "1.1754944e-38"),
+            // Exact ties between two shortest candidates go to the even digit, as
+            // PostgreSQL's Ryu does (checked against float4out on PostgreSQL 18).
+            (0.330078125, "0.33007812"),
+            (0.000244140625, "0.00024414062"),
+            (33554436.0, "3.3554436e+07"),
+            (8.5, "8.5"),
+            (1e-45, "1e-45"),
         ];
         for (v, s) in cases {
             let mut out = String::new();
@@ -970,6 +991,26 @@ mod tests {
             assert_eq!(&out, s, "formatting {v:e}");
         }
         assert_eq!(format_text(&[1.0, 2.0, 3.5]), "[1,2,3.5]");
+    }
+
+    #[test]
+    fn printed_floats_read_back_exactly_and_are_shortest() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let v = f32::from_bits(state as u32);
+            if !v.is_finite() || v == 0.0 {
+                continue;
+            }
+            let mut out = String::new();
+            write_float4(&mut out, v);
+            assert_eq!(out.parse::<f32>().map(f32::to_bits), Ok(v.to_bits()), "{out}");
+            let rust = format!("{v:e}");
+            let rust_digits = rust.split('e').next().unwrap().chars().filter(char::is_ascii_digit);
+            assert_eq!(shortest_digits(v).1.len(), rust_digits.count(), "{v:e} printed {out}");
+        }
     }
 
     #[test]
