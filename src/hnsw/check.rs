@@ -17,7 +17,7 @@
 //! Unreachable elements are not corruption: HNSW pruning can cut a node's last in-link
 //! on insert (pgvector shares this); VACUUM's last pass links them back in.
 
-use super::diskgraph::index_corrupted;
+use super::diskgraph::{index_corrupted, read_meta};
 use super::keys;
 use super::page::{self, Tid};
 use super::scankeys::key_types;
@@ -27,10 +27,7 @@ use pgrx::pg_sys;
 use std::collections::{HashMap, VecDeque};
 
 pub(crate) fn check(rel: IndexRel) -> String {
-    let meta = match rel.meta() {
-        Ok(m) => m,
-        Err(e) => index_corrupted(rel, format!("metapage: {e}")),
-    };
+    let meta = read_meta(rel);
     let nblocks = rel.nblocks();
     // element id -> (level, deleted, neighbour tid)
     let mut elements: HashMap<u64, (u8, bool, Tid)> = HashMap::new();

@@ -5,7 +5,7 @@
 
 use super::graph::{Distance, FxHasher, GraphStore, GraphWrite};
 use super::keys::{self, Cond, KeyType};
-use super::page::{self, Meta, Metric, Tid};
+use super::page::{self, Meta, MetaError, Metric, Tid};
 use super::storage::{IndexRel, PagePrefetch, PinCache, SharedPage, WalWrite};
 use crate::distance;
 use std::collections::HashMap;
@@ -155,10 +155,7 @@ pub(crate) enum DirSlot {
 
 impl DiskGraph {
     pub(crate) fn open(rel: IndexRel) -> DiskGraph {
-        let meta = match rel.meta() {
-            Ok(m) => m,
-            Err(e) => index_corrupted(rel, e),
-        };
+        let meta = read_meta(rel);
         DiskGraph {
             rel,
             meta,
@@ -407,6 +404,18 @@ pub(crate) fn relation_name(rel: IndexRel) -> String {
     }
 }
 
+/// The index's schema-qualified name, quoted where SQL needs it (for hints to type).
+fn quoted_name(rel: IndexRel) -> String {
+    // SAFETY: rd_rel of an open relation; get_namespace_name returns a palloc'd name of an
+    // existing schema (or NULL), quote_qualified_identifier a palloc'd string.
+    unsafe {
+        let r = &*(*rel.raw()).rd_rel;
+        let schema = pgrx::pg_sys::get_namespace_name(r.relnamespace);
+        let q = pgrx::pg_sys::quote_qualified_identifier(schema, r.relname.data.as_ptr());
+        std::ffi::CStr::from_ptr(q).to_string_lossy().into_owned()
+    }
+}
+
 impl GraphStore for DiskGraph {
     type Id = u64;
 
@@ -618,6 +627,27 @@ impl GraphWrite for DiskGraph {
             }
             None => false,
         }
+    }
+}
+
+/// The index's metapage. An index written in another on-disk format raises XX002 (as
+/// PostgreSQL's btree does for a version mismatch) with a hint to REINDEX; a broken
+/// metapage raises `index_corrupted`. Never a wrong answer from a format it cannot read.
+pub(crate) fn read_meta(rel: IndexRel) -> Meta {
+    match rel.meta() {
+        Ok(m) => m,
+        Err(MetaError::Version(v)) => {
+            let name = relation_name(rel);
+            crate::error::fail_with_hint(
+                pgrx::PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                format!(
+                    "version mismatch in index \"{name}\": on-disk format {v}, this vecguard reads format {}",
+                    page::VERSION
+                ),
+                &format!("REINDEX INDEX {} rebuilds it in the current format.", quoted_name(rel)),
+            )
+        }
+        Err(MetaError::Corrupt(e)) => index_corrupted(rel, format!("metapage: {e}")),
     }
 }
 

@@ -7,7 +7,7 @@
 //! then one per four pages of existing neighbour lists that change. A row whose vector equals
 //! its nearest element's joins that element (duplicates stay reachable).
 
-use super::diskgraph::{index_corrupted, prepare_vector, DirSlot, DiskGraph, GraphView};
+use super::diskgraph::{index_corrupted, prepare_vector, read_meta, DirSlot, DiskGraph, GraphView};
 use super::graph::{
     joins_element, plan_insert, updates_with_in_link, Element, GraphWrite, InsertPlan, NodeUpdate,
     Params,
@@ -39,10 +39,7 @@ pub unsafe extern "C-unwind" fn aminsert(
         if *isnull.add(cols.vector) {
             return false;
         }
-        let meta = match rel.meta() {
-            Ok(m) => m,
-            Err(e) => index_corrupted(rel, e),
-        };
+        let meta = read_meta(rel);
         let Some(v) = prepare_vector(meta.metric, datum_to_slice(*values.add(cols.vector))) else {
             return false;
         };

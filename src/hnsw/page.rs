@@ -165,6 +165,15 @@ pub(crate) struct Meta {
     pub(crate) dir_pages: u32,
 }
 
+/// Why a metapage cannot be used.
+#[derive(Debug, PartialEq)]
+pub(crate) enum MetaError {
+    /// Written by a vecguard with another on-disk format (`VERSION`): REINDEX rebuilds it.
+    Version(u32),
+    /// Not a vecguard hnsw metapage, or a broken one.
+    Corrupt(String),
+}
+
 pub(crate) const META_BYTES: usize = 48;
 // The metapage layout `Meta::encode` writes: the entry TID at 18..24, the last field
 // (dir_pages) ending the struct, and all of it inside the metapage's contents.
@@ -220,24 +229,25 @@ impl Meta {
         b
     }
 
-    /// Decodes and validates a metapage; Err names what is wrong.
-    pub(crate) fn decode(b: &[u8]) -> Result<Meta, String> {
+    /// Decodes and validates a metapage; Err says what is wrong.
+    pub(crate) fn decode(b: &[u8]) -> Result<Meta, MetaError> {
         if b.len() < META_BYTES {
-            return Err("metapage too short".into());
+            return Err(MetaError::Corrupt("metapage too short".into()));
         }
         let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
         let magic = u32_at(0);
         if magic != MAGIC {
-            return Err(format!("bad magic {magic:#x}: not a vecguard hnsw index"));
+            return Err(MetaError::Corrupt(format!(
+                "bad magic {magic:#x}: not a vecguard hnsw index"
+            )));
         }
         let version = u32_at(4);
         if version != VERSION {
-            return Err(format!(
-                "unsupported hnsw index version {version} (expected {VERSION}): REINDEX it"
-            ));
+            return Err(MetaError::Version(version));
         }
-        let metric = Metric::from_u8(b[16]).ok_or_else(|| format!("bad metric {}", b[16]))?;
+        let metric = Metric::from_u8(b[16])
+            .ok_or_else(|| MetaError::Corrupt(format!("bad metric {}", b[16])))?;
         let tid = Tid::read(&b[18..24]);
         let mut e = [0u8; 8];
         e.copy_from_slice(&b[32..40]);
@@ -738,10 +748,12 @@ mod tests {
         assert_eq!(Meta::decode(&b).unwrap(), m);
         let mut bad = b;
         bad[0] ^= 1;
-        assert!(Meta::decode(&bad).unwrap_err().contains("bad magic"));
+        assert!(
+            matches!(Meta::decode(&bad), Err(MetaError::Corrupt(e)) if e.contains("bad magic"))
+        );
         let mut old = b;
-        old[4] = 99;
-        assert!(Meta::decode(&old).unwrap_err().contains("unsupported hnsw index version"));
+        old[4..8].copy_from_slice(&1u32.to_ne_bytes());
+        assert_eq!(Meta::decode(&old), Err(MetaError::Version(1)));
         assert!(Meta::decode(&b).unwrap().tenant_links());
         let empty = Meta::new(3, 16, 64, Metric::L2);
         assert_eq!(Meta::decode(&empty.encode()).unwrap().entry, None);

@@ -17,7 +17,7 @@
 //! (`IndexRel::free_blocks`, `WalWrite::fresh_page`), and VACUUM lists them in the free
 //! space map.
 
-use super::page::{self, Meta};
+use super::page::{self, Meta, MetaError};
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -170,7 +170,7 @@ impl IndexRel {
     }
 
     /// Reads and validates the metapage.
-    pub(crate) fn meta(&self) -> Result<Meta, String> {
+    pub(crate) fn meta(&self) -> Result<Meta, MetaError> {
         let p = self.read_shared(page::METAPAGE_BLKNO);
         p.meta()
     }
@@ -315,7 +315,7 @@ impl SharedPage {
     }
 
     /// Decodes the metapage stored in this page's contents.
-    pub(crate) fn meta(&self) -> Result<Meta, String> {
+    pub(crate) fn meta(&self) -> Result<Meta, MetaError> {
         // SAFETY: the metapage's contents hold META_BYTES bytes (pd_lower covers them).
         let bytes = unsafe {
             std::slice::from_raw_parts(
