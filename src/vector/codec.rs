@@ -979,8 +979,8 @@ mod tests {
             (f32::MIN_POSITIVE, "1.1754944e-38"),
             // Exact ties between two shortest candidates go to the even digit, as
             // PostgreSQL's Ryu does (checked against float4out on PostgreSQL 18).
-            (0.330078125, "0.33007812"),
-            (0.000244140625, "0.00024414062"),
+            (1352.0 / 4096.0, "0.33007812"), // 0.330078125
+            (1.0 / 4096.0, "0.00024414062"),
             (33554436.0, "3.3554436e+07"),
             (8.5, "8.5"),
             (1e-45, "1e-45"),

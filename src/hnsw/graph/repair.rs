@@ -252,13 +252,13 @@ pub(crate) fn ensure_reachable<S: GraphWrite>(
                 }
             }
             // No host can: the nearest gives up its last neighbour.
-            let (h, mut list, drop) = match chosen {
+            let Host { id: h, mut list, drop } = match chosen {
                 Some(c) => c,
                 None => {
                     let Some(&h) = hosts.first() else { continue };
                     buf.clear();
                     store.neighbors(h, 0, &mut buf);
-                    (h, buf.clone(), buf.len().checked_sub(1))
+                    Host { id: h, list: buf.clone(), drop: buf.len().checked_sub(1) }
                 }
             };
             if let Some(i) = drop {
@@ -281,6 +281,14 @@ pub(crate) fn ensure_reachable<S: GraphWrite>(
     total
 }
 
+/// A node that takes an in-link for a cut-off node: its level-0 list and the index of the
+/// neighbour it gives up for it (None: it has room).
+struct Host<Id> {
+    id: Id,
+    list: Vec<Id>,
+    drop: Option<usize>,
+}
+
 /// The first of `hosts` that can take one more level-0 link without cutting a node off:
 /// one with room (no neighbour to drop), or one whose furthest neighbour with another
 /// in-link from a reachable node can go (its index in the list). `indeg` counts in-links
@@ -291,15 +299,15 @@ fn pick_host<S: GraphWrite>(
     indeg: &HashMap<S::Id, u32>,
     max: usize,
     buf: &mut Vec<S::Id>,
-) -> Option<(S::Id, Vec<S::Id>, Option<usize>)> {
+) -> Option<Host<S::Id>> {
     for &h in hosts {
         buf.clear();
         store.neighbors(h, 0, buf);
         if buf.len() < max {
-            return Some((h, buf.clone(), None));
+            return Some(Host { id: h, list: buf.clone(), drop: None });
         }
         if let Some(i) = buf.iter().rposition(|y| indeg.get(y).is_some_and(|&d| d >= 2)) {
-            return Some((h, buf.clone(), Some(i)));
+            return Some(Host { id: h, list: buf.clone(), drop: Some(i) });
         }
     }
     None
