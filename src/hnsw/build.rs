@@ -12,7 +12,6 @@
 //! on disk one by one, with a NOTICE (pgvector does the same).
 
 use super::buildplan::{build_threads, graph_budget, in_memory_count, row_hash};
-use super::diskgraph::{graph_distance, prepare_vector};
 use super::graph::{
     build_tenant_links, ensure_reachable, joins_element, Element, MemGraph, Params, TenantLinks,
 };
@@ -21,13 +20,16 @@ use super::page::{self, Meta, Tid};
 use super::scankeys::{columns, encode_row, Columns};
 use super::storage::{tid_from_ptr, BulkWriter, IndexRel, WalWrite};
 use super::tenant::{directory_pages, group_members, group_purity, DirTuple};
-use crate::vector::sql::datum_to_slice;
+use super::values::{encode, graph_distance, Value};
 use pgrx::pg_sys;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct BuildState {
     rel: IndexRel,
+    /// The column's dimensions (bits for `bit`).
+    dims: usize,
+    /// Stored words per element (see `values`).
     dim: usize,
     metric: page::Metric,
     cols: Columns,
@@ -42,15 +44,16 @@ struct BuildState {
 }
 
 impl BuildState {
-    fn add(&mut self, heap_tid: Tid, v: &[f32], keys: Vec<u8>) {
-        let Some(v) = prepare_vector(self.metric, v) else { return };
-        if v.len() != self.dim {
+    fn add(&mut self, heap_tid: Tid, value: Value, keys: Vec<u8>) {
+        if value.dims() != self.dims {
             pgrx::ereport!(
                 ERROR,
                 pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-                format!("expected {} dimensions, not {}", self.dim, v.len())
+                format!("expected {} dimensions, not {}", self.dims, value.dims())
             );
         }
+        let Some(v) = encode(self.metric, value, true) else { return };
+        debug_assert_eq!(v.len(), self.dim);
         super::insert::check_row_size(self.rel, page::element_size(self.dim) + keys.len());
         self.indexed += 1.0;
         // Rows share an element only when vector AND key columns are equal: an element's
@@ -96,7 +99,7 @@ unsafe extern "C-unwind" fn build_callback(
         if *isnull.add(vc) {
             return;
         }
-        let v = datum_to_slice(*values.add(vc));
+        let v = super::datum::datum_value(st.metric.kind(), *values.add(vc));
         let keys = if st.cols.keys.is_empty() {
             Vec::new()
         } else {
@@ -130,11 +133,13 @@ pub unsafe extern "C-unwind" fn ambuild(
     if rel.nblocks() != 0 {
         pgrx::error!("index \"{}\" already contains data", super::diskgraph::relation_name(rel));
     }
-    let dim = index_dimensions(rel);
+    let dims = index_dimensions(rel);
     let metric = index_metric(rel);
+    let dim = metric.kind().words(dims);
     let params = params_of(rel);
     let mut st = BuildState {
         rel,
+        dims,
         dim,
         metric,
         cols: columns(rel),
@@ -341,7 +346,8 @@ fn write_graph(
         Err(i) => super::insert::refuse_row_size(rel, el_len(i)),
     };
     let (pos, pages) = (&plan.pos, &plan.pages);
-    let mut meta = Meta::new(g.dim() as u32, m as u16, params.ef_construction as u16, metric);
+    let mut meta =
+        Meta::new(index_dimensions(rel) as u32, m as u16, params.ef_construction as u16, metric);
     meta.entry = g.entry().map(|(e, l)| (pos[e as usize].0, l));
     meta.insert_page = plan.fill.unwrap_or(page::INVALID_BLOCK);
     meta.elements = g.len() as u64;

@@ -63,12 +63,13 @@ pub(crate) fn check(rel: IndexRel) -> String {
                     let el = page::decode_element(bytes).unwrap_or_else(|| {
                         index_corrupted(rel, format!("element {blk},{off} does not decode"))
                     });
-                    if el.dim != meta.dimensions as usize {
+                    let words = meta.metric.kind().words(meta.dimensions as usize);
+                    if el.dim != words {
                         index_corrupted(
                             rel,
                             format!(
-                                "element {blk},{off} has {} dimensions, index has {}",
-                                el.dim, meta.dimensions
+                                "element {blk},{off} has {} words, index has {}",
+                                el.dim, words
                             ),
                         );
                     }

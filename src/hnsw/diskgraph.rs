@@ -5,9 +5,8 @@
 
 use super::graph::{Distance, FxHasher, GraphStore, GraphWrite};
 use super::keys::{self, Cond, KeyType};
-use super::page::{self, Meta, Metric, Tid};
+use super::page::{self, Meta, Tid};
 use super::storage::{IndexRel, PagePrefetch, PinCache, SharedPage, WalWrite};
-use crate::distance;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
@@ -20,39 +19,6 @@ pub(crate) struct NodeInfo {
     pub(crate) level: u8,
     pub(crate) deleted: bool,
     pub(crate) neighbor_tid: Tid,
-}
-
-/// Graph distance for each metric (smaller is nearer). Cosine indexes store unit vectors,
-/// so cosine distance is 1 - dot there.
-pub(crate) fn graph_distance(metric: Metric) -> Distance {
-    fn l2(a: &[f32], b: &[f32]) -> f32 {
-        distance::l2_squared(a, b) as f32
-    }
-    fn ip(a: &[f32], b: &[f32]) -> f32 {
-        -distance::dot(a, b) as f32
-    }
-    fn cos(a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - distance::dot(a, b)) as f32
-    }
-    fn l1(a: &[f32], b: &[f32]) -> f32 {
-        distance::l1(a, b) as f32
-    }
-    match metric {
-        Metric::L2 => l2,
-        Metric::InnerProduct => ip,
-        Metric::Cosine => cos,
-        Metric::L1 => l1,
-    }
-}
-
-/// Prepares a vector for the index: cosine indexes store and search unit vectors; a zero
-/// vector has no direction and is not indexed (None), as in pgvector.
-pub(crate) fn prepare_vector(metric: Metric, v: &[f32]) -> Option<Vec<f32>> {
-    if metric != Metric::Cosine {
-        return Some(v.to_vec());
-    }
-    let n = crate::vector::codec::norm(v);
-    (n > 0.0).then(|| v.iter().map(|&x| (x as f64 / n) as f32).collect())
 }
 
 /// Reads element bytes as (header, vector slice) without allocating.
@@ -162,7 +128,7 @@ impl DiskGraph {
         DiskGraph {
             rel,
             meta,
-            dist: graph_distance(meta.metric),
+            dist: super::values::graph_distance(meta.metric),
             pins: PinCache::new(rel),
             nodes: IdHashMap::with_capacity_and_hasher(2048, Default::default()),
             tids: Vec::new(),
