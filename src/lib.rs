@@ -35,7 +35,7 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/hnsw_types.sql",
     name = "hnsw_type_opclasses",
-    requires = ["hnsw_am", "halfvec_type", "bit_distances"]
+    requires = ["hnsw_am", "halfvec_type", "bit_distances", "sparsevec_type"]
 );
 
 /// Library load: registers the index settings and reloptions, the authorization settings

@@ -1,4 +1,4 @@
-"""The `hnsw` opclasses of halfvec and bit (pgvector's names): each builds on clustered
+"""The `hnsw` opclasses of halfvec, bit and sparsevec (pgvector's names): each builds on clustered
 random data, is chosen by the planner, finds what an exact scan finds (recall@10 counted
 with ties), finds rows inserted after the build, skips NULLs (and zero vectors for cosine),
 and keeps a sound graph through DELETE + VACUUM (vecguard.hnsw_check). Then expression
@@ -21,7 +21,12 @@ OPCLASSES = {
     "halfvec_l1_ops": ("halfvec", "<+>", False),
     "bit_hamming_ops": ("bit", "<~>", False),
     "bit_jaccard_ops": ("bit", "<%>", False),
+    "sparsevec_l2_ops": ("sparsevec", "<->", False),
+    "sparsevec_ip_ops": ("sparsevec", "<#>", False),
+    "sparsevec_cosine_ops": ("sparsevec", "<=>", True),
+    "sparsevec_l1_ops": ("sparsevec", "<+>", False),
 }
+SPARSE_DIM = 61
 
 
 def clustered(n, dim, seed):
@@ -31,17 +36,24 @@ def clustered(n, dim, seed):
 
 
 def literal(ty, x):
+    if ty == "sparsevec":
+        # the small elements dropped: about a third of the dimensions are stored
+        return "{" + ",".join(f"{i + 1}:{float(v):.3f}" for i, v in enumerate(x) if abs(v) > 0.9) + f"}}/{len(x)}"
     if ty == "halfvec":
         return "[" + ",".join(f"{float(v):.3f}" for v in x) + "]"
     return "".join("1" if v > 0 else "0" for v in x)
 
 
 def typename(ty):
-    return f"halfvec({DIM})" if ty == "halfvec" else f"bit({BITS})"
+    return {"halfvec": f"halfvec({DIM})", "bit": f"bit({BITS})", "sparsevec": f"sparsevec({SPARSE_DIM})"}[ty]
+
+
+def width(ty):
+    return {"halfvec": DIM, "bit": BITS, "sparsevec": SPARSE_DIM}[ty]
 
 
 def rows(ty, n, seed):
-    return [literal(ty, x) for x in clustered(n, DIM if ty == "halfvec" else BITS, seed)]
+    return [literal(ty, x) for x in clustered(n, width(ty), seed)]
 
 
 def create(conn, table, ty, values, extra=""):
@@ -104,7 +116,7 @@ def test_opclass_builds_finds_inserts_and_vacuums(db, opclass):
 
     # rows inserted after the build are found by their own value (scaled up for inner
     # product, where a vector's own value need not be its nearest)
-    new = clustered(200, DIM if ty == "halfvec" else BITS, seed=3)
+    new = clustered(200, width(ty), seed=3)
     if op == "<#>":
         new *= 3
     new_lits = [literal(ty, x) for x in new]
@@ -127,6 +139,9 @@ def test_opclass_builds_finds_inserts_and_vacuums(db, opclass):
     check(db, f"{table}_idx", reachable=False)
     for q in queries[:5]:
         assert all(i % 3 != 0 for i, _ in knn(db, table, ty, op, q))
+    # VACUUM's repair costs some recall at ef_search 100 (sparsevec_ip_ops measured 0.905
+    # after VACUUM, 0.965 after REINDEX; 0.995 after VACUUM at 200), as for vector
+    db.execute("SET hnsw.ef_search = 200")
     r = recall(db, table, ty, op, queries)
     assert r >= 0.9, f"{opclass} after vacuum: recall {r}"
 
@@ -141,6 +156,9 @@ def test_nulls_and_zero_vectors(db, opclass):
     if ty == "halfvec":
         values = ["[0,0,0]", "[1,2,3]", "[1,1,1]"]
         tyname, extra = "halfvec(3)", "[1,2,4]"
+    elif ty == "sparsevec":
+        values = ["{}/3", "{1:1,2:2,3:3}/3", "{1:1,2:1,3:1}/3"]
+        tyname, extra = "sparsevec(3)", "{1:1,2:2,3:4}/3"
     else:
         values = ["000", "100", "111"]
         tyname, extra = "bit(3)", "110"
@@ -153,7 +171,7 @@ def test_nulls_and_zero_vectors(db, opclass):
     db.execute("SET enable_seqscan = off")
     try:
         expect = 3 if zero_skipped else 4
-        q = "[3,3,3]" if ty == "halfvec" else "111"
+        q = {"halfvec": "[3,3,3]", "sparsevec": "{1:3,2:3,3:3}/3", "bit": "111"}[ty]
         got = db.execute(f"SELECT val::text FROM {table} ORDER BY val {op} %s::{tyname}", [q]).fetchall()
         assert len(got) == expect, got
         assert "Index Scan" in plan(db, f"SELECT val FROM {table} ORDER BY val {op} %s::{tyname}", [q])
@@ -257,6 +275,7 @@ def test_largest_values_index(db):
     ("bit(64001)", "bit_hamming_ops", "54000", "column cannot have more than 64000 dimensions for hnsw index"),
     ("varbit(3)", "bit_hamming_ops", "0A000", "type not supported for hnsw index"),
     ("varbit(3)", "bit_jaccard_ops", "0A000", "type not supported for hnsw index"),
+    ("sparsevec", "sparsevec_l2_ops", "22023", "column does not have dimensions"),
 ])
 def test_limits(db, column, opclass, sqlstate, message):
     db.execute("DROP TABLE IF EXISTS lim")
@@ -288,5 +307,56 @@ def test_query_of_other_dimensions_errors(db):
             with pytest.raises(psycopg.Error) as e:
                 db.execute(sql)
             assert e.value.sqlstate == "22000", e.value
+    finally:
+        db.execute("RESET enable_seqscan")
+
+
+NNZ_ERROR = "sparsevec cannot have more than 1000 non-zero elements for hnsw index"
+
+
+def test_sparsevec_non_zero_limit(db):
+    """At most 1000 stored elements per indexed value, at build and insert (54000); 1000
+    fill an element's page and are found."""
+    db.execute("CREATE TABLE nnz_big (val sparsevec(1001))")
+    db.execute("INSERT INTO nnz_big VALUES (array_fill(1, ARRAY[1001])::vector::sparsevec)")
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("CREATE INDEX ON nnz_big USING hnsw (val sparsevec_l2_ops)")
+    assert e.value.sqlstate == "54000" and e.value.diag.message_primary == NNZ_ERROR
+    db.execute("TRUNCATE nnz_big")
+    db.execute("CREATE INDEX ON nnz_big USING hnsw (val sparsevec_cosine_ops)")
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("INSERT INTO nnz_big VALUES (array_fill(1, ARRAY[1001])::vector::sparsevec)")
+    assert e.value.sqlstate == "54000" and e.value.diag.message_primary == NNZ_ERROR
+    db.execute("CREATE TABLE nnz (id int, val sparsevec(5000))")
+    db.execute("CREATE INDEX nnz_idx ON nnz USING hnsw (val sparsevec_cosine_ops)")
+    rng = np.random.default_rng(12)
+    for i in range(40):
+        idx = sorted(rng.choice(5000, size=int(rng.integers(1, 1001)), replace=False))
+        if i == 7:
+            idx = sorted(rng.choice(5000, size=1000, replace=False))
+        lit = "{" + ",".join(f"{j + 1}:{rng.normal():.3f}" for j in idx) + "}/5000"
+        db.execute("INSERT INTO nnz VALUES (%s, %s)", [i, lit])
+    db.execute("REINDEX INDEX nnz_idx")
+    db.execute("INSERT INTO nnz SELECT 100 + id, val FROM nnz WHERE id < 5")
+    db.execute("SET enable_seqscan = off")
+    try:
+        for i in (3, 7, 100):
+            got = db.execute("SELECT id FROM nnz ORDER BY val <=> (SELECT val FROM nnz WHERE id = %s) LIMIT 2",
+                             [i]).fetchall()
+            assert i in {r[0] for r in got}, (i, got)
+    finally:
+        db.execute("RESET enable_seqscan")
+    check(db, "nnz_idx", reachable=False)
+
+
+def test_sparsevec_query_of_other_dimensions_errors(db):
+    db.execute("CREATE TABLE sdq (s sparsevec(3))")
+    db.execute("INSERT INTO sdq VALUES ('{1:1}/3')")
+    db.execute("CREATE INDEX ON sdq USING hnsw (s sparsevec_l2_ops)")
+    db.execute("SET enable_seqscan = off")
+    try:
+        with pytest.raises(psycopg.Error) as e:
+            db.execute("SELECT 1 FROM sdq ORDER BY s <-> '{1:1}/4'::sparsevec LIMIT 1")
+        assert e.value.sqlstate == "22000", e.value
     finally:
         db.execute("RESET enable_seqscan")

@@ -19,6 +19,24 @@ pub(crate) unsafe fn datum_value<'a>(kind: Kind, d: pg_sys::Datum) -> Value<'a> 
                 let (bits, bytes) = crate::bitvec::sql::datum_to_bits(d);
                 Value::Bit(bits as usize, bytes)
             }
+            Kind::Sparse => Value::Sparse(crate::sparsevec::sql::datum_to_sparse(d)),
+        }
+    }
+}
+
+/// pgvector's limit on what one element may hold beyond the column's dimensions: a
+/// sparsevec of more than `MAX_NNZ` stored elements is refused (54000).
+pub(crate) fn check_indexable(v: &Value) {
+    if let Value::Sparse(s) = v {
+        if s.indices.len() > super::values::MAX_NNZ {
+            pgrx::ereport!(
+                ERROR,
+                pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "sparsevec cannot have more than {} non-zero elements for hnsw index",
+                    super::values::MAX_NNZ
+                )
+            );
         }
     }
 }

@@ -70,6 +70,9 @@ pub(crate) struct DiskGraph {
     pub(crate) rel: IndexRel,
     pub(crate) meta: Meta,
     pub(crate) dist: Distance,
+    /// Every element and query has the same number of words (all types but sparsevec), so
+    /// a length mismatch means an unreadable element.
+    pub(crate) fixed_len: bool,
     pins: PinCache,
     nodes: IdHashMap<u64, NodeInfo>,
     tids: Vec<Tid>,
@@ -129,6 +132,7 @@ impl DiskGraph {
             rel,
             meta,
             dist: super::values::graph_distance(meta.metric),
+            fixed_len: meta.metric.kind().words(0).is_some(),
             pins: PinCache::new(rel),
             nodes: IdHashMap::with_capacity_and_hasher(2048, Default::default()),
             tids: Vec::new(),
@@ -447,7 +451,7 @@ impl GraphStore for DiskGraph {
                 let Some((info, v)) = p.item(Tid::unpack(id).offset).and_then(element_parts) else {
                     continue;
                 };
-                if v.len() != query.len() {
+                if self.fixed_len && v.len() != query.len() {
                     continue;
                 }
                 out[i as usize] = Some((dist(v, query), info.deleted));
@@ -495,7 +499,7 @@ impl GraphStore for DiskGraph {
         let ok = keys::matches(page::element_keys(bytes, v.len()), types, &self.walk);
         self.filter_checks += 1;
         self.fixed.remember(id, info, page::element_keys(bytes, v.len()));
-        if ok && v.len() == self.query.len() {
+        if ok && (!self.fixed_len || v.len() == self.query.len()) {
             let d = dist(v, &self.query);
             self.batch.insert(id, d);
         }
@@ -513,7 +517,7 @@ impl GraphStore for DiskGraph {
         let dist = self.dist;
         let p = self.pins.read_shared(tid.block);
         let (info, v) = element_parts(p.item(tid.offset)?)?;
-        if v.len() != query.len() {
+        if self.fixed_len && v.len() != query.len() {
             return None;
         }
         let d = dist(v, query);

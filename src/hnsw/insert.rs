@@ -50,6 +50,7 @@ pub unsafe extern "C-unwind" fn aminsert(
                 format!("expected {} dimensions, not {}", meta.dimensions, value.dims())
             );
         }
+        super::datum::check_indexable(&value);
         let Some(v) = super::values::encode(meta.metric, value, true) else {
             return false;
         };

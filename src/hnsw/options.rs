@@ -201,6 +201,7 @@ pub(crate) fn index_metric(rel: IndexRel) -> Metric {
         let kind = match name(input).as_str() {
             "halfvec_in" => Kind::Halfvec,
             "bit_in" | "varbit_in" => Kind::Bit,
+            "sparsevec_in" => Kind::Sparse,
             _ => Kind::Vector,
         };
         let attno = (att + 1) as i16;
@@ -219,6 +220,10 @@ pub(crate) fn index_metric(rel: IndexRel) -> Metric {
             Kind::Halfvec => Metric::HalfL2,
             Kind::Bit if f1 == "jaccard_distance" => Metric::BitJaccard,
             Kind::Bit => Metric::BitHamming,
+            Kind::Sparse if cosine => Metric::SparseCosine,
+            Kind::Sparse if ip => Metric::SparseInnerProduct,
+            Kind::Sparse if l1 => Metric::SparseL1,
+            Kind::Sparse => Metric::SparseL2,
         }
     }
 }

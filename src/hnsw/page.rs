@@ -138,6 +138,10 @@ pub(crate) enum Metric {
     HalfL1 = 8,
     BitHamming = 9,
     BitJaccard = 10,
+    SparseL2 = 11,
+    SparseInnerProduct = 12,
+    SparseCosine = 13,
+    SparseL1 = 14,
 }
 
 impl Metric {
@@ -153,6 +157,10 @@ impl Metric {
             8 => Some(Metric::HalfL1),
             9 => Some(Metric::BitHamming),
             10 => Some(Metric::BitJaccard),
+            11 => Some(Metric::SparseL2),
+            12 => Some(Metric::SparseInnerProduct),
+            13 => Some(Metric::SparseCosine),
+            14 => Some(Metric::SparseL1),
             _ => None,
         }
     }

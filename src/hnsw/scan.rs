@@ -130,7 +130,7 @@ impl ScanState {
                 let Some((_, _, _, _, n)) = page::element_header(bytes) else { continue };
                 let id = Tid { block: blk, offset: off }.pack();
                 if info.deleted
-                    || v.len() != query.len()
+                    || (self.graph.fixed_len && v.len() != query.len())
                     || self.returned.contains(&id)
                     || !self.graph.bytes_pass(bytes, v.len())
                 {
@@ -248,6 +248,11 @@ unsafe fn query_vector(scan: pg_sys::IndexScanDesc, st: &ScanState) -> Vec<f32> 
             Kind::Vector => Value::Vector(&f),
             Kind::Halfvec => Value::Halfvec(&h),
             Kind::Bit => Value::Bit(dims, &b),
+            Kind::Sparse => Value::Sparse(crate::sparsevec::codec::SparseRef {
+                dim: dims as i32,
+                indices: &[],
+                values: &[],
+            }),
         };
         return encode(meta.metric, zero, false).unwrap_or_default();
     }
@@ -258,6 +263,7 @@ unsafe fn query_vector(scan: pg_sys::IndexScanDesc, st: &ScanState) -> Vec<f32> 
             Kind::Vector => "vector dimensions",
             Kind::Halfvec => "halfvec dimensions",
             Kind::Bit => "bit lengths",
+            Kind::Sparse => "sparsevec dimensions",
         };
         pgrx::ereport!(
             ERROR,

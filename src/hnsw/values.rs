@@ -7,7 +7,11 @@
 //!   bytes, `2i + 1` in its last two), so 4000 dimensions take 2000 words; an odd count
 //!   ends with `HALF_PAD`, a NaN that a halfvec never holds, which the distances drop;
 //! - `bit`: the bit string's bytes, four per word in memory order, the last word padded
-//!   with zero bytes (which change neither Hamming nor Jaccard counts).
+//!   with zero bytes (which change neither Hamming nor Jaccard counts);
+//! - `sparsevec`: the number of stored elements n (u32 bits), the n indices (i32 bits),
+//!   the n values: `1 + 2n` words, at most `1 + 2 * MAX_NNZ`, so elements differ in length.
+//!   The in-memory build pads every value to the longest with zero words, which `stored`
+//!   drops again before a value reaches a page.
 //!
 //! Packed words are only ever copied, hashed and compared by their bits, never by float
 //! arithmetic; the distances reinterpret them as the type's own elements and call the
@@ -19,6 +23,10 @@ use super::page::Metric;
 use crate::distance;
 use crate::distance::half;
 use crate::halfvec::codec as halfcodec;
+use crate::sparsevec::codec::{self as sparse, SparseRef};
+
+/// Most stored elements of an indexed sparsevec (pgvector's HNSW_MAX_NNZ).
+pub(crate) const MAX_NNZ: usize = 1000;
 
 /// Pad half of an odd-dimension halfvec: a NaN pattern, which halfvec input refuses.
 pub(crate) const HALF_PAD: u16 = 0xFFFF;
@@ -29,6 +37,7 @@ pub(crate) enum Kind {
     Vector,
     Halfvec,
     Bit,
+    Sparse,
 }
 
 impl Kind {
@@ -38,15 +47,18 @@ impl Kind {
             Kind::Vector => 2000,
             Kind::Halfvec => 4000,
             Kind::Bit => 64000,
+            Kind::Sparse => crate::sparsevec::codec::SPARSEVEC_MAX_DIM as usize,
         }
     }
 
-    /// Stored words of a value of `dims` dimensions.
-    pub(crate) fn words(self, dims: usize) -> usize {
+    /// Stored words of a value of `dims` dimensions; None for sparsevec, whose length
+    /// depends on the value.
+    pub(crate) fn words(self, dims: usize) -> Option<usize> {
         match self {
-            Kind::Vector => dims,
-            Kind::Halfvec => dims.div_ceil(2),
-            Kind::Bit => dims.div_ceil(32),
+            Kind::Vector => Some(dims),
+            Kind::Halfvec => Some(dims.div_ceil(2)),
+            Kind::Bit => Some(dims.div_ceil(32)),
+            Kind::Sparse => None,
         }
     }
 }
@@ -59,12 +71,16 @@ impl Metric {
                 Kind::Halfvec
             }
             Metric::BitHamming | Metric::BitJaccard => Kind::Bit,
+            Metric::SparseL2
+            | Metric::SparseInnerProduct
+            | Metric::SparseCosine
+            | Metric::SparseL1 => Kind::Sparse,
         }
     }
 
     /// Cosine indexes store unit vectors and skip zero ones.
     pub(crate) fn is_cosine(self) -> bool {
-        matches!(self, Metric::Cosine | Metric::HalfCosine)
+        matches!(self, Metric::Cosine | Metric::HalfCosine | Metric::SparseCosine)
     }
 }
 
@@ -75,6 +91,7 @@ pub(crate) enum Value<'a> {
     Halfvec(&'a [u16]),
     /// Bit length and the bytes (pad bits of the last byte zero, as Postgres keeps them).
     Bit(usize, &'a [u8]),
+    Sparse(SparseRef<'a>),
 }
 
 impl Value<'_> {
@@ -84,6 +101,7 @@ impl Value<'_> {
             Value::Vector(v) => v.len(),
             Value::Halfvec(v) => v.len(),
             Value::Bit(n, _) => *n,
+            Value::Sparse(s) => s.dim.max(0) as usize,
         }
     }
 }
@@ -114,7 +132,51 @@ pub(crate) fn encode(metric: Metric, v: Value, normalize: bool) -> Option<Vec<f3
             }
         }
         Value::Bit(_, bytes) => Some(pack_bytes(bytes)),
+        Value::Sparse(x) => {
+            if !cosine {
+                return Some(pack_sparse(x));
+            }
+            if sparse::norm(x) <= 0.0 {
+                return None;
+            }
+            match sparse::l2_normalize(x) {
+                Ok(unit) => Some(pack_sparse(unit.as_ref())),
+                Err(_) => Some(pack_sparse(x)),
+            }
+        }
     }
+}
+
+/// `[n, indices.., values..]` as words.
+pub(crate) fn pack_sparse(x: SparseRef) -> Vec<f32> {
+    let mut w = Vec::with_capacity(1 + 2 * x.indices.len());
+    w.push(f32::from_bits(x.indices.len() as u32));
+    w.extend(x.indices.iter().map(|&i| f32::from_bits(i as u32)));
+    w.extend_from_slice(x.values);
+    w
+}
+
+/// The sparse value in packed words (padding after it ignored; a count larger than the
+/// words hold is cut to what they hold).
+pub(crate) fn sparse_of(w: &[f32]) -> SparseRef<'_> {
+    let Some((count, rest)) = w.split_first() else {
+        return SparseRef { dim: 0, indices: &[], values: &[] };
+    };
+    let n = (count.to_bits() as usize).min(rest.len() / 2);
+    let idx = &rest[..n];
+    // SAFETY: i32 and f32 have the same size and alignment and i32 has no invalid bit
+    // patterns; `idx` is n words inside `w`.
+    let indices = unsafe { std::slice::from_raw_parts(idx.as_ptr() as *const i32, n) };
+    SparseRef { dim: 0, indices, values: &rest[n..2 * n] }
+}
+
+/// The words of a value a page stores: a sparse value without the build's padding.
+pub(crate) fn stored(metric: Metric, w: &[f32]) -> &[f32] {
+    if metric.kind() != Kind::Sparse || w.is_empty() {
+        return w;
+    }
+    let n = sparse_of(w).indices.len();
+    &w[..1 + 2 * n]
 }
 
 /// Halves packed two per word in memory order, `HALF_PAD` after an odd count.
@@ -189,6 +251,18 @@ pub(crate) fn graph_distance(metric: Metric) -> Distance {
     fn jaccard(a: &[f32], b: &[f32]) -> f32 {
         crate::bitvec::jaccard(bytes(a), bytes(b)) as f32
     }
+    fn sparse_l2(a: &[f32], b: &[f32]) -> f32 {
+        sparse::l2_squared(sparse_of(a), sparse_of(b))
+    }
+    fn sparse_ip(a: &[f32], b: &[f32]) -> f32 {
+        -sparse::inner_product(sparse_of(a), sparse_of(b))
+    }
+    fn sparse_cos(a: &[f32], b: &[f32]) -> f32 {
+        1.0 - sparse::inner_product(sparse_of(a), sparse_of(b))
+    }
+    fn sparse_l1(a: &[f32], b: &[f32]) -> f32 {
+        sparse::l1(sparse_of(a), sparse_of(b))
+    }
     match metric {
         Metric::L2 => l2,
         Metric::InnerProduct => ip,
@@ -200,6 +274,10 @@ pub(crate) fn graph_distance(metric: Metric) -> Distance {
         Metric::HalfL1 => half_l1,
         Metric::BitHamming => hamming,
         Metric::BitJaccard => jaccard,
+        Metric::SparseL2 => sparse_l2,
+        Metric::SparseInnerProduct => sparse_ip,
+        Metric::SparseCosine => sparse_cos,
+        Metric::SparseL1 => sparse_l1,
     }
 }
 
@@ -237,7 +315,7 @@ mod tests {
         for n in [1, 2, 3, 7, 8, 15, 16, 17, 1999, 4000] {
             let x = random_halves(n, &mut s);
             let w = encode(Metric::HalfL2, Value::Halfvec(&x), true).unwrap();
-            assert_eq!(w.len(), Kind::Halfvec.words(n));
+            assert_eq!(Some(w.len()), Kind::Halfvec.words(n));
             assert_eq!(halves(&w), &x[..], "n={n}");
             // words survive copies by bits (a packed word may be a float NaN)
             let copied: Vec<f32> = w.to_vec();
@@ -254,7 +332,7 @@ mod tests {
         for bits in [1, 3, 8, 9, 31, 32, 33, 64, 100, 64000] {
             let x = random_bytes(bits, &mut s);
             let w = encode(Metric::BitHamming, Value::Bit(bits, &x), true).unwrap();
-            assert_eq!(w.len(), Kind::Bit.words(bits));
+            assert_eq!(Some(w.len()), Kind::Bit.words(bits));
             let b = bytes(&w);
             assert_eq!(&b[..x.len()], &x[..]);
             assert!(b[x.len()..].iter().all(|&z| z == 0));
@@ -306,6 +384,64 @@ mod tests {
         assert_eq!(graph_distance(Metric::L1)(&a, &b), distance::l1(&a, &b) as f32);
     }
 
+    fn random_sparse(dim: i32, nnz: usize, seed: &mut u64) -> sparse::SparseVec {
+        let mut idx: Vec<i32> = Vec::new();
+        while idx.len() < nnz {
+            let i = ((rng(seed) + 2.0) / 4.0 * dim as f32) as i32 % dim;
+            if !idx.contains(&i) {
+                idx.push(i);
+            }
+        }
+        idx.sort_unstable();
+        let values = idx.iter().map(|_| rng(seed)).collect();
+        sparse::SparseVec { dim, indices: idx, values }
+    }
+
+    #[test]
+    fn sparse_round_trip_padding_and_distances() {
+        let mut s = 5;
+        for (na, nb) in [(0, 0), (0, 3), (1, 1), (5, 17), (40, 40), (1000, 999)] {
+            let (a, b) = (random_sparse(5000, na, &mut s), random_sparse(5000, nb, &mut s));
+            let wa = encode(Metric::SparseL2, Value::Sparse(a.as_ref()), true).unwrap();
+            assert_eq!(wa.len(), 1 + 2 * na);
+            assert_eq!(sparse_of(&wa).indices, &a.indices[..]);
+            assert_eq!(sparse_of(&wa).values, &a.values[..]);
+            // the build's zero padding is ignored by the distances and dropped by `stored`
+            let mut padded = wa.clone();
+            padded.resize(wa.len() + 7, 0.0);
+            assert_eq!(stored(Metric::SparseL2, &padded), &wa[..]);
+            let wb = pack_sparse(b.as_ref());
+            let (ra, rb) = (a.as_ref(), b.as_ref());
+            for (m, want) in [
+                (Metric::SparseL2, sparse::l2_squared(ra, rb)),
+                (Metric::SparseInnerProduct, -sparse::inner_product(ra, rb)),
+                (Metric::SparseL1, sparse::l1(ra, rb)),
+            ] {
+                assert_eq!(graph_distance(m)(&wa, &wb), want);
+                assert_eq!(graph_distance(m)(&padded, &wb), want);
+                assert_eq!(graph_distance(m)(&wb, &padded), graph_distance(m)(&wb, &wa));
+            }
+            if na > 0 && nb > 0 {
+                let ua = encode(Metric::SparseCosine, Value::Sparse(ra), true).unwrap();
+                let ub = encode(Metric::SparseCosine, Value::Sparse(rb), true).unwrap();
+                let (xa, xb) =
+                    (sparse::l2_normalize(ra).unwrap(), sparse::l2_normalize(rb).unwrap());
+                assert_eq!(
+                    graph_distance(Metric::SparseCosine)(&ua, &ub),
+                    1.0 - sparse::inner_product(xa.as_ref(), xb.as_ref())
+                );
+            } else {
+                assert!(encode(Metric::SparseCosine, Value::Sparse(ra), true).is_none() || na > 0);
+            }
+        }
+        // a corrupt count cannot read past the words
+        let bad = [f32::from_bits(99), 1.0, 2.0];
+        assert_eq!(sparse_of(&bad).indices.len(), 1);
+        assert!(sparse_of(&[]).indices.is_empty());
+        // vector values are stored as they are
+        assert_eq!(stored(Metric::L2, &[1.0, 0.0]), &[1.0, 0.0]);
+    }
+
     #[test]
     fn cosine_skips_zero_values_and_keeps_zero_queries() {
         let z = [0u16; 5];
@@ -348,10 +484,20 @@ mod tests {
         }
         // every kind's largest value is at most MAX_DIM words
         for k in [Kind::Vector, Kind::Halfvec, Kind::Bit] {
-            assert_eq!(k.words(k.max_dims()), super::super::page::MAX_DIM);
+            assert_eq!(k.words(k.max_dims()), Some(super::super::page::MAX_DIM));
         }
-        assert_eq!(Kind::Halfvec.words(3), 2);
-        assert_eq!(Kind::Bit.words(33), 2);
+        assert_eq!(Kind::Halfvec.words(3), Some(2));
+        assert_eq!(Kind::Bit.words(33), Some(2));
+        assert_eq!(Kind::Sparse.words(3), None);
+        for m in
+            [Metric::SparseL2, Metric::SparseInnerProduct, Metric::SparseCosine, Metric::SparseL1]
+        {
+            assert_eq!(m.kind(), Kind::Sparse);
+            assert_eq!(Metric::from_u8(m as u8), Some(m));
+        }
+        // the longest sparse element and its header fit a page with room for keys
+        let longest = super::super::page::element_size(1 + 2 * MAX_NNZ);
+        assert!(super::super::page::fits(super::super::page::page_capacity(), &[longest + 64]));
         assert!(Metric::HalfCosine.is_cosine() && !Metric::BitJaccard.is_cosine());
     }
 }
