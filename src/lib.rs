@@ -32,6 +32,11 @@ pgrx::extension_sql_file!(
     name = "sparsevec_halfvec_casts",
     requires = ["sparsevec_type", "halfvec_type"]
 );
+pgrx::extension_sql_file!(
+    "../sql/hnsw_types.sql",
+    name = "hnsw_type_opclasses",
+    requires = ["hnsw_am", "halfvec_type", "bit_distances", "sparsevec_type"]
+);
 
 /// Library load: registers the index settings and reloptions, the authorization settings
 /// and hooks, and reserves both setting prefixes.

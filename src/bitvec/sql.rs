@@ -11,17 +11,17 @@ use pgrx::pg_sys;
 /// Bytes before the first bit byte: varlena header + bit length.
 const VARBIT_HEADER: usize = 8;
 
-/// A bit-string argument as (bit length, bytes), detoasted when it is not a plain
+/// A bit-string Datum as (bit length, bytes), detoasted when it is not a plain
 /// 4-byte-header varlena.
 ///
 /// # Safety
-/// `fcinfo` valid; argument `n` is a non-null `bit` or `varbit`.
-unsafe fn bits_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> (u32, &'a [u8]) {
-    // SAFETY: the argument is a varbit varlena per the caller; a 4B-uncompressed header
-    // means it is inline and complete, anything else is detoasted into a 4B copy. The byte
-    // count never exceeds what the header says is present.
+/// `d` is a non-null `bit` or `varbit` datum.
+pub unsafe fn datum_to_bits<'a>(d: pg_sys::Datum) -> (u32, &'a [u8]) {
+    // SAFETY: d is a varbit varlena per the caller; a 4B-uncompressed header means it is
+    // inline and complete, anything else is detoasted into a 4B copy. The byte count never
+    // exceeds what the header says is present.
     unsafe {
-        let raw = arg(fcinfo, n).cast_mut_ptr::<pg_sys::varlena>();
+        let raw = d.cast_mut_ptr::<pg_sys::varlena>();
         let p =
             if pgrx::varlena::varatt_is_4b_u(raw) { raw } else { pg_sys::pg_detoast_datum(raw) };
         let total = pgrx::varlena::varsize_4b(p);
@@ -30,6 +30,15 @@ unsafe fn bits_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> (u32, &'a 
         let bytes = (bitlen as usize).div_ceil(8).min(total.saturating_sub(VARBIT_HEADER));
         (bitlen, std::slice::from_raw_parts(base.add(VARBIT_HEADER), bytes))
     }
+}
+
+/// Argument `n` as (bit length, bytes).
+///
+/// # Safety
+/// `fcinfo` valid; argument `n` is a non-null `bit` or `varbit`.
+unsafe fn bits_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> (u32, &'a [u8]) {
+    // SAFETY: forwarded caller contract.
+    unsafe { datum_to_bits(arg(fcinfo, n)) }
 }
 
 /// Both bit arguments, with pgvector's error when their lengths differ.

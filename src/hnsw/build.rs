@@ -12,7 +12,6 @@
 //! on disk one by one, with a NOTICE (pgvector does the same).
 
 use super::buildplan::{build_threads, graph_budget, in_memory_count, row_hash};
-use super::diskgraph::{graph_distance, prepare_vector};
 use super::graph::{
     build_tenant_links, ensure_reachable, joins_element, Element, MemGraph, Params, TenantLinks,
 };
@@ -21,17 +20,24 @@ use super::page::{self, Meta, Tid};
 use super::scankeys::{columns, encode_row, Columns};
 use super::storage::{tid_from_ptr, BulkWriter, IndexRel, WalWrite};
 use super::tenant::{directory_pages, group_members, group_purity, DirTuple};
-use crate::vector::sql::datum_to_slice;
+use super::values::{encode, graph_distance, stored, Value};
 use pgrx::pg_sys;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct BuildState {
     rel: IndexRel,
+    /// The column's dimensions (bits for `bit`).
+    dims: usize,
+    /// Stored words per element (see `values`); for sparsevec, set once every row is read
+    /// (the longest, which the others are padded to).
     dim: usize,
     metric: page::Metric,
     cols: Columns,
     vectors: Vec<f32>,
+    /// sparsevec rows as read (they differ in length), flattened into `vectors` after the
+    /// heap scan; None for the other types.
+    sparse_rows: Option<Vec<Vec<f32>>>,
     heap_tids: Vec<Vec<Tid>>,
     /// encoded key columns per element (empty for a plain vector index)
     keys: Vec<Vec<u8>>,
@@ -42,16 +48,17 @@ struct BuildState {
 }
 
 impl BuildState {
-    fn add(&mut self, heap_tid: Tid, v: &[f32], keys: Vec<u8>) {
-        let Some(v) = prepare_vector(self.metric, v) else { return };
-        if v.len() != self.dim {
+    fn add(&mut self, heap_tid: Tid, value: Value, keys: Vec<u8>) {
+        if value.dims() != self.dims {
             pgrx::ereport!(
                 ERROR,
                 pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-                format!("expected {} dimensions, not {}", self.dim, v.len())
+                format!("expected {} dimensions, not {}", self.dims, value.dims())
             );
         }
-        super::insert::check_row_size(self.rel, page::element_size(self.dim) + keys.len());
+        super::datum::check_indexable(&value);
+        let Some(v) = encode(self.metric, value, true) else { return };
+        super::insert::check_row_size(self.rel, page::element_size(v.len()) + keys.len());
         self.indexed += 1.0;
         // Rows share an element only when vector AND key columns are equal: an element's
         // keys decide who may see all of its rows.
@@ -59,10 +66,14 @@ impl BuildState {
         if let Some(list) = self.by_hash.get(&h) {
             for &i in list {
                 let s = i as usize * self.dim;
+                let vector = match &self.sparse_rows {
+                    Some(rows) => &rows[i as usize][..],
+                    None => &self.vectors[s..s + self.dim],
+                };
                 let existing = Element {
                     deleted: false,
                     heap_tids: self.heap_tids[i as usize].len(),
-                    vector: &self.vectors[s..s + self.dim],
+                    vector,
                     keys: Some(&self.keys[i as usize]),
                 };
                 if joins_element(&existing, &v, &keys, page::HEAP_TIDS) {
@@ -72,7 +83,10 @@ impl BuildState {
             }
         }
         let idx = self.heap_tids.len() as u32;
-        self.vectors.extend_from_slice(&v);
+        match &mut self.sparse_rows {
+            Some(rows) => rows.push(v),
+            None => self.vectors.extend_from_slice(&v),
+        }
         self.heap_tids.push(vec![heap_tid]);
         self.keys.push(keys);
         self.by_hash.entry(h).or_default().push(idx);
@@ -96,7 +110,7 @@ unsafe extern "C-unwind" fn build_callback(
         if *isnull.add(vc) {
             return;
         }
-        let v = datum_to_slice(*values.add(vc));
+        let v = super::datum::datum_value(st.metric.kind(), *values.add(vc));
         let keys = if st.cols.keys.is_empty() {
             Vec::new()
         } else {
@@ -130,15 +144,18 @@ pub unsafe extern "C-unwind" fn ambuild(
     if rel.nblocks() != 0 {
         pgrx::error!("index \"{}\" already contains data", super::diskgraph::relation_name(rel));
     }
-    let dim = index_dimensions(rel);
+    let dims = index_dimensions(rel);
     let metric = index_metric(rel);
+    let words = metric.kind().words(dims);
     let params = params_of(rel);
     let mut st = BuildState {
         rel,
-        dim,
+        dims,
+        dim: words.unwrap_or(0),
         metric,
         cols: columns(rel),
         vectors: Vec::new(),
+        sparse_rows: words.is_none().then(Vec::new),
         heap_tids: Vec::new(),
         keys: Vec::new(),
         by_hash: HashMap::new(),
@@ -160,6 +177,18 @@ pub unsafe extern "C-unwind" fn ambuild(
             std::ptr::null_mut(),
         )
     };
+    if let Some(rows) = st.sparse_rows.take() {
+        // The in-memory graph holds equal-length rows: pad with zero words, which the
+        // sparse distances ignore and `values::stored` drops before a page.
+        st.dim = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        st.vectors = Vec::with_capacity(rows.len() * st.dim);
+        for r in rows {
+            let end = st.vectors.len() + st.dim;
+            st.vectors.extend_from_slice(&r);
+            st.vectors.resize(end, 0.0);
+        }
+    }
+    let dim = st.dim;
     let n = st.heap_tids.len();
     // SAFETY: heap and index are the open relations Postgres passed to ambuild.
     let workers = unsafe { parallel_workers(heap, index) };
@@ -256,7 +285,7 @@ pub unsafe extern "C-unwind" fn ambuild(
         )
     };
     for i in fit..n {
-        let v = &st.vectors[i * dim..(i + 1) * dim];
+        let v = stored(metric, &st.vectors[i * dim..(i + 1) * dim]);
         for &t in &st.heap_tids[i] {
             super::insert::insert_prepared(rel, v, t, &st.keys[i]);
         }
@@ -327,7 +356,8 @@ fn write_graph(
     let order = g.page_layout(page::page_capacity() / node_fp);
     let dir_pages = tenants.map_or(0, |t| page::dir_pages_for(t.hashes.len()));
     let tenant = tenants.is_some();
-    let el_len = |i: u32| page::element_size(g.dim()) + keys[i as usize].len();
+    let el_len =
+        |i: u32| page::element_size(stored(metric, g.vector(i)).len()) + keys[i as usize].len();
     let nb_len = |i: u32| page::neighbor_size(m, g.level(i), tenant);
     // The same rule decides here where each tuple goes and, in the writer below, whether
     // PageAddItem takes it (`page::fits`); elements too long for a page were refused as
@@ -341,7 +371,8 @@ fn write_graph(
         Err(i) => super::insert::refuse_row_size(rel, el_len(i)),
     };
     let (pos, pages) = (&plan.pos, &plan.pages);
-    let mut meta = Meta::new(g.dim() as u32, m as u16, params.ef_construction as u16, metric);
+    let mut meta =
+        Meta::new(index_dimensions(rel) as u32, m as u16, params.ef_construction as u16, metric);
     meta.entry = g.entry().map(|(e, l)| (pos[e as usize].0, l));
     meta.insert_page = plan.fill.unwrap_or(page::INVALID_BLOCK);
     meta.elements = g.len() as u64;
@@ -400,7 +431,7 @@ fn write_graph(
                             level,
                             &heap_tids[i as usize],
                             pos[i as usize].1,
-                            g.vector(i),
+                            stored(metric, g.vector(i)),
                             &keys[i as usize],
                         );
                     }

@@ -60,12 +60,15 @@ pub(crate) fn check(rel: IndexRel) -> String {
                     let el = page::decode_element(bytes).unwrap_or_else(|| {
                         index_corrupted(rel, format!("element {blk},{off} does not decode"))
                     });
-                    if el.dim != meta.dimensions as usize {
+                    // (sparsevec elements differ in length)
+                    let words = meta.metric.kind().words(meta.dimensions as usize);
+                    if words.is_some_and(|w| el.dim != w) {
                         index_corrupted(
                             rel,
                             format!(
-                                "element {blk},{off} has {} dimensions, index has {}",
-                                el.dim, meta.dimensions
+                                "element {blk},{off} has {} words, index has {}",
+                                el.dim,
+                                words.unwrap_or(0)
                             ),
                         );
                     }

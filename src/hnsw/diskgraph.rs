@@ -5,9 +5,8 @@
 
 use super::graph::{Distance, FxHasher, GraphStore, GraphWrite};
 use super::keys::{self, Cond, KeyType};
-use super::page::{self, Meta, MetaError, Metric, Tid};
+use super::page::{self, Meta, MetaError, Tid};
 use super::storage::{IndexRel, PagePrefetch, PinCache, SharedPage, WalWrite};
-use crate::distance;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
@@ -20,39 +19,6 @@ pub(crate) struct NodeInfo {
     pub(crate) level: u8,
     pub(crate) deleted: bool,
     pub(crate) neighbor_tid: Tid,
-}
-
-/// Graph distance for each metric (smaller is nearer). Cosine indexes store unit vectors,
-/// so cosine distance is 1 - dot there.
-pub(crate) fn graph_distance(metric: Metric) -> Distance {
-    fn l2(a: &[f32], b: &[f32]) -> f32 {
-        distance::l2_squared(a, b) as f32
-    }
-    fn ip(a: &[f32], b: &[f32]) -> f32 {
-        -distance::dot(a, b) as f32
-    }
-    fn cos(a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - distance::dot(a, b)) as f32
-    }
-    fn l1(a: &[f32], b: &[f32]) -> f32 {
-        distance::l1(a, b) as f32
-    }
-    match metric {
-        Metric::L2 => l2,
-        Metric::InnerProduct => ip,
-        Metric::Cosine => cos,
-        Metric::L1 => l1,
-    }
-}
-
-/// Prepares a vector for the index: cosine indexes store and search unit vectors; a zero
-/// vector has no direction and is not indexed (None), as in pgvector.
-pub(crate) fn prepare_vector(metric: Metric, v: &[f32]) -> Option<Vec<f32>> {
-    if metric != Metric::Cosine {
-        return Some(v.to_vec());
-    }
-    let n = crate::vector::codec::norm(v);
-    (n > 0.0).then(|| v.iter().map(|&x| (x as f64 / n) as f32).collect())
 }
 
 /// Reads element bytes as (header, vector slice) without allocating.
@@ -104,6 +70,9 @@ pub(crate) struct DiskGraph {
     pub(crate) rel: IndexRel,
     pub(crate) meta: Meta,
     pub(crate) dist: Distance,
+    /// Every element and query has the same number of words (all types but sparsevec), so
+    /// a length mismatch means an unreadable element.
+    pub(crate) fixed_len: bool,
     pins: PinCache,
     nodes: IdHashMap<u64, NodeInfo>,
     tids: Vec<Tid>,
@@ -159,7 +128,8 @@ impl DiskGraph {
         DiskGraph {
             rel,
             meta,
-            dist: graph_distance(meta.metric),
+            dist: super::values::graph_distance(meta.metric),
+            fixed_len: meta.metric.kind().words(0).is_some(),
             pins: PinCache::new(rel),
             nodes: IdHashMap::with_capacity_and_hasher(2048, Default::default()),
             tids: Vec::new(),
@@ -490,7 +460,7 @@ impl GraphStore for DiskGraph {
                 let Some((info, v)) = p.item(Tid::unpack(id).offset).and_then(element_parts) else {
                     continue;
                 };
-                if v.len() != query.len() {
+                if self.fixed_len && v.len() != query.len() {
                     continue;
                 }
                 out[i as usize] = Some((dist(v, query), info.deleted));
@@ -538,7 +508,7 @@ impl GraphStore for DiskGraph {
         let ok = keys::matches(page::element_keys(bytes, v.len()), types, &self.walk);
         self.filter_checks += 1;
         self.fixed.remember(id, info, page::element_keys(bytes, v.len()));
-        if ok && v.len() == self.query.len() {
+        if ok && (!self.fixed_len || v.len() == self.query.len()) {
             let d = dist(v, &self.query);
             self.batch.insert(id, d);
         }
@@ -556,7 +526,7 @@ impl GraphStore for DiskGraph {
         let dist = self.dist;
         let p = self.pins.read_shared(tid.block);
         let (info, v) = element_parts(p.item(tid.offset)?)?;
-        if v.len() != query.len() {
+        if self.fixed_len && v.len() != query.len() {
             return None;
         }
         let d = dist(v, query);

@@ -7,7 +7,7 @@
 //! then one per four pages of existing neighbour lists that change. A row whose vector equals
 //! its nearest element's joins that element (duplicates stay reachable).
 
-use super::diskgraph::{index_corrupted, prepare_vector, read_meta, DirSlot, DiskGraph, GraphView};
+use super::diskgraph::{index_corrupted, read_meta, DirSlot, DiskGraph, GraphView};
 use super::graph::{
     joins_element, plan_insert, updates_with_in_link, Element, GraphWrite, InsertPlan, NodeUpdate,
     Params,
@@ -16,7 +16,6 @@ use super::keys::{self, KeyType};
 use super::page::{self, DirEntry, Tid};
 use super::scankeys::{columns, encode_row, key_types};
 use super::storage::{tid_from_ptr, IndexRel, WalWrite, PAGES_PER_RECORD};
-use crate::vector::sql::datum_to_slice;
 use pgrx::pg_sys;
 use std::collections::BTreeMap;
 
@@ -40,16 +39,18 @@ pub unsafe extern "C-unwind" fn aminsert(
             return false;
         }
         let meta = read_meta(rel);
-        let Some(v) = prepare_vector(meta.metric, datum_to_slice(*values.add(cols.vector))) else {
-            return false;
-        };
-        if v.len() != meta.dimensions as usize {
+        let value = super::datum::datum_value(meta.metric.kind(), *values.add(cols.vector));
+        if value.dims() != meta.dimensions as usize {
             pgrx::ereport!(
                 ERROR,
                 pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-                format!("expected {} dimensions, not {}", meta.dimensions, v.len())
+                format!("expected {} dimensions, not {}", meta.dimensions, value.dims())
             );
         }
+        super::datum::check_indexable(&value);
+        let Some(v) = super::values::encode(meta.metric, value, true) else {
+            return false;
+        };
         let keys =
             if cols.keys.is_empty() { Vec::new() } else { encode_row(rel, &cols, values, isnull) };
         check_row_size(rel, page::element_size(v.len()) + keys.len());

@@ -5,13 +5,15 @@
 //! pages; `am` the IndexAmRoutine; `options` the settings and reloptions; then one file
 //! per phase as in pgvector: `build`, `insert`, `scan`, `vacuum`; `check` verifies a
 //! graph. The phases' decisions live in pure modules beside them: `buildplan`,
-//! `scanplan`, `cost`, `tenant` (and `keys` for key columns).
+//! `scanplan`, `cost`, `tenant` (and `keys` for key columns, `values` for what an element
+//! stores of each indexed type and its distances).
 
 pub(crate) mod am;
 pub(crate) mod build;
 pub(crate) mod buildplan;
 pub(crate) mod check;
 pub(crate) mod cost;
+pub(crate) mod datum;
 pub(crate) mod diskgraph;
 pub(crate) mod graph;
 pub(crate) mod insert;
@@ -24,3 +26,4 @@ pub(crate) mod scanplan;
 pub(crate) mod storage;
 pub(crate) mod tenant;
 pub(crate) mod vacuum;
+pub(crate) mod values;

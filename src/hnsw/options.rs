@@ -6,6 +6,7 @@
 
 use super::page::Metric;
 use super::storage::IndexRel;
+use super::values::Kind;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::PostgresGucEnum;
@@ -177,38 +178,71 @@ pub(crate) fn index_options(rel: IndexRel) -> (i32, i32) {
     }
 }
 
-/// The opclass's metric: support function 2 (a norm) means cosine; otherwise support
-/// function 1 names the distance.
+/// The opclass's metric. Its input type (by the type's input function, which a domain
+/// shares with its base type) gives the kind; support function 2 (a norm) means cosine;
+/// otherwise support function 1 names the distance.
 pub(crate) fn index_metric(rel: IndexRel) -> Metric {
-    // SAFETY: index_getprocid returns InvalidOid for a missing support function;
-    // get_func_name returns a palloc'd name or NULL.
+    let att = super::scankeys::columns(rel).vector;
+    // SAFETY: rd_opcintype has one entry per index column; index_getprocid returns
+    // InvalidOid for a missing support function; getTypeInputInfo ERRORs for a shell
+    // type; get_func_name returns a palloc'd name or NULL.
     unsafe {
-        let att = (super::scankeys::columns(rel).vector + 1) as i16;
-        if pg_sys::index_getprocid(rel.raw(), att, 2) != pg_sys::InvalidOid {
-            return Metric::Cosine;
-        }
-        let proc_ = pg_sys::index_getprocid(rel.raw(), att, 1);
-        let name = pg_sys::get_func_name(proc_);
-        let name = if name.is_null() {
-            String::new()
-        } else {
-            CStr::from_ptr(name).to_string_lossy().into_owned()
+        let name = |proc_: pg_sys::Oid| -> String {
+            let n = pg_sys::get_func_name(proc_);
+            if n.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(n).to_string_lossy().into_owned()
+            }
         };
-        match name.as_str() {
-            "vector_negative_inner_product" => Metric::InnerProduct,
-            "l1_distance" => Metric::L1,
-            _ => Metric::L2,
+        let intype = *(*rel.raw()).rd_opcintype.add(att);
+        let (mut input, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+        pg_sys::getTypeInputInfo(intype, &mut input, &mut ioparam);
+        let kind = match name(input).as_str() {
+            "halfvec_in" => Kind::Halfvec,
+            "bit_in" | "varbit_in" => Kind::Bit,
+            "sparsevec_in" => Kind::Sparse,
+            _ => Kind::Vector,
+        };
+        let attno = (att + 1) as i16;
+        let cosine = pg_sys::index_getprocid(rel.raw(), attno, 2) != pg_sys::InvalidOid;
+        let f1 = name(pg_sys::index_getprocid(rel.raw(), attno, 1));
+        let ip = f1.ends_with("negative_inner_product");
+        let l1 = f1 == "l1_distance";
+        match kind {
+            Kind::Vector if cosine => Metric::Cosine,
+            Kind::Vector if ip => Metric::InnerProduct,
+            Kind::Vector if l1 => Metric::L1,
+            Kind::Vector => Metric::L2,
+            Kind::Halfvec if cosine => Metric::HalfCosine,
+            Kind::Halfvec if ip => Metric::HalfInnerProduct,
+            Kind::Halfvec if l1 => Metric::HalfL1,
+            Kind::Halfvec => Metric::HalfL2,
+            Kind::Bit if f1 == "jaccard_distance" => Metric::BitJaccard,
+            Kind::Bit => Metric::BitHamming,
+            Kind::Sparse if cosine => Metric::SparseCosine,
+            Kind::Sparse if ip => Metric::SparseInnerProduct,
+            Kind::Sparse if l1 => Metric::SparseL1,
+            Kind::Sparse => Metric::SparseL2,
         }
     }
 }
 
-/// Dimensions of the indexed column from its typmod; pgvector's errors when unknown or
-/// too large.
+/// Dimensions of the indexed column from its typmod (bits for `bit`); pgvector's errors
+/// when unknown or too large, or when a `bit` opclass indexes a `varbit` column.
 pub(crate) fn index_dimensions(rel: IndexRel) -> usize {
     let vector = super::scankeys::columns(rel).vector;
+    let kind = index_metric(rel).kind();
     // SAFETY: an index relation has a tuple descriptor with at least one attribute, and
     // `vector` is one of its columns.
-    let typmod = unsafe { crate::compat::attr_type((*rel.raw()).rd_att, vector).1 };
+    let (typid, typmod) = unsafe { crate::compat::attr_type((*rel.raw()).rd_att, vector) };
+    if kind == Kind::Bit && typid == pg_sys::VARBITOID {
+        pgrx::ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "type not supported for hnsw index"
+        );
+    }
     if typmod < 0 {
         pgrx::ereport!(
             ERROR,
@@ -216,14 +250,11 @@ pub(crate) fn index_dimensions(rel: IndexRel) -> usize {
             "column does not have dimensions"
         );
     }
-    if typmod as usize > super::page::MAX_DIM {
+    if typmod as usize > kind.max_dims() {
         pgrx::ereport!(
             ERROR,
             pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!(
-                "column cannot have more than {} dimensions for hnsw index",
-                super::page::MAX_DIM
-            )
+            format!("column cannot have more than {} dimensions for hnsw index", kind.max_dims())
         );
     }
     typmod as usize

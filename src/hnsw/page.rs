@@ -12,8 +12,10 @@
 //! - the **neighbour tuple**: fixed-capacity TID lists, `2m` slots on level 0 and `m` on each
 //!   level above, so updating a node's neighbours rewrites bytes in place.
 //!
-//! The vector must fit on one page with its element header, which is why indexing is
-//! limited to `MAX_DIM` dimensions (pgvector's limit for `vector`).
+//! The vector must fit on one page with its element header, which is why an element holds
+//! at most `MAX_DIM` 32-bit words: 2000 `vector` dimensions, 4000 `halfvec` dimensions or
+//! 64000 bits (pgvector's limits; `values` says how each type is packed). The element's
+//! `dim` field counts words.
 //!
 //! Every multi-byte field is stored in the server's native byte order (`to_ne_bytes`) at an
 //! explicit offset, as Postgres's own pages are: an index moves between machines only with
@@ -29,7 +31,7 @@ pub(crate) const METAPAGE_BLKNO: u32 = 0;
 pub(crate) const PAGE_ID: u16 = 0xFF95;
 /// Rows with the same vector share an element; more than this start a new element.
 pub(crate) const HEAP_TIDS: usize = 10;
-/// Largest indexable dimension count: 2000 × 4 bytes plus the header fits an 8 KB page.
+/// Most 32-bit words an element stores: 2000 × 4 bytes plus the header fits an 8 KB page.
 pub(crate) const MAX_DIM: usize = 2000;
 /// Levels are capped so a neighbour tuple always fits on a page (level 16 has probability
 /// m^-16: never seen in practice); large m lowers the cap further, see `max_level`.
@@ -120,7 +122,9 @@ impl Tid {
 
 const TID_BYTES: usize = 6;
 
-/// Distance family of an index, fixed at build time by the opclass.
+/// Distance family of an index, fixed at build time by the opclass; it also says which
+/// type the elements hold and how (`values`). Codes 1..=4 are `vector`'s, which indexes
+/// built before the other types existed keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Metric {
@@ -128,6 +132,16 @@ pub(crate) enum Metric {
     InnerProduct = 2,
     Cosine = 3,
     L1 = 4,
+    HalfL2 = 5,
+    HalfInnerProduct = 6,
+    HalfCosine = 7,
+    HalfL1 = 8,
+    BitHamming = 9,
+    BitJaccard = 10,
+    SparseL2 = 11,
+    SparseInnerProduct = 12,
+    SparseCosine = 13,
+    SparseL1 = 14,
 }
 
 impl Metric {
@@ -137,6 +151,16 @@ impl Metric {
             2 => Some(Metric::InnerProduct),
             3 => Some(Metric::Cosine),
             4 => Some(Metric::L1),
+            5 => Some(Metric::HalfL2),
+            6 => Some(Metric::HalfInnerProduct),
+            7 => Some(Metric::HalfCosine),
+            8 => Some(Metric::HalfL1),
+            9 => Some(Metric::BitHamming),
+            10 => Some(Metric::BitJaccard),
+            11 => Some(Metric::SparseL2),
+            12 => Some(Metric::SparseInnerProduct),
+            13 => Some(Metric::SparseCosine),
+            14 => Some(Metric::SparseL1),
             _ => None,
         }
     }
@@ -147,6 +171,8 @@ impl Metric {
 pub(crate) struct Meta {
     pub(crate) magic: u32,
     pub(crate) version: u32,
+    /// The column's dimensions (bits for `bit`); elements hold
+    /// `metric.kind().words(dimensions)` 32-bit words (see `values`).
     pub(crate) dimensions: u32,
     pub(crate) m: u16,
     pub(crate) ef_construction: u16,

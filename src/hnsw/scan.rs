@@ -6,7 +6,7 @@
 //! visited, as in pgvector 0.8 — so filters applied above the scan still get enough rows.
 //! Results are approximate in order, so `xs_recheckorderby` is false, like pgvector.
 
-use super::diskgraph::{element_parts, prepare_vector, DiskGraph, GraphView};
+use super::diskgraph::{element_parts, DiskGraph, GraphView};
 use super::graph::{visited_for, IdHashSet, Searcher};
 use super::keys::{self, Cond};
 use super::options::{
@@ -19,7 +19,7 @@ use super::scanplan::{
 };
 use super::storage::tid_to_item_pointer;
 use super::storage::IndexRel;
-use crate::vector::sql::datum_to_slice;
+use super::values::{encode, Kind, Value};
 use pgrx::pg_sys;
 use std::collections::VecDeque;
 
@@ -130,7 +130,7 @@ impl ScanState {
                 let Some((_, _, _, _, n)) = page::element_header(bytes) else { continue };
                 let id = Tid { block: blk, offset: off }.pack();
                 if info.deleted
-                    || v.len() != query.len()
+                    || (self.graph.fixed_len && v.len() != query.len())
                     || self.returned.contains(&id)
                     || !self.graph.bytes_pass(bytes, v.len())
                 {
@@ -236,22 +236,43 @@ pub unsafe extern "C-unwind" fn amrescan(
 /// # Safety
 /// `scan` must have at least one order-by key.
 unsafe fn query_vector(scan: pg_sys::IndexScanDesc, st: &ScanState) -> Vec<f32> {
-    let dims = st.graph.meta.dimensions as usize;
+    let meta = st.graph.meta;
+    let dims = meta.dimensions as usize;
+    let kind = meta.metric.kind();
     // SAFETY: orderByData has numberOfOrderBys >= 1 entries here.
     let key = unsafe { &*(*scan).orderByData };
     if key.sk_flags & pg_sys::SK_ISNULL as i32 != 0 {
-        return vec![0.0; dims];
+        // the zero value of the index's type
+        let (f, h, b) = (vec![0.0f32; dims], vec![0u16; dims], vec![0u8; dims.div_ceil(8)]);
+        let zero = match kind {
+            Kind::Vector => Value::Vector(&f),
+            Kind::Halfvec => Value::Halfvec(&h),
+            Kind::Bit => Value::Bit(dims, &b),
+            Kind::Sparse => Value::Sparse(crate::sparsevec::codec::SparseRef {
+                dim: dims as i32,
+                indices: &[],
+                values: &[],
+            }),
+        };
+        return encode(meta.metric, zero, false).unwrap_or_default();
     }
-    // SAFETY: the order-by argument of our operators is a vector.
-    let v = unsafe { datum_to_slice(key.sk_argument) };
-    if v.len() != dims {
+    // SAFETY: the order-by argument of the opclass's operators is of the index's type.
+    let v = unsafe { super::datum::datum_value(kind, key.sk_argument) };
+    if v.dims() != dims {
+        let what = match kind {
+            Kind::Vector => "vector dimensions",
+            Kind::Halfvec => "halfvec dimensions",
+            Kind::Bit => "bit lengths",
+            Kind::Sparse => "sparsevec dimensions",
+        };
         pgrx::ereport!(
             ERROR,
             pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!("different vector dimensions {} and {}", dims, v.len())
+            format!("different {what} {} and {}", dims, v.dims())
         );
     }
-    prepare_vector(st.graph.meta.metric, v).unwrap_or_else(|| v.to_vec())
+    // A zero query of a cosine index stays zero (every distance NaN), as in pgvector.
+    encode(meta.metric, v, true).or_else(|| encode(meta.metric, v, false)).unwrap_or_default()
 }
 
 /// Adds to the index's activity counters, as PostgreSQL's pgstat_count_index_scan and

@@ -344,8 +344,9 @@ pub(crate) struct Element<'a> {
 
 /// Whether a new row with `vector` and `keys` joins `existing` (its nearest element, or
 /// an equal one found by hash in a build) instead of becoming a node: the element is live,
-/// can name one more heap row (fewer than `max_heap_tids`), and holds the same vector and
-/// the same key columns, since an element's keys decide who may see all of its rows.
+/// can name one more heap row (fewer than `max_heap_tids`), and holds the same vector
+/// (compared by bits: stored words may pack other types than f32) and the same key
+/// columns, since an element's keys decide who may see all of its rows.
 /// Duplicates then stay reachable: they are one node.
 pub(crate) fn joins_element(
     existing: &Element,
@@ -355,7 +356,8 @@ pub(crate) fn joins_element(
 ) -> bool {
     !existing.deleted
         && existing.heap_tids < max_heap_tids
-        && existing.vector == vector
+        && existing.vector.len() == vector.len()
+        && existing.vector.iter().zip(vector).all(|(a, b)| a.to_bits() == b.to_bits())
         && existing.keys == Some(keys)
 }
 
