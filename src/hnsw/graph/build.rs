@@ -323,6 +323,7 @@ impl<'a> Builder<'a> {
                 heuristic_select(
                     dists,
                     max,
+                    super::PRUNE_ALPHA,
                     true,
                     |i, j| self.pair(wr[i].id, wr[j].id),
                     kept,

@@ -184,6 +184,7 @@ pub(crate) fn plan_insert<S: GraphWrite>(
         heuristic_select(
             &dists,
             max,
+            super::PRUNE_ALPHA,
             true,
             |i, j| {
                 let x = cache.resolve(store, cands[i].id, &mut locs[i]);
@@ -293,9 +294,13 @@ pub(super) fn offered_list<S: GraphWrite>(
     cands.sort_unstable_by(|a, b| cand_cmp(&a.0, &b.0));
     let dists: Vec<f32> = cands.iter().map(|c| c.0.distance).collect();
     let (mut kept, mut pruned, mut sel) = (Vec::new(), Vec::new(), Vec::new());
+    // The plain rule (alpha 1, as pgvector) for a list that must give up an entry: the
+    // relaxed one keeps nearly every old entry of a full list in high dimensions, so a
+    // newcomer would rarely get in and could be left with no in-link at all.
     heuristic_select(
         &dists,
         max,
+        1.0,
         true,
         |i, j| cache.dist_at(cands[i].1, cands[j].1, dist),
         &mut kept,

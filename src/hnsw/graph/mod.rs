@@ -34,7 +34,10 @@
 //!   a candidate is pruned only if `1.05 · d(candidate, kept) <= d(candidate,
 //!   base)`. A few more long edges survive, which on clustered data lifts
 //!   recall at equal ef noticeably (and keeps exact duplicates from forming a
-//!   clique with no way out), while i.i.d. data is unaffected.
+//!   clique with no way out), while i.i.d. data is unaffected. A full list that is
+//!   offered a newcomer (insert and vacuum) re-selects with the plain rule, as
+//!   pgvector does: relaxed, it keeps nearly every old entry in high dimensions, and
+//!   nodes lose their last in-link.
 //! * **Incremental pruning during the build.** The in-memory build keeps, for
 //!   every edge, the distance to the neighbour and a "kept by the heuristic"
 //!   flag. Adding a reverse edge then costs O(M) distance evaluations
@@ -141,9 +144,9 @@ pub(crate) const PRUNE_ALPHA: f32 = 1.05;
 /// scaled: for negative ones (inner product) scaling would tighten the test
 /// instead of relaxing it, so they keep pgvector's plain comparison.
 #[inline]
-fn relax(p: f32) -> f32 {
+fn relax(p: f32, alpha: f32) -> f32 {
     if p > 0.0 {
-        p * PRUNE_ALPHA
+        p * alpha
     } else {
         p
     }

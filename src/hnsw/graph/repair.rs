@@ -135,6 +135,7 @@ pub(crate) fn plan_repair<S: GraphWrite>(
         heuristic_select(
             &dists,
             max,
+            super::PRUNE_ALPHA,
             true,
             |i, j| cache.pair(store, cands[i].id, cands[j].id, dist),
             &mut kept,

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 #[cfg(test)]
 use super::{cand_cmp, Candidate};
-use super::{clean, relax};
+use super::{clean, relax, PRUNE_ALPHA};
 
 // ---------------------------------------------------------------------------
 // Neighbour selection heuristic
@@ -18,6 +18,7 @@ use super::{clean, relax};
 pub(super) fn heuristic_select(
     dists: &[f32],
     max: usize,
+    alpha: f32,
     keep_pruned: bool,
     mut pair: impl FnMut(usize, usize) -> f32,
     kept: &mut Vec<usize>,
@@ -36,7 +37,7 @@ pub(super) fn heuristic_select(
         }
         // Keep i only if it is closer to the base than to every kept one
         // (pgvector's CheckElementCloser: ties prune), relaxed by alpha.
-        let good = kept.iter().all(|&r| relax(pair(i, r)) > di);
+        let good = kept.iter().all(|&r| relax(pair(i, r), alpha) > di);
         if good {
             kept.push(i);
         } else {
@@ -76,6 +77,7 @@ pub(crate) fn select_neighbors_heuristic<Id: Copy + Ord>(
     heuristic_select(
         &dists,
         max,
+        PRUNE_ALPHA,
         keep_pruned,
         |i, j| clean(pair(c[i].id, c[j].id)),
         &mut kept,
@@ -119,7 +121,8 @@ pub(super) fn insert_flagged(
         return false;
     }
     // Status of the newcomer: only kept entries before it matter.
-    let new_kept = list[..p].iter().filter(|x| x.kept).all(|x| relax(pair(new_id, x.id)) > new_d);
+    let new_kept =
+        list[..p].iter().filter(|x| x.kept).all(|x| relax(pair(new_id, x.id), PRUNE_ALPHA) > new_d);
     list.insert(p, Nb { id: new_id, d: new_d, kept: new_kept });
     if new_kept {
         // The kept set before each later entry grew by the newcomer (and by
@@ -131,15 +134,17 @@ pub(super) fn insert_flagged(
         for j in p + 1..list.len() {
             let e = list[j];
             if e.kept {
-                if added
-                    .iter()
-                    .any(|&a| relax(pair(e.id, a)).partial_cmp(&e.d) != Some(Ordering::Greater))
-                {
+                if added.iter().any(|&a| {
+                    relax(pair(e.id, a), PRUNE_ALPHA).partial_cmp(&e.d) != Some(Ordering::Greater)
+                }) {
                     list[j].kept = false;
                     removed_any = true;
                 }
             } else if removed_any {
-                let ok = list[..j].iter().filter(|r| r.kept).all(|r| relax(pair(e.id, r.id)) > e.d);
+                let ok = list[..j]
+                    .iter()
+                    .filter(|r| r.kept)
+                    .all(|r| relax(pair(e.id, r.id), PRUNE_ALPHA) > e.d);
                 if ok {
                     list[j].kept = true;
                     added.push(e.id);

@@ -30,6 +30,7 @@ fn incremental_prune_matches_full_heuristic() {
             heuristic_select(
                 &dists,
                 max,
+                crate::hnsw::graph::PRUNE_ALPHA,
                 true,
                 |i, j| pair(cands[i].id, cands[j].id),
                 &mut k,
