@@ -14,7 +14,9 @@ use super::{clean, relax, PRUNE_ALPHA};
 /// Core of the heuristic over candidates sorted nearest-first (`dists[i]` is
 /// candidate i's distance to the base). `pair(i, j)` is the distance between
 /// candidates. Writes the chosen indices, ascending (= nearest-first), each
-/// with its "kept" flag (false = a pruned candidate used as filler).
+/// with its "kept" flag (false = a pruned candidate used as filler). `alpha`
+/// relaxes the pruning test: [`PRUNE_ALPHA`], or 1.0 for pgvector's plain rule.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn heuristic_select(
     dists: &[f32],
     max: usize,
