@@ -202,6 +202,128 @@ mod f16c {
         }
         s
     }
+
+    /// `step(x, y, acc)` over both slices with four accumulators of eight lanes, then
+    /// eight at a time, then one at a time (`tail`): the index kernels' shared loop.
+    ///
+    /// # Safety
+    /// The CPU must have AVX, F16C and FMA.
+    #[target_feature(enable = "avx,f16c,fma")]
+    #[inline]
+    unsafe fn sum4(
+        a: &[u16],
+        b: &[u16],
+        step: impl Fn(__m256, __m256, __m256) -> __m256,
+        tail: impl Fn(f32, f32, f32) -> f32,
+    ) -> f32 {
+        let n = a.len().min(b.len());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (k, s) in acc.iter_mut().enumerate() {
+                // SAFETY: i + 8k + 8 <= i + 32 <= len of both slices.
+                let (x, y) =
+                    unsafe { (load8(a.as_ptr().add(i + 8 * k)), load8(b.as_ptr().add(i + 8 * k))) };
+                *s = step(x, y, *s);
+            }
+            i += 32;
+        }
+        let mut v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= len of both slices.
+            let (x, y) = unsafe { (load8(a.as_ptr().add(i)), load8(b.as_ptr().add(i))) };
+            v = step(x, y, v);
+            i += 8;
+        }
+        let mut s = lanes_sum(v);
+        for j in i..n {
+            s = tail(f16_to_f32(a[j]), f16_to_f32(b[j]), s);
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx,f16c,fma")]
+    pub(super) unsafe fn l2_squared4(a: &[u16], b: &[u16]) -> f32 {
+        // SAFETY: this function's features are the ones sum4 needs.
+        unsafe {
+            sum4(
+                a,
+                b,
+                |x, y, s| {
+                    let d = _mm256_sub_ps(x, y);
+                    _mm256_fmadd_ps(d, d, s)
+                },
+                |x, y, s| (x - y).mul_add(x - y, s),
+            )
+        }
+    }
+
+    #[target_feature(enable = "avx,f16c,fma")]
+    pub(super) unsafe fn dot4(a: &[u16], b: &[u16]) -> f32 {
+        // SAFETY: this function's features are the ones sum4 needs.
+        unsafe { sum4(a, b, |x, y, s| _mm256_fmadd_ps(x, y, s), |x, y, s| x.mul_add(y, s)) }
+    }
+
+    #[target_feature(enable = "avx,f16c,fma")]
+    pub(super) unsafe fn l1_4(a: &[u16], b: &[u16]) -> f32 {
+        let sign = _mm256_set1_ps(-0.0);
+        // SAFETY: this function's features are the ones sum4 needs.
+        unsafe {
+            sum4(
+                a,
+                b,
+                |x, y, s| _mm256_add_ps(s, _mm256_andnot_ps(sign, _mm256_sub_ps(x, y))),
+                |x, y, s| s + (x - y).abs(),
+            )
+        }
+    }
+}
+
+/// The index's graph distances: the same float4 sums as the operators, with four
+/// independent accumulators (32 halves a step) instead of pgvector's one, so the additions
+/// do not wait on each other. They agree with the operators to float4 rounding, not bit
+/// for bit; only the order of graph candidates depends on them.
+pub mod index {
+    use super::scalar;
+
+    /// Squared Euclidean distance.
+    #[inline]
+    pub fn l2_squared(a: &[u16], b: &[u16]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::has_f16c() {
+                // SAFETY: the CPU has the features the kernel is compiled for.
+                return unsafe { super::f16c::l2_squared4(a, b) };
+            }
+        }
+        scalar::l2_squared(a, b) as f32
+    }
+
+    /// Inner product.
+    #[inline]
+    pub fn dot(a: &[u16], b: &[u16]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::has_f16c() {
+                // SAFETY: the CPU has the features the kernel is compiled for.
+                return unsafe { super::f16c::dot4(a, b) };
+            }
+        }
+        scalar::dot(a, b) as f32
+    }
+
+    /// Taxicab distance.
+    #[inline]
+    pub fn l1(a: &[u16], b: &[u16]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::has_f16c() {
+                // SAFETY: the CPU has the features the kernel is compiled for.
+                return unsafe { super::f16c::l1_4(a, b) };
+            }
+        }
+        scalar::l1(a, b) as f32
+    }
 }
 
 /// pgvector's portable loops: sequential float4 sums. The reference the F16C kernels are
@@ -318,45 +440,32 @@ mod tests {
         }
     }
 
-    /// Kernel timing, run by `benches/run.sh kernels` (ignored in normal test runs):
-    /// ns per halfvec distance for each kernel and its scalar reference.
     #[test]
-    #[ignore]
-    fn half_kernel_speed() {
-        use std::hint::black_box;
-        use std::time::Instant;
-        type K = fn(&[u16], &[u16]) -> f64;
-        let kernels: [(&str, K, K); 4] = [
-            ("l2sq", l2_squared, scalar::l2_squared),
-            ("dot", dot, scalar::dot),
-            ("cosine", cosine, scalar::cosine),
-            ("l1", l1, scalar::l1),
-        ];
-        println!("{:>6} {:>8} {:>10} {:>10} {:>7}", "dim", "f16", "simd ns", "scalar ns", "ratio");
-        for dim in [384usize, 1536, 3072] {
-            let n = 2048;
-            let data: Vec<Vec<u16>> = (0..n).map(|i| halves(dim, i as u64, 1.0)).collect();
-            let q = halves(dim, 99_999, 1.0);
-            let reps = (20_000_000 / (dim * n)).max(1);
-            for (name, fast, slow) in kernels {
-                let time = |f: K| {
-                    let mut best = f64::MAX;
-                    for _ in 0..15 {
-                        let t = Instant::now();
-                        let mut acc = 0.0;
-                        for _ in 0..reps {
-                            for v in &data {
-                                acc += f(black_box(&q), black_box(v));
-                            }
-                        }
-                        black_box(acc);
-                        best = best.min(t.elapsed().as_nanos() as f64 / (reps * n) as f64);
-                    }
-                    best
-                };
-                let (f, s) = (time(fast), time(slow));
-                println!("{dim:>6} {name:>8} {f:>10.1} {s:>10.1} {:>6.1}x", s / f);
+    fn index_kernels_agree_with_the_operators() {
+        let mut lengths: Vec<usize> = (1..=80).collect();
+        lengths.extend([127, 128, 129, 384, 1536, 3072, 4000]);
+        for n in lengths {
+            for scale in [1.0f32, 100.0] {
+                let a = halves(n, n as u64 + 50, scale);
+                let b = halves(n, n as u64 + 5000, scale);
+                let s2 = f64::from(scale * scale) * n as f64;
+                let s1 = f64::from(scale) * n as f64;
+                let (l2, dt, l1x) =
+                    (index::l2_squared(&a, &b), index::dot(&a, &b), index::l1(&a, &b));
+                assert!(close(l2.into(), scalar::l2_squared_f64(&a, &b), s2), "l2sq {n}");
+                assert!(close(dt.into(), scalar::dot_f64(&a, &b), s2), "dot {n}");
+                assert!(close(l1x.into(), scalar::l1_f64(&a, &b), s1), "l1 {n}");
+                // Below 8 elements every path is the same sequential loop.
+                if n < 8 {
+                    assert_eq!(f64::from(dt), dot(&a, &b), "{n}");
+                    assert_eq!(f64::from(l1x), l1(&a, &b), "{n}");
+                }
             }
         }
+        let (a, b) = (vec![f32_to_f16(60000.0); 1536], vec![f32_to_f16(-60000.0); 1536]);
+        let rel = |x: f32, want: f64| ((f64::from(x) - want) / want).abs() < 1e-6;
+        assert!(rel(index::l2_squared(&a, &b), 1536.0 * 120000f64.powi(2)), "no half overflow");
+        assert!(rel(index::dot(&a, &b), -1536.0 * 3.6e9));
+        assert!(rel(index::l1(&a, &b), 1536.0 * 120000.0));
     }
 }

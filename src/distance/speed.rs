@@ -53,12 +53,21 @@ fn types_kernel_speed() {
         "kernel", "size", "kernel ns", "scalar ns", "ratio"
     );
     // halfvec: values in [-1, 1), 2,048 items (4-24 MB, past the caches at 1536+ dims).
+    // The SQL operators' kernels (pgvector's summation order), and the index's (four
+    // accumulators).
     type H = fn(&[u16], &[u16]) -> f64;
-    let halves: [(&str, H, H); 4] = [
+    let halves: [(&str, H, H); 7] = [
         ("halfvec l2sq", half::l2_squared, half::scalar::l2_squared),
         ("halfvec dot", half::dot, half::scalar::dot),
         ("halfvec cosine", half::cosine, half::scalar::cosine),
         ("halfvec l1", half::l1, half::scalar::l1),
+        (
+            "halfvec l2sq (index)",
+            |a, b| half::index::l2_squared(a, b).into(),
+            half::scalar::l2_squared,
+        ),
+        ("halfvec dot (index)", |a, b| half::index::dot(a, b).into(), half::scalar::dot),
+        ("halfvec l1 (index)", |a, b| half::index::l1(a, b).into(), half::scalar::l1),
     ];
     for dim in [384usize, 1536, 3072] {
         let mut r = Lcg(dim as u64);
