@@ -31,12 +31,14 @@ pub(crate) fn element_parts(bytes: &[u8]) -> Option<(NodeInfo, &[f32])> {
     Some((NodeInfo { level, deleted, neighbor_tid }, v))
 }
 
-/// Immutable facts about an element, cached per backend: its level, the TID of its
-/// neighbour tuple and its encoded key columns. None of these ever change after the
-/// element is written (updates create new elements, space is never reused, and REINDEX or
-/// TRUNCATE give the index a new relfilenode, which keys the cache), so an authorized
-/// scan can test a node's keys and find its neighbours without touching its page. Only
-/// the deleted flag and heap TIDs, which VACUUM changes, are always read from the page.
+/// Facts about an element, cached per backend: its level, the TID of its neighbour tuple
+/// and its encoded key columns. The TID and the keys never change at a TID: updates create
+/// new elements, REINDEX or TRUNCATE give the index a new relfilenode (which keys the
+/// cache), and an insert reuses a slot VACUUM freed only in indexes without key columns,
+/// keeping the old neighbour tuple's TID. So an authorized scan can test a node's keys and
+/// find its neighbours without touching its page. The level can change with such a reuse:
+/// it only bounds prefetches, and `neighbors` reads the level of the neighbour tuple itself.
+/// The deleted flag and heap TIDs, which VACUUM changes, are always read from the page.
 struct Fixed {
     level: u8,
     neighbor_tid: Tid,
@@ -549,7 +551,10 @@ impl GraphStore for DiskGraph {
             },
         };
         let Some(list) = self.view_list(level) else { return };
-        if self.view == GraphView::Global && level > node_level {
+        // A node's level only changes when an insert reuses its slot (see `Fixed`): a
+        // level the tuple lacks reads as no list below, so the cached level only saves
+        // the read when it comes from this scan's own page reads.
+        if self.view == GraphView::Global && level > node_level && self.nodes.contains_key(&id) {
             return;
         }
         if !nb.is_valid() {
