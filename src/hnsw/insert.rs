@@ -77,6 +77,9 @@ struct Placement {
 /// to it) and it is not the entry point; the new element must have the old one's length and
 /// the new neighbour tuple must fit where the old one was. None when no page from the insert
 /// page on has either: `place` then takes fresh pages. The caller holds the update lock.
+/// The new node keeps the old neighbour tuple's TID. Only indexes without key columns come
+/// here: diskgraph's per-backend cache answers key checks without reading the page, so a
+/// reused slot must not change its keys.
 fn find_reusable(
     rel: IndexRel,
     meta: &page::Meta,
