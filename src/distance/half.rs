@@ -284,45 +284,47 @@ mod f16c {
 /// do not wait on each other. They agree with the operators to float4 rounding, not bit
 /// for bit; only the order of graph candidates depends on them.
 pub mod index {
-    use super::scalar;
+    use super::{scalar, Kernel};
 
     /// Squared Euclidean distance.
     #[inline]
     pub fn l2_squared(a: &[u16], b: &[u16]) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if super::has_f16c() {
-                // SAFETY: the CPU has the features the kernel is compiled for.
-                return unsafe { super::f16c::l2_squared4(a, b) };
-            }
-        }
-        scalar::l2_squared(a, b) as f32
+        dispatch4(a, b, Kernel::L2Sq)
     }
 
     /// Inner product.
     #[inline]
     pub fn dot(a: &[u16], b: &[u16]) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if super::has_f16c() {
-                // SAFETY: the CPU has the features the kernel is compiled for.
-                return unsafe { super::f16c::dot4(a, b) };
-            }
-        }
-        scalar::dot(a, b) as f32
+        dispatch4(a, b, Kernel::Dot)
     }
 
     /// Taxicab distance.
     #[inline]
     pub fn l1(a: &[u16], b: &[u16]) -> f32 {
+        dispatch4(a, b, Kernel::L1)
+    }
+
+    /// The four-accumulator kernel where the CPU has F16C, else the reference loop.
+    #[inline]
+    fn dispatch4(a: &[u16], b: &[u16], k: Kernel) -> f32 {
         #[cfg(target_arch = "x86_64")]
         {
             if super::has_f16c() {
-                // SAFETY: the CPU has the features the kernel is compiled for.
-                return unsafe { super::f16c::l1_4(a, b) };
+                // SAFETY: the CPU has the features the kernels are compiled for.
+                return unsafe {
+                    match k {
+                        Kernel::L2Sq => super::f16c::l2_squared4(a, b),
+                        Kernel::Dot => super::f16c::dot4(a, b),
+                        Kernel::L1 => super::f16c::l1_4(a, b),
+                    }
+                };
             }
         }
-        scalar::l1(a, b) as f32
+        (match k {
+            Kernel::L2Sq => scalar::l2_squared(a, b),
+            Kernel::Dot => scalar::dot(a, b),
+            Kernel::L1 => scalar::l1(a, b),
+        }) as f32
     }
 }
 
