@@ -142,3 +142,32 @@ def qps_at(sweep, target):
             return pq + t * (q - pq), f"{pef}..{ef}"
         prev = (ef, r, q)
     return None, None
+
+
+def interleaved_sweeps(engines, efs, rounds: int, params_for, truth) -> dict:
+    """Every round runs each ef_search on every engine, the engines' order rotating by round
+    so none always goes first: {(engine name, ef): [(recall, QPS, CPU µs), ...]}.
+    `params_for(engine)` gives the query parameters that engine's `sweep` takes."""
+    runs = {(e.name, ef): [] for e in engines for ef in efs}
+    for rnd in range(rounds):
+        for ef in efs:
+            for j in range(len(engines)):
+                e = engines[(j + rnd) % len(engines)]
+                runs[(e.name, ef)].append(e.sweep(ef, params_for(e), truth))
+    return runs
+
+
+def print_sweeps(engines, runs: dict, efs, cpu_note: str = "") -> tuple[dict, dict]:
+    """Prints the medians over rounds of `runs` (from `interleaved_sweeps`), one row per
+    ef_search. Returns two tables per engine for `qps_at`, rows (ef, recall, rate): the
+    wall-clock QPS, and the queries per server CPU-second."""
+    med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
+    print(f"\nmedians over rounds; CPU = server CPU time per query in µs{cpu_note}")
+    print(f"{'ef_search':>9} " + " ".join(f"{e.name[:14]:>14} recall    QPS    CPU" for e in engines))
+    sweeps = {e.name: [(ef, *(med(runs[(e.name, ef)], i) for i in range(3))) for ef in efs] for e in engines}
+    for i, ef in enumerate(efs):
+        print(f"{ef:>9} " + " ".join(f"{'':>14} {sweeps[e.name][i][1]:.3f} {sweeps[e.name][i][2]:>6.0f} "
+                                     f"{sweeps[e.name][i][3]:>6.0f}" for e in engines))
+    wall = {k: [(ef, r, q) for ef, r, q, _ in s] for k, s in sweeps.items()}
+    cpu = {k: [(ef, r, 1e6 / c) for ef, r, _, c in s] for k, s in sweeps.items()}
+    return wall, cpu

@@ -21,7 +21,6 @@ exactly (float64) from those half values, the values both servers store.
 
 import argparse
 import io
-import statistics
 import struct
 import time
 
@@ -29,7 +28,8 @@ import numpy as np
 from psycopg import pq
 from psycopg.adapt import Dumper
 
-from common import exact_topk, glove, machine, pgvector_cluster, qps_at, sweep_sql, vecguard_cluster_pg18
+from common import (exact_topk, glove, interleaved_sweeps, machine, pgvector_cluster, print_sweeps, qps_at, sweep_sql,
+                    vecguard_cluster_pg18)
 
 EFS = [10, 20, 40, 60, 80, 120, 160, 200, 300]
 QUERY = "SELECT id FROM items ORDER BY embedding <=> %b LIMIT 10"
@@ -129,34 +129,21 @@ def main():
         pv = pgvector_cluster()
         clusters.append(pv)
         engines.append(Engine(f"pgvector {pv.version}", pv, base, args.pgvector_workers))
-        runs = {(e.name, ef): [] for e in engines for ef in EFS}
-        for rnd in range(args.rounds):
-            for ef in EFS:
-                for j in range(2):
-                    e = engines[(j + rnd) % 2]
-                    runs[(e.name, ef)].append(e.sweep(ef, lits, truth))
+        runs = interleaved_sweeps(engines, EFS, args.rounds, lambda e: lits, truth)
     finally:
         for e in engines:
             e.conn.close()
         for c in clusters:
             c.destroy()
 
-    med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
     print(f"\n{'engine':<16} {'build s':>8} {'size MB':>8}")
     for e in engines:
         print(f"{e.name:<16} {e.build:>8.1f} {e.size / 2**20:>8.1f}")
-    print("\nmedians over rounds; CPU = server CPU time per query in µs")
-    print(f"{'ef_search':>9} " + " ".join(f"{e.name[:14]:>14} recall    QPS    CPU" for e in engines))
-    sweeps = {e.name: [(ef, *(med(runs[(e.name, ef)], i) for i in range(3))) for ef in EFS] for e in engines}
-    for i, ef in enumerate(EFS):
-        print(f"{ef:>9} " + " ".join(f"{'':>14} {sweeps[e.name][i][1]:.3f} {sweeps[e.name][i][2]:>6.0f} "
-                                     f"{sweeps[e.name][i][3]:>6.0f}" for e in engines))
+    wall, cpu = print_sweeps(engines, runs, EFS)
     vg_, pv_ = (e.name for e in engines)
     print("\nratios (vecguard vs pgvector):")
     print(f"  build time: {engines[1].build / engines[0].build:.2f}x faster; "
           f"size: {engines[0].size / engines[1].size:.2f}x pgvector's")
-    wall = {k: [(ef, r, q) for ef, r, q, _ in s] for k, s in sweeps.items()}
-    cpu = {k: [(ef, r, 1e6 / c) for ef, r, _, c in s] for k, s in sweeps.items()}
     for target in (0.9, 0.95, 0.99):
         for label, table in (("QPS", wall), ("queries per server CPU-second", cpu)):
             (vq, vef), (pq_, pef) = (qps_at(table[k], target) for k in (vg_, pv_))

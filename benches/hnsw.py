@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from common import (backend_cpu_seconds, exact_topk, glove, load, machine, pgvector_cluster, qps_at, sweep_sql,
-                    vec_literal, vecguard_cluster)
+from common import (backend_cpu_seconds, exact_topk, glove, interleaved_sweeps, load, machine, pgvector_cluster,
+                    print_sweeps, qps_at, sweep_sql, vec_literal, vecguard_cluster)
 
 EFS = [10, 20, 30, 40, 50, 60, 80, 100, 120, 160, 200, 300, 400]
 QUERY = "SELECT id FROM items ORDER BY embedding <=> %s::vector LIMIT 10"
@@ -120,13 +120,8 @@ def main():
         engines.append(SqlEngine(f"pgvector {pv.version}", pv, base, args.pgvector_workers))
         engines.append(HnswlibEngine(base, len(base) + len(inserts)))
         n = len(engines)
-        runs = {(e.name, ef): [] for e in engines for ef in EFS}
-        for rnd in range(args.rounds):
-            for ef in EFS:
-                for j in range(n):
-                    e = engines[(j + rnd) % n]
-                    arg = queries if isinstance(e, HnswlibEngine) else lits
-                    runs[(e.name, ef)].append(e.sweep(ef, arg, truth))
+        runs = interleaved_sweeps(engines, EFS, args.rounds,
+                                  lambda e: queries if isinstance(e, HnswlibEngine) else lits, truth)
         ins = {e.name: [] for e in engines}
         batches = np.array_split(np.arange(len(inserts)), args.rounds)
         for rnd, idx in enumerate(batches):
@@ -147,20 +142,12 @@ def main():
         size = f"{e.size / 2**20:.1f}" if e.size else "-"
         print(f"{e.name:<16} {e.build:>8.1f} {size:>8} {med(ins[e.name], 0):>10.0f} {med(ins[e.name], 1):>14.0f}"
               f"   rounds: {[round(x[0]) for x in ins[e.name]]}")
-    print("\nmedians over rounds; CPU = server CPU time per query in µs (hnswlib: in-process)")
-    print(f"{'ef_search':>9} " + " ".join(f"{e.name[:14]:>14} recall    QPS    CPU" for e in engines))
-    sweeps = {}
-    for e in engines:
-        sweeps[e.name] = [(ef, med(runs[(e.name, ef)], 0), med(runs[(e.name, ef)], 1), med(runs[(e.name, ef)], 2)) for ef in EFS]
-    for i, ef in enumerate(EFS):
-        print(f"{ef:>9} " + " ".join(f"{'':>14} {sweeps[e.name][i][1]:.3f} {sweeps[e.name][i][2]:>6.0f} {sweeps[e.name][i][3]:>6.0f}" for e in engines))
+    wall, cpu = print_sweeps(engines, runs, EFS, " (hnswlib: in-process)")
     vg_, pv_, hl_ = (e.name for e in engines)
     print("\nratios (vecguard vs pgvector, vecguard vs hnswlib):")
     print(f"  build time: {engines[1].build / engines[0].build:.2f}x faster than pgvector")
     print(f"  insert rate: {med(ins[vg_], 0) / med(ins[pv_], 0):.2f}x pgvector's; "
           f"CPU per insert: {med(ins[pv_], 1) / med(ins[vg_], 1):.2f}x less than pgvector's")
-    wall = {k: [(ef, r, q) for ef, r, q, _ in s] for k, s in sweeps.items()}
-    cpu = {k: [(ef, r, 1e6 / c) for ef, r, _, c in s] for k, s in sweeps.items()}
     for target in (0.95, 0.99):
         for label, table in (("QPS", wall), ("queries per server CPU-second", cpu)):
             (vq, vef), (pq_, pef), (hq, hef) = (qps_at(table[k], target) for k in (vg_, pv_, hl_))
