@@ -45,6 +45,24 @@ fn row(what: &str, size: &str, fast: f64, slow: f64) {
     println!("{what:>22} {size:>14} {fast:>10.1} {slow:>10.1} {:>6.1}x", slow / fast);
 }
 
+/// One query and `count` items from `gen`, then a row per (name, kernel, reference) pair,
+/// both timed over the items; `call` applies a kernel to two items.
+fn compare<T, K: Copy>(
+    size: &str,
+    count: usize,
+    mut gen: impl FnMut() -> T,
+    pairs: &[(&str, K, K)],
+    call: impl Fn(K, &T, &T) -> f64,
+) {
+    let q = gen();
+    let items: Vec<T> = (0..count).map(|_| gen()).collect();
+    for &(name, fast, slow) in pairs {
+        let f = time(&q, &items, &|a, b| call(fast, a, b));
+        let s = time(&q, &items, &|a, b| call(slow, a, b));
+        row(name, size, f, s);
+    }
+}
+
 #[test]
 #[ignore]
 fn types_kernel_speed() {
@@ -71,14 +89,8 @@ fn types_kernel_speed() {
     ];
     for dim in [384usize, 1536, 3072] {
         let mut r = Lcg(dim as u64);
-        let mut gen = || (0..dim).map(|_| f32_to_f16(r.next() * 2.0 - 1.0)).collect::<Vec<u16>>();
-        let q = gen();
-        let items: Vec<Vec<u16>> = (0..2048).map(|_| gen()).collect();
-        for (name, fast, slow) in halves {
-            let (f, s) =
-                (time(&q, &items, &|a, b| fast(a, b)), time(&q, &items, &|a, b| slow(a, b)));
-            row(name, &format!("{dim} dims"), f, s);
-        }
+        let gen = || (0..dim).map(|_| f32_to_f16(r.next() * 2.0 - 1.0)).collect::<Vec<u16>>();
+        compare(&format!("{dim} dims"), 2048, gen, &halves, |k: H, a, b| k(a, b));
     }
     // sparsevec: SPLADE-like, indices spread over a 30,522-term vocabulary. The reference
     // is the dense loop over all dimensions the merge kernels are tested against.
@@ -99,20 +111,15 @@ fn types_kernel_speed() {
     let dim = 30_522;
     for nnz in [32usize, 128, 512] {
         let mut r = Lcg(nnz as u64);
-        let mut gen = || {
+        let gen = || {
             let mut indices: Vec<i32> = (0..nnz).map(|_| (r.next() * dim as f32) as i32).collect();
             indices.sort_unstable();
             indices.dedup();
             let values = indices.iter().map(|_| r.next() + 0.01).collect();
             SparseVec { dim, indices, values }
         };
-        let q = gen();
-        let items: Vec<SparseVec> = (0..256).map(|_| gen()).collect();
-        for (name, fast, slow) in sparses {
-            let f = time(&q, &items, &|a, b| fast(a.as_ref(), b.as_ref()));
-            let s = time(&q, &items, &|a, b| slow(a.as_ref(), b.as_ref()));
-            row(name, &format!("{nnz} of {dim}"), f, s);
-        }
+        let call = |k: S, a: &SparseVec, b: &SparseVec| k(a.as_ref(), b.as_ref());
+        compare(&format!("{nnz} of {dim}"), 256, gen, &sparses, call);
     }
     // bit: random bytes.
     type B = fn(&[u8], &[u8]) -> f64;
@@ -122,13 +129,7 @@ fn types_kernel_speed() {
     ];
     for nbits in [1536usize, 3072, 64_000] {
         let mut r = Lcg(nbits as u64);
-        let mut gen = || (0..nbits / 8).map(|_| (r.next() * 256.0) as u8).collect::<Vec<u8>>();
-        let q = gen();
-        let items: Vec<Vec<u8>> = (0..2048).map(|_| gen()).collect();
-        for (name, fast, slow) in bits {
-            let (f, s) =
-                (time(&q, &items, &|a, b| fast(a, b)), time(&q, &items, &|a, b| slow(a, b)));
-            row(name, &format!("{nbits} bits"), f, s);
-        }
+        let gen = || (0..nbits / 8).map(|_| (r.next() * 256.0) as u8).collect::<Vec<u8>>();
+        compare(&format!("{nbits} bits"), 2048, gen, &bits, |k: B, a, b| k(a, b));
     }
 }
