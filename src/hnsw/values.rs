@@ -346,9 +346,17 @@ mod tests {
         for n in [1, 2, 3, 5, 8, 9, 16, 17, 33, 100, 1023] {
             let (a, b) = (random_halves(n, &mut s), random_halves(n, &mut s));
             let (wa, wb) = (pack_halves(&a), pack_halves(&b));
-            // halfvec: the index kernels (four accumulators) agree to float4 rounding
+            // halfvec: exactly the index kernels (four accumulators), which agree with the
+            // operators' kernels to float4 rounding
+            assert_eq!(graph_distance(Metric::HalfL2)(&wa, &wb), half::index::l2_squared(&a, &b));
+            assert_eq!(
+                graph_distance(Metric::HalfInnerProduct)(&wa, &wb),
+                -half::index::dot(&a, &b)
+            );
+            assert_eq!(graph_distance(Metric::HalfL1)(&wa, &wb), half::index::l1(&a, &b));
             let near = |x: f32, y: f64| (f64::from(x) - y).abs() <= 1e-5 * y.abs().max(1.0);
             assert!(near(graph_distance(Metric::HalfL2)(&wa, &wb), half::l2_squared(&a, &b)));
+            assert!(near(graph_distance(Metric::HalfL2)(&wa, &wb).sqrt(), half::l2(&a, &b)));
             assert!(near(graph_distance(Metric::HalfInnerProduct)(&wa, &wb), -half::dot(&a, &b)));
             assert!(near(graph_distance(Metric::HalfL1)(&wa, &wb), half::l1(&a, &b)));
             // cosine: on the normalised values pgvector's index stores
@@ -359,6 +367,10 @@ mod tests {
             let (na, nb) =
                 (halfcodec::l2_normalize(&a).unwrap(), halfcodec::l2_normalize(&b).unwrap());
             assert_eq!(halves(&ua), &na[..]);
+            assert_eq!(
+                graph_distance(Metric::HalfCosine)(&ua, &ub),
+                1.0 - half::index::dot(&na, &nb)
+            );
             assert!(near(graph_distance(Metric::HalfCosine)(&ua, &ub), 1.0 - half::dot(&na, &nb)));
             let d = graph_distance(Metric::HalfCosine)(&ua, &ub) as f64;
             assert!((d - half::cosine(&a, &b)).abs() < 1e-2, "n={n}: {d}");
