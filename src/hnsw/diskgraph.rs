@@ -539,14 +539,15 @@ impl GraphStore for DiskGraph {
     }
 
     fn neighbors(&mut self, id: u64, level: u8, out: &mut Vec<u64>) {
-        let fixed = match self.nodes.get(&id) {
-            Some(i) => Some((i.level, i.neighbor_tid)),
-            None => self.fixed.nodes.get(&id).map(|f| (f.level, f.neighbor_tid)),
+        // (level, neighbour tuple, whether the level was read by this scan)
+        let cached = match self.nodes.get(&id) {
+            Some(i) => Some((i.level, i.neighbor_tid, true)),
+            None => self.fixed.nodes.get(&id).map(|f| (f.level, f.neighbor_tid, false)),
         };
-        let (node_level, nb) = match fixed {
+        let (node_level, nb, this_scan) = match cached {
             Some(f) => f,
             None => match self.info(id) {
-                Some(i) => (i.level, i.neighbor_tid),
+                Some(i) => (i.level, i.neighbor_tid, true),
                 None => return,
             },
         };
@@ -554,7 +555,7 @@ impl GraphStore for DiskGraph {
         // A node's level only changes when an insert reuses its slot (see `Fixed`): a
         // level the tuple lacks reads as no list below, so the cached level only saves
         // the read when it comes from this scan's own page reads.
-        if self.view == GraphView::Global && level > node_level && self.nodes.contains_key(&id) {
+        if self.view == GraphView::Global && level > node_level && this_scan {
             return;
         }
         if !nb.is_valid() {
