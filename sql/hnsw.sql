@@ -41,7 +41,8 @@ REVOKE ALL ON FUNCTION vecguard.hnsw_check(regclass) FROM PUBLIC;
 -- clearance, ...)` (the vector may be any column; put a column filtered with `= ANY` first,
 -- because PostgreSQL 15 gives up index ordering for `= ANY` on later columns). Their operators become scan keys evaluated inside the graph traversal
 -- (src/hnsw/keys.rs); `= ANY(array)` works through amsearcharray. Strategy numbers follow
--- btree's (1 <, 2 <=, 3 =, 4 >=, 5 >). Text keys support equality only.
+-- btree's (1 <, 2 <=, 3 =, 4 >=, 5 >); date and timestamps add the window operators below
+-- (6 <=*, 7 >*). Text keys support equality only.
 
 CREATE OPERATOR FAMILY integer_hnsw_ops USING hnsw;
 CREATE OPERATOR CLASS int2_hnsw_ops DEFAULT FOR TYPE int2 USING hnsw FAMILY integer_hnsw_ops AS
@@ -94,6 +95,43 @@ CREATE OPERATOR CLASS timestamp_hnsw_ops DEFAULT FOR TYPE timestamp USING hnsw A
 CREATE OPERATOR CLASS timestamptz_hnsw_ops DEFAULT FOR TYPE timestamptz USING hnsw AS
 	OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >,
 	FUNCTION 1 timestamptz_cmp(timestamptz, timestamptz);
+-- Validity windows with open ends, as index conditions. `x <=* y` is `x IS NULL OR x <= y`
+-- and `x >* y` is `x IS NULL OR x > y`; vecguard.protect writes its validity policy with
+-- them (`valid_from <=* (SELECT now())`), so an hnsw index with the window columns among its
+-- keys tests the window inside the traversal, where the OR form stays a filter above it.
+-- LEAKPROOF: they compare two values and raise nothing, so the planner may push them into
+-- a scan below the other policies' conditions.
+CREATE FUNCTION vecguard.null_or_le(date, date) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'hnsw_window_started_date' LANGUAGE C IMMUTABLE LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION vecguard.null_or_gt(date, date) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'hnsw_window_open_date' LANGUAGE C IMMUTABLE LEAKPROOF PARALLEL SAFE;
+CREATE OPERATOR vecguard.<=* (LEFTARG = date, RIGHTARG = date, FUNCTION = vecguard.null_or_le,
+	RESTRICT = scalarlesel, JOIN = scalarlejoinsel);
+CREATE OPERATOR vecguard.>* (LEFTARG = date, RIGHTARG = date, FUNCTION = vecguard.null_or_gt,
+	RESTRICT = scalargtsel, JOIN = scalargtjoinsel);
+ALTER OPERATOR FAMILY date_hnsw_ops USING hnsw ADD
+	OPERATOR 6 vecguard.<=* (date, date), OPERATOR 7 vecguard.>* (date, date);
+CREATE FUNCTION vecguard.null_or_le(timestamp, timestamp) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'hnsw_window_started_ts' LANGUAGE C IMMUTABLE LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION vecguard.null_or_gt(timestamp, timestamp) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'hnsw_window_open_ts' LANGUAGE C IMMUTABLE LEAKPROOF PARALLEL SAFE;
+CREATE OPERATOR vecguard.<=* (LEFTARG = timestamp, RIGHTARG = timestamp, FUNCTION = vecguard.null_or_le,
+	RESTRICT = scalarlesel, JOIN = scalarlejoinsel);
+CREATE OPERATOR vecguard.>* (LEFTARG = timestamp, RIGHTARG = timestamp, FUNCTION = vecguard.null_or_gt,
+	RESTRICT = scalargtsel, JOIN = scalargtjoinsel);
+ALTER OPERATOR FAMILY timestamp_hnsw_ops USING hnsw ADD
+	OPERATOR 6 vecguard.<=* (timestamp, timestamp), OPERATOR 7 vecguard.>* (timestamp, timestamp);
+CREATE FUNCTION vecguard.null_or_le(timestamptz, timestamptz) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'hnsw_window_started_ts' LANGUAGE C IMMUTABLE LEAKPROOF PARALLEL SAFE;
+CREATE FUNCTION vecguard.null_or_gt(timestamptz, timestamptz) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'hnsw_window_open_ts' LANGUAGE C IMMUTABLE LEAKPROOF PARALLEL SAFE;
+CREATE OPERATOR vecguard.<=* (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = vecguard.null_or_le,
+	RESTRICT = scalarlesel, JOIN = scalarlejoinsel);
+CREATE OPERATOR vecguard.>* (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = vecguard.null_or_gt,
+	RESTRICT = scalargtsel, JOIN = scalargtjoinsel);
+ALTER OPERATOR FAMILY timestamptz_hnsw_ops USING hnsw ADD
+	OPERATOR 6 vecguard.<=* (timestamptz, timestamptz), OPERATOR 7 vecguard.>* (timestamptz, timestamptz);
+
 CREATE OPERATOR CLASS uuid_hnsw_ops DEFAULT FOR TYPE uuid USING hnsw AS
 	OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >,
 	FUNCTION 1 uuid_cmp(uuid, uuid);

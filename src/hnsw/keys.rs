@@ -9,9 +9,12 @@
 //! Encoding, per column in index order: one null byte, then an integer class value
 //! (int2/int4/int8/date/timestamp/timestamptz widened to i64, 8 bytes native order), a
 //! 16-byte uuid, or a u16 length and the bytes of a text value. NULL satisfies no
-//! condition, as in SQL. Text supports equality only (byte equality is only right for
-//! deterministic collations, which the glue checks); uuid and integers support all of
-//! `=`, `<`, `<=`, `>`, `>=` and `= ANY(array)`.
+//! condition, as in SQL, except the two window conditions: `valid_from <=* t` (NULL or
+//! at most t) and `valid_until >* t` (NULL or after t), which date, timestamp and
+//! timestamptz keys support so that a validity window with open ends is an index
+//! condition. Text supports equality only (byte equality is only right for deterministic
+//! collations, which the glue checks); uuid and integers support all of `=`, `<`, `<=`,
+//! `>`, `>=` and `= ANY(array)`.
 
 /// Longest text key stored (longer values are refused with an error by the glue).
 pub(crate) const MAX_TEXT_KEY: usize = 256;
@@ -30,7 +33,8 @@ pub(crate) enum KeyValue {
     Bytes(Vec<u8>),
 }
 
-/// btree strategy numbers, which our opclasses use too.
+/// Strategy numbers of our key opclasses: btree's 1 to 5, then the window operators
+/// `<=*` (6) and `>*` (7) of sql/hnsw.sql, which a NULL key satisfies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
     Lt = 1,
@@ -38,6 +42,10 @@ pub(crate) enum Op {
     Eq = 3,
     Ge = 4,
     Gt = 5,
+    /// `key IS NULL OR key <= value` (a window that has opened, or has no start).
+    NullOrLe = 6,
+    /// `key IS NULL OR key > value` (a window that has not closed, or has no end).
+    NullOrGt = 7,
 }
 
 impl Op {
@@ -48,8 +56,23 @@ impl Op {
             3 => Some(Op::Eq),
             4 => Some(Op::Ge),
             5 => Some(Op::Gt),
+            6 => Some(Op::NullOrLe),
+            7 => Some(Op::NullOrGt),
             _ => None,
         }
+    }
+
+    /// Whether a NULL key satisfies this operator, whatever the value.
+    pub(crate) fn null_passes(self) -> bool {
+        matches!(self, Op::NullOrLe | Op::NullOrGt)
+    }
+}
+
+impl Cond {
+    /// No key can satisfy it: an empty value list (`= ANY('{}')`, a NULL argument) on an
+    /// operator NULL keys do not pass.
+    pub(crate) fn unsatisfiable(&self) -> bool {
+        self.values.is_empty() && !self.op.null_passes()
     }
 }
 
@@ -151,14 +174,14 @@ pub(crate) fn matches(keys: &[u8], types: &[KeyType], conds: &[Cond]) -> bool {
     conds.iter().all(|c| {
         let Some(k) = key_at(keys, types, c.col) else { return false };
         if k == Key::Null {
-            return false;
+            return c.op.null_passes();
         }
         c.values.iter().any(|v| match (c.op, compare(k, v)) {
             (_, None) => false,
             (Op::Eq, Some(o)) => o == Equal,
             (Op::Lt, Some(o)) => o == Less,
-            (Op::Le, Some(o)) => o != Greater,
-            (Op::Gt, Some(o)) => o == Greater,
+            (Op::Le | Op::NullOrLe, Some(o)) => o != Greater,
+            (Op::Gt | Op::NullOrGt, Some(o)) => o == Greater,
             (Op::Ge, Some(o)) => o != Less,
         })
     })
@@ -244,6 +267,36 @@ mod tests {
 
     fn cond(col: usize, op: Op, values: Vec<KeyValue>) -> Cond {
         Cond { col, op, values }
+    }
+
+    #[test]
+    fn window_conditions_let_null_keys_through() {
+        let int = |v| KeyValue::Int(v);
+        let open = row(Some(1), None, None, None);
+        let dated = row(Some(1), None, None, Some(100));
+        // valid_from <=* 100: started at 100, not at 99; NULL (no start) always started
+        assert!(matches(&dated, &TYPES, &[cond(3, Op::NullOrLe, vec![int(100)])]));
+        assert!(!matches(&dated, &TYPES, &[cond(3, Op::NullOrLe, vec![int(99)])]));
+        assert!(matches(&open, &TYPES, &[cond(3, Op::NullOrLe, vec![int(i64::MIN)])]));
+        // valid_until >* 99: open at 99, closed at 100; NULL (no end) never closes
+        assert!(matches(&dated, &TYPES, &[cond(3, Op::NullOrGt, vec![int(99)])]));
+        assert!(!matches(&dated, &TYPES, &[cond(3, Op::NullOrGt, vec![int(100)])]));
+        assert!(matches(&open, &TYPES, &[cond(3, Op::NullOrGt, vec![int(i64::MAX)])]));
+        // as `x IS NULL OR x <= NULL`: a NULL argument leaves only NULL keys
+        assert!(matches(&open, &TYPES, &[cond(3, Op::NullOrLe, vec![])]));
+        assert!(!matches(&dated, &TYPES, &[cond(3, Op::NullOrGt, vec![])]));
+        // the plain operators still refuse NULL keys, and the window does not widen them
+        assert!(!matches(&open, &TYPES, &[cond(3, Op::Le, vec![int(i64::MAX)])]));
+        assert!(!matches(
+            &open,
+            &TYPES,
+            &[cond(3, Op::NullOrLe, vec![int(0)]), cond(0, Op::Eq, vec![int(2)])]
+        ));
+        assert!(!cond(3, Op::NullOrGt, vec![]).unsatisfiable());
+        assert!(cond(3, Op::Le, vec![]).unsatisfiable());
+        assert_eq!(Op::from_strategy(6), Some(Op::NullOrLe));
+        assert_eq!(Op::from_strategy(7), Some(Op::NullOrGt));
+        assert_eq!(Op::from_strategy(8), None);
     }
 
     #[test]

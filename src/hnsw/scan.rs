@@ -400,7 +400,7 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
                     st.graph.filter_checks,
                     st.returned.len(),
                     st.batches,
-                    if st.swept && !st.conds.iter().any(|c| c.values.is_empty()) { "yes" } else { "no" },
+                    if st.swept && !st.conds.iter().any(Cond::unsatisfiable) { "yes" } else { "no" },
                     if st.tenant_count.is_some() { "yes" } else { "no" },
                     st.graph.pins_taken()
                 );

@@ -4,7 +4,56 @@
 
 use super::keys::{self, Cond, KeyType, KeyValue, Op};
 use super::storage::IndexRel;
+use crate::fmgr::{arg, pg_v1_fn, return_null};
 use pgrx::pg_sys;
+
+/// The window operators of sql/hnsw.sql, `x <=* y` (`x IS NULL OR x <= y`) and `x >* y`
+/// (`x IS NULL OR x > y`) on date, timestamp and timestamptz, for validity windows whose
+/// open ends are NULL. SQL's own form of them is an OR, which no index can take as a
+/// condition; as operators of the hnsw key opclasses they are, and the traversal tests them
+/// (`keys::Op::NullOrLe`, `NullOrGt`). Not strict: a NULL `x` is true, a NULL `y` is NULL
+/// unless `x` is NULL, as the OR gives.
+///
+/// # Safety
+/// `fcinfo` is a call of one of the functions below with two arguments of one type whose
+/// datums are integers (`int32` when `date`).
+unsafe fn window(fcinfo: pg_sys::FunctionCallInfo, date: bool, op: Op) -> pg_sys::Datum {
+    // SAFETY: two arguments per the caller.
+    let (xnull, ynull, x, y) = unsafe {
+        let a = (*fcinfo).args.as_slice(2);
+        (a[0].isnull, a[1].isnull, arg(fcinfo, 0), arg(fcinfo, 1))
+    };
+    if xnull {
+        return pg_sys::Datum::from(true);
+    }
+    if ynull {
+        // SAFETY: valid fcinfo.
+        return unsafe { return_null(fcinfo) };
+    }
+    let int = |d: pg_sys::Datum| if date { d.value() as i32 as i64 } else { d.value() as i64 };
+    let (x, y) = (int(x), int(y));
+    pg_sys::Datum::from(match op {
+        Op::NullOrLe => x <= y,
+        _ => x > y,
+    })
+}
+
+pg_v1_fn!(hnsw_window_started_date, pg_finfo_hnsw_window_started_date, |fcinfo| {
+    // SAFETY: declared (date, date) in sql/hnsw.sql.
+    unsafe { window(fcinfo, true, Op::NullOrLe) }
+});
+pg_v1_fn!(hnsw_window_open_date, pg_finfo_hnsw_window_open_date, |fcinfo| {
+    // SAFETY: declared (date, date) in sql/hnsw.sql.
+    unsafe { window(fcinfo, true, Op::NullOrGt) }
+});
+pg_v1_fn!(hnsw_window_started_ts, pg_finfo_hnsw_window_started_ts, |fcinfo| {
+    // SAFETY: declared (timestamp, timestamp) and (timestamptz, timestamptz): int64 datums.
+    unsafe { window(fcinfo, false, Op::NullOrLe) }
+});
+pg_v1_fn!(hnsw_window_open_ts, pg_finfo_hnsw_window_open_ts, |fcinfo| {
+    // SAFETY: declared (timestamp, timestamp) and (timestamptz, timestamptz): int64 datums.
+    unsafe { window(fcinfo, false, Op::NullOrGt) }
+});
 
 pub(crate) fn key_type_of(typid: pg_sys::Oid) -> Option<KeyType> {
     match typid {
@@ -168,7 +217,13 @@ pub(crate) unsafe fn conds(
             // SAFETY: attno is a valid 1-based index column.
             unsafe { crate::compat::attr_type((*rel.raw()).rd_att, attno - 1).0 }
         };
-        let op = Op::from_strategy(key.sk_strategy).unwrap_or(Op::Eq);
+        let Some(op) = Op::from_strategy(key.sk_strategy) else {
+            pgrx::ereport!(
+                ERROR,
+                pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("hnsw key columns have no operator of strategy {}", key.sk_strategy)
+            );
+        };
         let mut values = Vec::new();
         if key.sk_flags & pg_sys::SK_ISNULL as i32 == 0 {
             if key.sk_flags & pg_sys::SK_SEARCHARRAY as i32 != 0 {

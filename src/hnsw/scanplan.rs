@@ -54,9 +54,9 @@ pub(crate) struct ScanPlan {
 }
 
 /// Whether the glue should set the node filter and look the caller's groups up: the scan
-/// has key conditions and none of them is empty.
+/// has key conditions and none of them is unsatisfiable.
 pub(crate) fn wants_groups(conds: &[Cond]) -> bool {
-    !conds.is_empty() && !conds.iter().any(|c| c.values.is_empty())
+    !conds.is_empty() && !conds.iter().any(Cond::unsatisfiable)
 }
 
 /// The condition naming the caller's tenant groups: of the `=` / `= ANY` conditions on the
@@ -77,7 +77,7 @@ pub(crate) fn plan_scan(
     s: &ScanSettings,
 ) -> ScanPlan {
     let filtered = !conds.is_empty();
-    let nothing = conds.iter().any(|c| c.values.is_empty());
+    let nothing = conds.iter().any(Cond::unsatisfiable);
     let groups = if filtered && !nothing { groups } else { None };
     // The caller's groups hold every element: no other tenant's data exists to leak, and
     // the hierarchical global graph is faster than walking each group (an admin token, a
