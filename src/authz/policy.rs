@@ -32,6 +32,12 @@
 //!   so the cast can neither fail nor turn one tenant's name into another's.
 //!   `now()` is written `pg_catalog.now()` so the function chosen when the
 //!   policy is created cannot be redirected through `search_path`.
+//! * **Windows as index conditions.** A validity window's open ends are NULL,
+//!   and `col IS NULL OR col <= now()` is an OR no index takes as a
+//!   condition. The policy writes `col OPERATOR(vecguard.<=*) (SELECT now())`
+//!   instead (and `>*` for the end): the same test as one leakproof operator
+//!   of the hnsw key opclasses (sql/hnsw.sql), so an authorized index with the
+//!   window columns as keys tests it inside the traversal.
 //! * **Validity is read-side only.** The validity policy's WITH CHECK is
 //!   `true`: applying the window to writes would forbid inserting a document
 //!   that becomes valid tomorrow, and, worse, forbid retiring one by setting
@@ -240,13 +246,16 @@ pub fn protect_sql(spec: &ProtectSpec) -> Result<Vec<String>, PolicyError> {
         out.push(restrictive("vecguard_clearance", &table, &expr, &expr));
     }
     let mut validity = Vec::new();
-    if let Some(c) = &spec.valid_from {
-        let col = quote_ident(&c.name);
-        validity.push(format!("({col} IS NULL OR {col} <= (SELECT pg_catalog.now()))"));
-    }
-    if let Some(c) = &spec.valid_until {
-        let col = quote_ident(&c.name);
-        validity.push(format!("({col} IS NULL OR {col} > (SELECT pg_catalog.now()))"));
+    for (c, op) in [(&spec.valid_from, "<=*"), (&spec.valid_until, ">*")] {
+        let Some(c) = c else { continue };
+        let now = window_now(&c.type_name).ok_or_else(|| {
+            PolicyError::new(format!(
+                "validity column {} has type {}; expected one of {WINDOW_TYPES}",
+                quote_ident(&c.name),
+                c.type_name
+            ))
+        })?;
+        validity.push(format!("{} OPERATOR(vecguard.{op}) (SELECT {now})", quote_ident(&c.name)));
     }
     if !validity.is_empty() {
         out.push(restrictive("vecguard_validity", &table, &validity.join(" AND "), "true"));
@@ -262,6 +271,25 @@ pub fn protect_sql(spec: &ProtectSpec) -> Result<Vec<String>, PolicyError> {
         out.push(restrictive("vecguard_hours", &table, &expr, &expr));
     }
     Ok(out)
+}
+
+/// The validity column types protect() accepts, as format_type() prints them.
+pub const WINDOW_TYPES: &str = "timestamp with time zone, timestamp without time zone, date";
+
+/// The transaction time as a value of a validity column's type, for the window operators
+/// (`x <=* y`: `x IS NULL OR x <= y`), which take two values of one type. `date <=
+/// now()` and `date <= CURRENT_DATE` agree (a date lies at or before a moment exactly when
+/// it lies at or before that moment's local date), as do `timestamp <= now()` and
+/// `timestamp <= LOCALTIMESTAMP` (both read the session time zone) except within the hour
+/// a daylight-saving change repeats. Keywords, not functions: nothing here goes through
+/// `search_path`.
+fn window_now(type_name: &str) -> Option<&'static str> {
+    match type_name.trim() {
+        "timestamp with time zone" => Some("pg_catalog.now()"),
+        "timestamp without time zone" => Some("LOCALTIMESTAMP"),
+        "date" => Some("CURRENT_DATE"),
+        _ => None,
+    }
 }
 
 /// The tenant column types protect() accepts, as format_type() prints them.
@@ -725,7 +753,7 @@ mod tests {
             r#"CREATE POLICY "vecguard_base" ON "public"."docs" AS PERMISSIVE FOR ALL TO PUBLIC USING (true) WITH CHECK (true)"#,
             r#"CREATE POLICY "vecguard_tenant" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ("tenant_id" = ANY ((SELECT vecguard.tenant_keys('uuid')::uuid[])::uuid[])) WITH CHECK ("tenant_id" = ANY ((SELECT vecguard.tenant_keys('uuid')::uuid[])::uuid[]))"#,
             r#"CREATE POLICY "vecguard_clearance" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ("clearance" <= (SELECT vecguard.clearance())) WITH CHECK ("clearance" <= (SELECT vecguard.clearance()))"#,
-            r#"CREATE POLICY "vecguard_validity" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING (("valid_from" IS NULL OR "valid_from" <= (SELECT pg_catalog.now())) AND ("valid_until" IS NULL OR "valid_until" > (SELECT pg_catalog.now()))) WITH CHECK (true)"#,
+            r#"CREATE POLICY "vecguard_validity" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ("valid_from" OPERATOR(vecguard.<=*) (SELECT pg_catalog.now()) AND "valid_until" OPERATOR(vecguard.>*) (SELECT pg_catalog.now())) WITH CHECK (true)"#,
             r#"CREATE POLICY "vecguard_hours" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ((SELECT vecguard.access_hours_ok('mon,tue,wed,thu,fri', '08:00', '18:00', 'Europe/Berlin'))) WITH CHECK ((SELECT vecguard.access_hours_ok('mon,tue,wed,thu,fri', '08:00', '18:00', 'Europe/Berlin')))"#,
         ];
         assert_eq!(got, want);
@@ -783,8 +811,19 @@ mod tests {
         let sql = protect_sql(&spec).unwrap();
         assert_eq!(
             sql.last().unwrap(),
-            r#"CREATE POLICY "vecguard_validity" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING (("until" IS NULL OR "until" > (SELECT pg_catalog.now()))) WITH CHECK (true)"#
+            r#"CREATE POLICY "vecguard_validity" ON "public"."docs" AS RESTRICTIVE FOR ALL TO PUBLIC USING ("until" OPERATOR(vecguard.>*) (SELECT CURRENT_DATE)) WITH CHECK (true)"#
         );
+        let spec = ProtectSpec {
+            table: table(),
+            valid_from: col("from", "timestamp without time zone"),
+            ..Default::default()
+        };
+        assert!(protect_sql(&spec).unwrap().last().unwrap().contains(
+            r#"USING ("from" OPERATOR(vecguard.<=*) (SELECT LOCALTIMESTAMP)) WITH CHECK (true)"#
+        ));
+        let spec =
+            ProtectSpec { table: table(), valid_from: col("v", "interval"), ..Default::default() };
+        assert!(protect_sql(&spec).unwrap_err().to_string().contains("expected one of"));
         let none = ProtectSpec {
             table: table(),
             access_hours: Some(parse_access_hours("*", "00:00", "24:00", "UTC").unwrap()),

