@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a benchmark: `bash benches/run.sh kernels|types|exact|hnsw|filtered|authz_overhead|churn [args...]`.
+# Runs a benchmark: `bash benches/run.sh kernels|types|exact|hnsw|filtered|authz_overhead|churn|windows [args...]`.
 # Installs the bench-only Python packages and the release build first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +15,8 @@ case "$what" in
            .venv/bin/python benches/halfvec_hnsw.py "$@" ;;
   exact)   cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
            .venv/bin/python benches/exact_scan.py "$@" ;;
-  hnsw|filtered|authz_overhead|churn)
+  hnsw|filtered|authz_overhead|churn|windows)
            cargo pgrx install --release --pg-config /usr/bin/pg_config >/dev/null
            .venv/bin/python "benches/$what.py" "$@" ;;
-  *)       echo "usage: bash benches/run.sh kernels|types|exact|hnsw|filtered|authz_overhead|churn [args]" >&2; exit 2 ;;
+  *)       echo "usage: bash benches/run.sh kernels|types|exact|hnsw|filtered|authz_overhead|churn|windows [args]" >&2; exit 2 ;;
 esac
