@@ -152,6 +152,34 @@ impl ScanState {
     }
 }
 
+impl ScanState {
+    /// The next heap row to return, None when the scan is done: pending rows first, then
+    /// the next batch of the search, then, when the search is over and the scan must be
+    /// exact, the sweep.
+    fn next_tid(&mut self) -> Option<Tid> {
+        loop {
+            if let Some(t) = self.pending.pop_front() {
+                return Some(t);
+            }
+            if self.done {
+                // A tenant search that walked every element of its groups has seen all
+                // there is; otherwise (pruning left a member unlinked) sweep to be exact.
+                let visited = self.searcher.as_ref().map(|s| s.visited_count());
+                if needs_sweep(!self.conds.is_empty(), self.swept, self.tenant_count, visited) {
+                    let q = std::mem::take(&mut self.query);
+                    self.sweep(&q);
+                    continue;
+                }
+                return None;
+            }
+            pgrx::check_for_interrupts!();
+            if !self.fill() {
+                self.done = true;
+            }
+        }
+    }
+}
+
 /// # Safety
 /// `scan` must be a scan created by ambeginscan.
 unsafe fn state<'a>(scan: pg_sys::IndexScanDesc) -> &'a mut ScanState {
@@ -345,45 +373,35 @@ pub unsafe extern "C-unwind" fn amgettuple(
     scan: pg_sys::IndexScanDesc,
     _dir: pg_sys::ScanDirection::Type,
 ) -> bool {
-    // SAFETY: scan is ours; xs_heaptid is written for the executor.
-    unsafe {
-        let st = state(scan);
-        if !st.started {
-            st.started = true;
-            count_stats((*scan).indexRelation, crate::compat::StatCounter::Scan);
+    // SAFETY: scan is the descriptor ambeginscan made; its opaque holds our state.
+    let st = unsafe { state(scan) };
+    // SAFETY: as above.
+    let (index, order_bys) = unsafe { ((*scan).indexRelation, (*scan).numberOfOrderBys) };
+    if !st.started {
+        st.started = true;
+        // SAFETY: the scan's index relation is open; the scan descriptor is valid.
+        unsafe {
+            count_stats(index, crate::compat::StatCounter::Scan);
             crate::compat::count_index_search(scan);
-            if (*scan).numberOfOrderBys == 0 {
-                pgrx::error!("cannot scan hnsw index without order");
-            }
-            let q = query_vector(scan, st);
-            st.query = q.clone();
-            start(st, &q);
         }
-        loop {
-            if let Some(t) = st.pending.pop_front() {
-                count_stats((*scan).indexRelation, crate::compat::StatCounter::TupleReturned);
-                tid_to_item_pointer(t, &mut (*scan).xs_heaptid);
-                (*scan).xs_recheck = false;
-                (*scan).xs_recheckorderby = false;
-                return true;
-            }
-            if st.done {
-                // A tenant search that walked every element of its groups has seen all
-                // there is; otherwise (pruning left a member unlinked) sweep to be exact.
-                let visited = st.searcher.as_ref().map(|s| s.visited_count());
-                if needs_sweep(!st.conds.is_empty(), st.swept, st.tenant_count, visited) {
-                    let q = std::mem::take(&mut st.query);
-                    st.sweep(&q);
-                    continue;
-                }
-                return false;
-            }
-            pgrx::check_for_interrupts!();
-            if !st.fill() {
-                st.done = true;
-            }
+        if order_bys == 0 {
+            pgrx::error!("cannot scan hnsw index without order");
         }
+        // SAFETY: the scan has an ORDER BY argument (checked above).
+        let q = unsafe { query_vector(scan, st) };
+        st.query = q.clone();
+        start(st, &q);
     }
+    let Some(t) = st.next_tid() else { return false };
+    // SAFETY: the scan descriptor is valid; the executor reads xs_heaptid and the recheck
+    // flags after we return.
+    unsafe {
+        count_stats(index, crate::compat::StatCounter::TupleReturned);
+        tid_to_item_pointer(t, &mut (*scan).xs_heaptid);
+        (*scan).xs_recheck = false;
+        (*scan).xs_recheckorderby = false;
+    }
+    true
 }
 
 #[pgrx::pg_guard]
