@@ -17,7 +17,7 @@ pure=(
   src/vector/codec.rs src/halfvec/codec.rs src/sparsevec/codec.rs src/bitvec/mod.rs
   src/authz/audit.rs src/authz/claims.rs src/authz/policy.rs src/authz/redact.rs src/authz/jwt
   src/hnsw/graph src/hnsw/page.rs src/hnsw/keys.rs src/hnsw/values.rs src/hnsw/scanplan.rs
-  src/hnsw/cost.rs src/hnsw/buildplan.rs src/hnsw/tenant.rs
+  src/hnsw/cost.rs src/hnsw/buildplan.rs src/hnsw/tenant/plan.rs
 )
 bad=0
 for p in "${pure[@]}"; do

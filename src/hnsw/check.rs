@@ -169,7 +169,7 @@ pub(crate) fn check(rel: IndexRel) -> String {
         }
     }
     let tenant_unreachable = if tenant {
-        check_tenant_graphs(rel, &elements, &group_of, &first_of, &directory, meta.elements)
+        super::tenant::check_groups(rel, &elements, &group_of, &first_of, &directory, meta.elements)
     } else {
         0
     };
@@ -219,110 +219,6 @@ pub(crate) fn check(rel: IndexRel) -> String {
             String::new()
         }
     )
-}
-
-/// Tenant lists and directory: lists stay inside their group, the directory names each
-/// group once with an element of the group and the group's size, and a group marked pure
-/// has one first key (scans skip the tenant check in pure groups). Returns how many live
-/// elements their group's traversal (from the directory entry, through deleted members
-/// too) does not reach: like the global count, not corruption (scans then sweep).
-fn check_tenant_graphs(
-    rel: IndexRel,
-    elements: &HashMap<u64, (u8, bool, Tid)>,
-    group_of: &HashMap<u64, u64>,
-    first_of: &HashMap<u64, Vec<u8>>,
-    directory: &HashMap<u64, page::DirEntry>,
-    meta_elements: u64,
-) -> usize {
-    let mut sizes: HashMap<u64, u32> = HashMap::new();
-    let mut tadj: HashMap<u64, Vec<u64>> = HashMap::new();
-    let mut list = Vec::new();
-    for (&id, &(_, _, nb)) in elements {
-        let g = group_of[&id];
-        *sizes.entry(g).or_default() += 1;
-        let p = rel.read_shared(nb.block);
-        let Some(bytes) = p.item(nb.offset) else {
-            index_corrupted(rel, format!("neighbour tuple {nb:?} missing"))
-        };
-        if !page::read_neighbors(bytes, page::TENANT_LIST, &mut list) {
-            index_corrupted(rel, format!("element {:?} has no tenant list", Tid::unpack(id)));
-        }
-        for n in &list {
-            if group_of.get(&n.pack()) != Some(&g) {
-                index_corrupted(
-                    rel,
-                    format!(
-                        "element {:?} has {n:?} of another tenant group in its tenant list",
-                        Tid::unpack(id)
-                    ),
-                );
-            }
-        }
-        tadj.insert(id, list.iter().map(|t| t.pack()).collect());
-    }
-    for (&g, &n) in &sizes {
-        let Some(e) = directory.get(&g) else {
-            index_corrupted(rel, format!("tenant group {g:#x} has no directory entry"))
-        };
-        if e.count != n {
-            index_corrupted(
-                rel,
-                format!(
-                    "tenant group {g:#x}: directory counts {} elements, index has {n}",
-                    e.count
-                ),
-            );
-        }
-        if group_of.get(&e.entry.pack()) != Some(&g) {
-            index_corrupted(
-                rel,
-                format!("tenant group {g:#x}: directory entry {:?} is not a member", e.entry),
-            );
-        }
-    }
-    if meta_elements != elements.len() as u64 {
-        index_corrupted(
-            rel,
-            format!("metapage counts {meta_elements} elements, index has {}", elements.len()),
-        );
-    }
-    if let Some(g) = directory.keys().find(|g| !sizes.contains_key(g)) {
-        index_corrupted(rel, format!("directory entry for tenant group {g:#x} without elements"));
-    }
-    for (&id, &g) in group_of {
-        let e = &directory[&g];
-        if e.pure && first_of.get(&id) != first_of.get(&e.entry.pack()) {
-            index_corrupted(
-                rel,
-                format!(
-                    "tenant group {g:#x} is marked pure but element {:?} has another first key",
-                    Tid::unpack(id)
-                ),
-            );
-        }
-    }
-    let mut live_by_group: HashMap<u64, Vec<u64>> = HashMap::new();
-    for (&id, el) in elements {
-        if !el.1 {
-            live_by_group.entry(group_of[&id]).or_default().push(id);
-        }
-    }
-    let mut unreachable = 0;
-    for e in directory.values() {
-        let mut seen = std::collections::HashSet::from([e.entry.pack()]);
-        let mut q = VecDeque::from([e.entry.pack()]);
-        while let Some(x) = q.pop_front() {
-            for &y in tadj.get(&x).map(|v| v.as_slice()).unwrap_or(&[]) {
-                if seen.insert(y) {
-                    q.push_back(y);
-                }
-            }
-        }
-        unreachable += live_by_group
-            .get(&e.hash)
-            .map_or(0, |ids| ids.iter().filter(|id| !seen.contains(id)).count());
-    }
-    unreachable
 }
 
 pg_v1_fn!(hnsw_check, pg_finfo_hnsw_check, |fcinfo| {

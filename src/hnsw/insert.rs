@@ -7,10 +7,9 @@
 //! then one per four pages of existing neighbour lists that change. A row whose vector equals
 //! its nearest element's joins that element (duplicates stay reachable).
 
-use super::diskgraph::{index_corrupted, read_meta, DirSlot, DiskGraph, GraphView};
+use super::diskgraph::{index_corrupted, read_meta, DirSlot, DiskGraph};
 use super::graph::{
-    joins_element, plan_insert, updates_with_in_link, Element, GraphWrite, InsertPlan, NodeUpdate,
-    Params,
+    joins_element, plan_insert, updates_with_in_link, Element, GraphWrite, NodeUpdate, Params,
 };
 use super::keys::{self, KeyType};
 use super::page::{self, DirEntry, Tid};
@@ -322,9 +321,13 @@ pub(crate) fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u
     let updates = updates_with_in_link(&mut g, &plan, params.max_neighbors(0));
     queue_updates(&mut g, &updates, |l| l, &mut by_block);
     let tenant_plan = match group {
-        Some(GroupSlot::Existing { entry, .. }) => {
-            Some(plan_tenant(&mut g, entry.entry.pack(), new_id, v, params))
-        }
+        Some(GroupSlot::Existing { entry, .. }) => Some(super::tenant::plan_insert_into_group(
+            &mut g,
+            entry.entry.pack(),
+            new_id,
+            v,
+            params,
+        )),
         _ => None,
     };
     if let Some((_, tupdates)) = &tenant_plan {
@@ -470,22 +473,4 @@ pub(crate) fn queue_updates(
             ));
         }
     }
-}
-
-/// Plans the new node's place in its tenant group's flat graph (entered at `entry`): its
-/// tenant list, and the group members whose tenant lists gain it (with the same in-link
-/// rule as the global graph, so the group stays connected).
-fn plan_tenant(
-    g: &mut DiskGraph,
-    entry: u64,
-    new_id: u64,
-    v: &[f32],
-    params: Params,
-) -> (InsertPlan<u64>, Vec<NodeUpdate<u64>>) {
-    g.set_view(GraphView::Tenant { entry: Some(entry) });
-    let dist = g.dist;
-    let plan = plan_insert(g, new_id, v, 0, params, dist);
-    let updates = updates_with_in_link(g, &plan, params.max_neighbors(0));
-    g.set_view(GraphView::Global);
-    (plan, updates)
 }

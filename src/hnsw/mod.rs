@@ -4,9 +4,10 @@
 //! `storage` the only code touching buffers and WAL; `diskgraph` the graph traits over
 //! pages; `am` the IndexAmRoutine; `options` the settings and reloptions; then one file
 //! per phase as in pgvector: `build`, `insert`, `scan`, `vacuum`; `check` verifies a
-//! graph. The phases' decisions live in pure modules beside them: `buildplan`,
-//! `scanplan`, `cost`, `tenant` (and `keys` for key columns, `values` for what an element
-//! stores of each indexed type and its distances).
+//! graph; `tenant` holds every phase's tenant-group code. The phases' decisions live in
+//! pure modules beside them: `buildplan`, `scanplan`, `cost`, `tenant::plan` (and `keys`
+//! for key columns, `values` for what an element stores of each indexed type and its
+//! distances).
 
 pub(crate) mod am;
 pub(crate) mod build;

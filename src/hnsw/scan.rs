@@ -8,15 +8,13 @@
 
 use super::diskgraph::{element_parts, DiskGraph, GraphView};
 use super::graph::{visited_for, IdHashSet, Searcher};
-use super::keys::{self, Cond};
+use super::keys::Cond;
 use super::options::{
     IterativeScan, EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES, SCAN_STATS, TWO_HOP_LIMIT,
 };
 use super::page::{self, Tid};
 use super::scankeys::{columns, conds, Columns};
-use super::scanplan::{
-    needs_sweep, plan_scan, tenant_condition, wants_groups, GroupsFound, ScanSettings,
-};
+use super::scanplan::{needs_sweep, plan_scan, wants_groups, GroupsFound, ScanSettings};
 use super::storage::tid_to_item_pointer;
 use super::storage::IndexRel;
 use super::values::{encode, Kind, Value};
@@ -42,50 +40,6 @@ struct ScanState {
     batches: u32,
     /// Tenant path: the groups' element counts summed (None: global graph).
     tenant_count: Option<u64>,
-}
-
-/// The caller's tenant groups, from an `=` / `= ANY` condition on the first key column of
-/// an index with tenant graphs.
-struct TenantGroups {
-    /// Each group's starting elements (entry, then pivots).
-    seeds: Vec<Vec<u64>>,
-    /// The groups' element counts summed.
-    count: u64,
-    /// Every group is pure and its one first key satisfies every condition on the first
-    /// key column: each element the groups hold passes those conditions.
-    proven: bool,
-}
-
-/// The tenant path of an authorized scan: looks the condition's values up in the tenant
-/// directory (no groups: no authorized element). A pure group whose key fails the first
-/// key conditions (a hash collision with another value) holds nothing for the caller and
-/// is left out.
-fn tenant_groups(graph: &mut DiskGraph, cols: &Columns, conds: &[Cond]) -> Option<TenantGroups> {
-    if !graph.meta.tenant_links() {
-        return None;
-    }
-    let ty = cols.keys.first()?.1;
-    let c = tenant_condition(conds)?;
-    let mut hashes: Vec<u64> = c.values.iter().map(|v| keys::value_group_hash(ty, v)).collect();
-    hashes.sort_unstable();
-    hashes.dedup();
-    let types = cols.key_types();
-    let first: Vec<Cond> = conds.iter().filter(|c| c.col == 0).cloned().collect();
-    let mut out = TenantGroups { seeds: Vec::new(), count: 0, proven: true };
-    for h in hashes {
-        let Some((entry, starts)) = graph.dir_group(h) else { continue };
-        if entry.pure {
-            let Some(k) = graph.keys_of(entry.entry.pack()) else { continue };
-            if !keys::matches(&k, &types, &first) {
-                continue;
-            }
-        } else {
-            out.proven = false;
-        }
-        out.seeds.push(starts);
-        out.count += entry.count as u64;
-    }
-    Some(out)
 }
 
 impl ScanState {
@@ -329,7 +283,8 @@ fn start(st: &mut ScanState, q: &[f32]) {
     if wants {
         st.graph.set_filter(st.cols.key_types(), st.conds.clone(), q);
     }
-    let groups = if wants { tenant_groups(&mut st.graph, &st.cols, &st.conds) } else { None };
+    let groups =
+        if wants { super::tenant::scan_groups(&mut st.graph, &st.cols, &st.conds) } else { None };
     let settings = ScanSettings {
         ef_search: EF_SEARCH.get(),
         iterative_scan: ITERATIVE_SCAN.get() != IterativeScan::Off,

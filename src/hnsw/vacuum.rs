@@ -17,12 +17,10 @@
 //! unreachable: `free_deleted` empties their lists, which marks their slots reusable, and
 //! inserts overwrite them in place (`insert::find_reusable`), as pgvector's do.
 
-use super::diskgraph::{DiskGraph, GraphView};
+use super::diskgraph::DiskGraph;
 use super::graph::{ensure_reachable, plan_repair, replacement_entry, GraphStore, Params};
 use super::insert::{queue_updates, write_lists, ListEdits};
-use super::keys;
 use super::page::{self, Tid};
-use super::scankeys::key_types;
 use super::storage::tid_to_item_pointer;
 use super::storage::{IndexRel, WalWrite};
 use pgrx::pg_sys;
@@ -256,40 +254,9 @@ fn relink_unreachable(rel: IndexRel) -> usize {
     let params = Params::new(g.meta.m as usize, g.meta.ef_construction as usize);
     let (live, _, free) = live_graph(&mut g, rel);
     ensure_reachable(&mut g, &live, params);
-    relink_tenant_groups(rel, &mut g, &live, params);
+    super::tenant::relink_groups(rel, &mut g, &live, params);
     rel.record_free_pages(&free);
     free.len()
-}
-
-/// Pass 3, tenant part: every live element reachable from its group's directory entry
-/// through tenant lists (deleted members included, as scans walk them).
-fn relink_tenant_groups(
-    rel: IndexRel,
-    g: &mut DiskGraph,
-    live: &[(u64, u8)],
-    params: Params,
-) -> usize {
-    if !g.meta.tenant_links() {
-        return 0;
-    }
-    let types = key_types(rel);
-    let mut groups: HashMap<u64, Vec<(u64, u8)>> = HashMap::new();
-    for &(id, _) in live {
-        if let Some(k) = g.keys_of(id) {
-            groups.entry(keys::group_hash(&k, &types)).or_default().push((id, 0));
-        }
-    }
-    g.reset();
-    let mut total = 0;
-    for (hash, members) in groups {
-        pgrx::check_for_interrupts!();
-        let Some(e) = g.dir_entry(hash) else { continue };
-        g.set_view(GraphView::Tenant { entry: Some(e.entry.pack()) });
-        total += ensure_reachable(g, &members, params);
-        g.set_view(GraphView::Global);
-        g.reset();
-    }
-    total
 }
 
 fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {

@@ -1,0 +1,223 @@
+//! Tenant groups. An index with key columns keeps, beside the global graph, one flat graph
+//! per tenant group: the rows whose first key column hashes alike (`keys::group_hash`),
+//! linked through each element's tenant list (`page::TENANT_LIST`). A directory after the
+//! metapage maps each group's hash to its entry element, element count and pivots
+//! (`page::DirEntry`). `plan` holds the pure part (the build's grouping, purity and the
+//! directory's page layout); this file the glue of each phase: the groups a scan walks,
+//! where an insert joins its group, VACUUM's relinking and `hnsw_check`'s verification.
+//! Buffer reads and writes stay in `storage` and `diskgraph`.
+
+mod plan;
+pub(crate) use plan::{directory_pages, group_members, group_purity, DirTuple};
+
+use super::diskgraph::{index_corrupted, DiskGraph, GraphView};
+use super::graph::{
+    ensure_reachable, plan_insert, updates_with_in_link, InsertPlan, NodeUpdate, Params,
+};
+use super::keys::{self, Cond};
+use super::page::{self, Tid};
+use super::scankeys::{key_types, Columns};
+use super::scanplan::tenant_condition;
+use super::storage::IndexRel;
+use std::collections::{HashMap, VecDeque};
+
+/// The caller's tenant groups, from an `=` / `= ANY` condition on the first key column of
+/// an index with tenant graphs.
+pub(crate) struct TenantGroups {
+    /// Each group's starting elements (entry, then pivots).
+    pub(crate) seeds: Vec<Vec<u64>>,
+    /// The groups' element counts summed.
+    pub(crate) count: u64,
+    /// Every group is pure and its one first key satisfies every condition on the first
+    /// key column: each element the groups hold passes those conditions.
+    pub(crate) proven: bool,
+}
+
+/// The tenant path of an authorized scan: looks the condition's values up in the tenant
+/// directory (no groups: no authorized element). A pure group whose key fails the first
+/// key conditions (a hash collision with another value) holds nothing for the caller and
+/// is left out.
+pub(crate) fn scan_groups(
+    graph: &mut DiskGraph,
+    cols: &Columns,
+    conds: &[Cond],
+) -> Option<TenantGroups> {
+    if !graph.meta.tenant_links() {
+        return None;
+    }
+    let ty = cols.keys.first()?.1;
+    let c = tenant_condition(conds)?;
+    let mut hashes: Vec<u64> = c.values.iter().map(|v| keys::value_group_hash(ty, v)).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    let types = cols.key_types();
+    let first: Vec<Cond> = conds.iter().filter(|c| c.col == 0).cloned().collect();
+    let mut out = TenantGroups { seeds: Vec::new(), count: 0, proven: true };
+    for h in hashes {
+        let Some((entry, starts)) = graph.dir_group(h) else { continue };
+        if entry.pure {
+            let Some(k) = graph.keys_of(entry.entry.pack()) else { continue };
+            if !keys::matches(&k, &types, &first) {
+                continue;
+            }
+        } else {
+            out.proven = false;
+        }
+        out.seeds.push(starts);
+        out.count += entry.count as u64;
+    }
+    Some(out)
+}
+
+/// Plans the new node's place in its tenant group's flat graph (entered at `entry`): its
+/// tenant list, and the group members whose tenant lists gain it (with the same in-link
+/// rule as the global graph, so the group stays connected).
+pub(crate) fn plan_insert_into_group(
+    g: &mut DiskGraph,
+    entry: u64,
+    new_id: u64,
+    v: &[f32],
+    params: Params,
+) -> (InsertPlan<u64>, Vec<NodeUpdate<u64>>) {
+    g.set_view(GraphView::Tenant { entry: Some(entry) });
+    let dist = g.dist;
+    let plan = plan_insert(g, new_id, v, 0, params, dist);
+    let updates = updates_with_in_link(g, &plan, params.max_neighbors(0));
+    g.set_view(GraphView::Global);
+    (plan, updates)
+}
+
+/// Pass 3, tenant part: every live element reachable from its group's directory entry
+/// through tenant lists (deleted members included, as scans walk them).
+pub(crate) fn relink_groups(
+    rel: IndexRel,
+    g: &mut DiskGraph,
+    live: &[(u64, u8)],
+    params: Params,
+) -> usize {
+    if !g.meta.tenant_links() {
+        return 0;
+    }
+    let types = key_types(rel);
+    let mut groups: HashMap<u64, Vec<(u64, u8)>> = HashMap::new();
+    for &(id, _) in live {
+        if let Some(k) = g.keys_of(id) {
+            groups.entry(keys::group_hash(&k, &types)).or_default().push((id, 0));
+        }
+    }
+    g.reset();
+    let mut total = 0;
+    for (hash, members) in groups {
+        pgrx::check_for_interrupts!();
+        let Some(e) = g.dir_entry(hash) else { continue };
+        g.set_view(GraphView::Tenant { entry: Some(e.entry.pack()) });
+        total += ensure_reachable(g, &members, params);
+        g.set_view(GraphView::Global);
+        g.reset();
+    }
+    total
+}
+
+/// Tenant lists and directory: lists stay inside their group, the directory names each
+/// group once with an element of the group and the group's size, and a group marked pure
+/// has one first key (scans skip the tenant check in pure groups). Returns how many live
+/// elements their group's traversal (from the directory entry, through deleted members
+/// too) does not reach: like the global count, not corruption (scans then sweep).
+pub(crate) fn check_groups(
+    rel: IndexRel,
+    elements: &HashMap<u64, (u8, bool, Tid)>,
+    group_of: &HashMap<u64, u64>,
+    first_of: &HashMap<u64, Vec<u8>>,
+    directory: &HashMap<u64, page::DirEntry>,
+    meta_elements: u64,
+) -> usize {
+    let mut sizes: HashMap<u64, u32> = HashMap::new();
+    let mut tadj: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut list = Vec::new();
+    for (&id, &(_, _, nb)) in elements {
+        let g = group_of[&id];
+        *sizes.entry(g).or_default() += 1;
+        let p = rel.read_shared(nb.block);
+        let Some(bytes) = p.item(nb.offset) else {
+            index_corrupted(rel, format!("neighbour tuple {nb:?} missing"))
+        };
+        if !page::read_neighbors(bytes, page::TENANT_LIST, &mut list) {
+            index_corrupted(rel, format!("element {:?} has no tenant list", Tid::unpack(id)));
+        }
+        for n in &list {
+            if group_of.get(&n.pack()) != Some(&g) {
+                index_corrupted(
+                    rel,
+                    format!(
+                        "element {:?} has {n:?} of another tenant group in its tenant list",
+                        Tid::unpack(id)
+                    ),
+                );
+            }
+        }
+        tadj.insert(id, list.iter().map(|t| t.pack()).collect());
+    }
+    for (&g, &n) in &sizes {
+        let Some(e) = directory.get(&g) else {
+            index_corrupted(rel, format!("tenant group {g:#x} has no directory entry"))
+        };
+        if e.count != n {
+            index_corrupted(
+                rel,
+                format!(
+                    "tenant group {g:#x}: directory counts {} elements, index has {n}",
+                    e.count
+                ),
+            );
+        }
+        if group_of.get(&e.entry.pack()) != Some(&g) {
+            index_corrupted(
+                rel,
+                format!("tenant group {g:#x}: directory entry {:?} is not a member", e.entry),
+            );
+        }
+    }
+    if meta_elements != elements.len() as u64 {
+        index_corrupted(
+            rel,
+            format!("metapage counts {meta_elements} elements, index has {}", elements.len()),
+        );
+    }
+    if let Some(g) = directory.keys().find(|g| !sizes.contains_key(g)) {
+        index_corrupted(rel, format!("directory entry for tenant group {g:#x} without elements"));
+    }
+    for (&id, &g) in group_of {
+        let e = &directory[&g];
+        if e.pure && first_of.get(&id) != first_of.get(&e.entry.pack()) {
+            index_corrupted(
+                rel,
+                format!(
+                    "tenant group {g:#x} is marked pure but element {:?} has another first key",
+                    Tid::unpack(id)
+                ),
+            );
+        }
+    }
+    let mut live_by_group: HashMap<u64, Vec<u64>> = HashMap::new();
+    for (&id, el) in elements {
+        if !el.1 {
+            live_by_group.entry(group_of[&id]).or_default().push(id);
+        }
+    }
+    let mut unreachable = 0;
+    for e in directory.values() {
+        let mut seen = std::collections::HashSet::from([e.entry.pack()]);
+        let mut q = VecDeque::from([e.entry.pack()]);
+        while let Some(x) = q.pop_front() {
+            for &y in tadj.get(&x).map(|v| v.as_slice()).unwrap_or(&[]) {
+                if seen.insert(y) {
+                    q.push_back(y);
+                }
+            }
+        }
+        unreachable += live_by_group
+            .get(&e.hash)
+            .map_or(0, |ids| ids.iter().filter(|id| !seen.contains(id)).count());
+    }
+    unreachable
+}
