@@ -24,9 +24,14 @@ def glove(n: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(a[:n] if n else a, dtype=np.float32)
 
 
-def vecguard_cluster() -> Cluster:
-    """PostgreSQL 15 from the system with vecguard installed (scripts/setup + install)."""
-    c = Cluster(conf=BENCH_CONF).init().start()
+def vecguard_cluster(pg_config: str | None = None) -> Cluster:
+    """PostgreSQL 15 from the system with vecguard installed (scripts/setup + install), or
+    the PostgreSQL of `pg_config` (an A/B baseline: another build installed into a copy)."""
+    bindir = None
+    if pg_config:
+        import subprocess
+        bindir = Path(subprocess.run([pg_config, "--bindir"], check=True, capture_output=True, text=True).stdout.strip())
+    c = Cluster(conf=BENCH_CONF, bindir=bindir).init().start()
     c.sql("CREATE EXTENSION vecguard")
     return c
 

@@ -24,6 +24,10 @@ rounds; it prints medians and the median of each round's ratio. Wall-clock QPS o
 machine moves by 2x between adjacent runs of the same query; CPU time moves far less.
 
     bash benches/run.sh filtered --rows 100000 --queries 200 --ef-search 60 --cpu-rounds 7
+
+`--baseline PG_CONFIG` runs only the CPU rounds, this build (`PG_CONFIG`, default
+/usr/bin/pg_config) against another vecguard build installed into that PostgreSQL, the two
+taking turns at every path, and ends with the ratio per path.
 """
 
 import argparse
@@ -82,37 +86,49 @@ def run(conn, sql_for, queries, truth_for, settings=()):
     return rows / len(queries), hits / max(n, 1), len(queries) / elapsed
 
 
-def cpu_sweep(conn, queries, rounds):
-    """Server CPU time per query of each path, interleaved over rounds (see the docstring)."""
-    conn.execute("DROP TABLE IF EXISTS queries")
-    conn.execute(f"CREATE TABLE queries (qid int, v vector({queries.shape[1]}))")
-    with conn.cursor().copy("COPY queries FROM STDIN") as cp:
-        for i, v in enumerate(queries):
-            cp.write_row((i, vec_literal(v)))
-    conn.execute("ANALYZE queries")
-    conn.execute("SET enable_sort = off")  # the tenant HNSW path, not btree + sort
+def cpu_sweep(conns, queries, rounds):
+    """Server CPU time per query of each path, interleaved over rounds (see the docstring).
+    `conns`: (label, connection) per vecguard build; with two (an A/B, `--baseline`) the
+    builds take turns at every path and the last table compares them."""
     inner = "SELECT id FROM docs {} ORDER BY embedding <=> q.v LIMIT 10"
     paths = [("unfiltered", "")] + [
         (sel, "WHERE tenant_id = ANY('{0,1,2,3,4}')" if t is None else f"WHERE tenant_id = {t}") for sel, t in SWEEP]
-    per_query = {name: [] for name, _ in paths}
-    ratio = {name: [] for name, _ in paths}
-    for _ in range(rounds):
+    per_query = {(label, name): [] for label, _ in conns for name, _ in paths}
+    for _, conn in conns:
+        conn.execute("DROP TABLE IF EXISTS queries")
+        conn.execute(f"CREATE TABLE queries (qid int, v vector({queries.shape[1]}))")
+        with conn.cursor().copy("COPY queries FROM STDIN") as cp:
+            for i, v in enumerate(queries):
+                cp.write_row((i, vec_literal(v)))
+        conn.execute("ANALYZE queries")
+        conn.execute("SET enable_sort = off")  # the tenant HNSW path, not btree + sort
+    for rnd in range(rounds):
         for name, where in paths:
-            sql = f"SELECT count(*) FROM queries q, LATERAL ({inner.format(where)}) s"
-            conn.execute(sql).fetchone()  # warm
-            before = backend_cpu_seconds(conn)
-            conn.execute(sql).fetchone()
-            per_query[name].append((backend_cpu_seconds(conn) - before) / len(queries) * 1e6)
+            for j in range(len(conns)):
+                label, conn = conns[(j + rnd) % len(conns)]
+                sql = f"SELECT count(*) FROM queries q, LATERAL ({inner.format(where)}) s"
+                conn.execute(sql).fetchone()  # warm
+                before = backend_cpu_seconds(conn)
+                conn.execute(sql).fetchone()
+                per_query[(label, name)].append((backend_cpu_seconds(conn) - before) / len(queries) * 1e6)
+    for _, conn in conns:
+        conn.execute("RESET enable_sort")
+    for label, _ in conns:
+        print(f"\n{label}: server CPU per query, tenant HNSW path (enable_sort = off), {rounds} interleaved rounds")
+        base = per_query[(label, "unfiltered")]
+        print(f"{'selectivity':>11} {'median us':>10} {'QPS-equiv.':>11} {'ratio of medians':>17} {'median of ratios':>17}  rounds (us)")
         for name, _ in paths:
-            ratio[name].append(per_query["unfiltered"][-1] / per_query[name][-1])
-    conn.execute("RESET enable_sort")
-    print(f"\nserver CPU per query, tenant HNSW path (enable_sort = off), {rounds} interleaved rounds")
-    base = median(per_query["unfiltered"])
-    print(f"{'selectivity':>11} {'median us':>10} {'QPS-equiv.':>11} {'ratio of medians':>17} {'median of ratios':>17}  rounds (us)")
-    for name, _ in paths:
-        us = median(per_query[name])
-        rounds_us = " ".join(f"{x:.0f}" for x in per_query[name])
-        print(f"{name:>11} {us:>10.0f} {1e6 / us:>11.0f} {base / us:>16.2f}x {median(ratio[name]):>16.2f}x  {rounds_us}")
+            xs = per_query[(label, name)]
+            us = median(xs)
+            ratios = [b / x for b, x in zip(base, xs)]
+            rounds_us = " ".join(f"{x:.0f}" for x in xs)
+            print(f"{name:>11} {us:>10.0f} {1e6 / us:>11.0f} {median(base) / us:>16.2f}x {median(ratios):>16.2f}x  {rounds_us}")
+    if len(conns) == 2:
+        (a, _), (b, _) = conns
+        print(f"\nA/B: {b} CPU per query / {a} CPU per query (above 1: {a} is faster)")
+        for name, _ in paths:
+            xa, xb = per_query[(a, name)], per_query[(b, name)]
+            print(f"{name:>11} {median(xb) / median(xa):>6.2f}x  median of rounds {median([y / x for x, y in zip(xa, xb)]):.2f}x")
 
 
 def main():
@@ -122,6 +138,8 @@ def main():
     ap.add_argument("--ef-search", type=int, default=40, help="hnsw.ef_search on both servers")
     ap.add_argument("--vecguard-only", action="store_true", help="skip the pgvector peer (more queries in the same time)")
     ap.add_argument("--cpu-rounds", type=int, default=0, help="then measure server CPU per query over this many rounds")
+    ap.add_argument("--baseline", metavar="PG_CONFIG",
+                    help="A/B: only the CPU rounds, against a vecguard build installed in this PostgreSQL")
     args = ap.parse_args()
     data = glove(args.rows + args.queries)
     base, queries = data[: args.rows], data[args.rows:]
@@ -138,6 +156,9 @@ def main():
         return f
 
     print(f"GloVe 50-d, {args.rows} rows, {args.queries} queries, top-10 cosine, ef_search {args.ef_search}; {machine()}")
+    if args.baseline:
+        ab(args, base, tenants, queries)
+        return
     vg = vecguard_cluster()
     pv = None if args.vecguard_only else pgvector_cluster()
     try:
@@ -179,11 +200,28 @@ def main():
                 extra = f"  ({r[2] / unfiltered:.2f}x unfiltered)" if name.startswith(("vecguard, planner", "vecguard tenant")) else ""
                 print(f"{sel:>11} {name:<32} {r[0]:>7.1f} {r[1]:>7.3f} {r[2]:>7.0f}{extra}")
         if args.cpu_rounds > 0:
-            cpu_sweep(vconn, queries, args.cpu_rounds)
+            cpu_sweep([("vecguard", vconn)], queries, args.cpu_rounds)
     finally:
         vg.destroy()
         if pv:
             pv.destroy()
+
+
+def ab(args, base, tenants, queries):
+    """The CPU rounds only, this build against `--baseline`'s, on the same data and index."""
+    clusters = [("vecguard", vecguard_cluster()), ("baseline", vecguard_cluster(args.baseline))]
+    try:
+        conns = []
+        for label, c in clusters:
+            conn = c.connect()
+            load(conn, base, tenants)
+            conn.execute(f"SET hnsw.ef_search = {args.ef_search}")
+            conn.execute("CREATE INDEX docs_hnsw ON docs USING hnsw (tenant_id, embedding vector_cosine_ops)")
+            conns.append((label, conn))
+        cpu_sweep(conns, queries, max(args.cpu_rounds, 1))
+    finally:
+        for _, c in clusters:
+            c.destroy()
 
 
 if __name__ == "__main__":

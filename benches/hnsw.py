@@ -14,6 +14,10 @@ rounds. Beside wall-clock QPS they show the server's CPU time per query
 count time spent waiting for a core. Ratios are read from both at recall 0.95 and 0.99.
 
     bash benches/run.sh hnsw --rows 100000 --queries 200 --inserts 1000 --rounds 3
+
+`--baseline PG_CONFIG` puts another vecguard build (installed into the PostgreSQL of that
+pg_config) in pgvector's place, for an A/B of two commits in one run; the build under test
+is the one `PG_CONFIG` (default /usr/bin/pg_config) has.
 """
 
 import argparse
@@ -101,6 +105,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="turns each engine takes at every ef_search (and insert batches)")
     ap.add_argument("--pgvector-workers", type=int, default=1,
                     help="max_parallel_maintenance_workers for pgvector's build (vecguard uses its own threads)")
+    ap.add_argument("--baseline", metavar="PG_CONFIG",
+                    help="A/B: a vecguard build in this PostgreSQL takes pgvector's place")
     args = ap.parse_args()
     data = glove()
     base = data[: args.rows]
@@ -115,9 +121,10 @@ def main():
         vg = vecguard_cluster()
         clusters.append(vg)
         engines.append(SqlEngine("vecguard", vg, base, 0))
-        pv = pgvector_cluster()
+        pv = vecguard_cluster(args.baseline) if args.baseline else pgvector_cluster()
         clusters.append(pv)
-        engines.append(SqlEngine(f"pgvector {pv.version}", pv, base, args.pgvector_workers))
+        engines.append(SqlEngine("baseline", pv, base, 0) if args.baseline
+                       else SqlEngine(f"pgvector {pv.version}", pv, base, args.pgvector_workers))
         engines.append(HnswlibEngine(base, len(base) + len(inserts)))
         n = len(engines)
         runs = interleaved_sweeps(engines, EFS, args.rounds,
@@ -144,14 +151,14 @@ def main():
               f"   rounds: {[round(x[0]) for x in ins[e.name]]}")
     wall, cpu = print_sweeps(engines, runs, EFS, " (hnswlib: in-process)")
     vg_, pv_, hl_ = (e.name for e in engines)
-    print("\nratios (vecguard vs pgvector, vecguard vs hnswlib):")
-    print(f"  build time: {engines[1].build / engines[0].build:.2f}x faster than pgvector")
-    print(f"  insert rate: {med(ins[vg_], 0) / med(ins[pv_], 0):.2f}x pgvector's; "
-          f"CPU per insert: {med(ins[pv_], 1) / med(ins[vg_], 1):.2f}x less than pgvector's")
+    print(f"\nratios (vecguard vs {pv_}, vecguard vs hnswlib):")
+    print(f"  build time: {engines[1].build / engines[0].build:.2f}x faster than {pv_}")
+    print(f"  insert rate: {med(ins[vg_], 0) / med(ins[pv_], 0):.2f}x {pv_}'s; "
+          f"CPU per insert: {med(ins[pv_], 1) / med(ins[vg_], 1):.2f}x less than {pv_}'s")
     for target in (0.95, 0.99):
         for label, table in (("QPS", wall), ("queries per server CPU-second", cpu)):
             (vq, vef), (pq_, pef), (hq, hef) = (qps_at(table[k], target) for k in (vg_, pv_, hl_))
-            line = f"  {label} at recall {target}: vecguard {vq and round(vq)} (ef {vef}), pgvector {pq_ and round(pq_)} (ef {pef})"
+            line = f"  {label} at recall {target}: vecguard {vq and round(vq)} (ef {vef}), {pv_} {pq_ and round(pq_)} (ef {pef})"
             if vq and pq_:
                 line += f" = {vq / pq_:.2f}x"
             if vq and hq:
