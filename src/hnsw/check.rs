@@ -17,11 +17,12 @@
 //! Unreachable elements are not corruption: HNSW pruning can cut a node's last in-link
 //! on insert (pgvector shares this); VACUUM's last pass links them back in.
 
-use super::diskgraph::{index_corrupted, read_meta};
+use super::diskgraph::{element_parts, index_corrupted, read_meta};
 use super::keys;
 use super::page::{self, Tid};
 use super::scankeys::key_types;
 use super::storage::IndexRel;
+use super::values;
 use crate::fmgr::pg_v1_fn;
 use pgrx::pg_sys;
 use std::collections::{HashMap, VecDeque};
@@ -71,6 +72,12 @@ pub(crate) fn check(rel: IndexRel) -> String {
                                 words.unwrap_or(0)
                             ),
                         );
+                    }
+                    if words.is_none() {
+                        let v = element_parts(bytes).map(|(_, v)| v).unwrap_or_default();
+                        if let Some(why) = values::sparse_problem(v, meta.dimensions as usize) {
+                            index_corrupted(rel, format!("element {blk},{off}: {why}"));
+                        }
                     }
                     if !el.deleted && el.heap_tids.is_empty() {
                         index_corrupted(

@@ -180,6 +180,29 @@ pub(crate) fn stored(metric: Metric, w: &[f32]) -> &[f32] {
     &w[..1 + 2 * n]
 }
 
+/// What is wrong with the words an element of a sparsevec index stores, for `hnsw_check`:
+/// None when they are `[n, indices.., values..]` with n at most [`MAX_NNZ`], exactly
+/// 1 + 2n words, indices ascending within `dims` (0-based) and finite values.
+pub(crate) fn sparse_problem(w: &[f32], dims: usize) -> Option<String> {
+    let Some(count) = w.first() else { return Some("no element count".into()) };
+    let n = count.to_bits() as usize;
+    if n > MAX_NNZ {
+        return Some(format!("{n} stored elements, at most {MAX_NNZ} are indexed"));
+    }
+    if w.len() != 1 + 2 * n {
+        return Some(format!("{} words for {n} stored elements, expected {}", w.len(), 1 + 2 * n));
+    }
+    let x = sparse_of(w);
+    let mut last = -1i64;
+    for &i in x.indices {
+        if (i as i64) <= last || (i as i64) >= dims as i64 {
+            return Some(format!("index {i} out of order or outside {dims} dimensions"));
+        }
+        last = i as i64;
+    }
+    x.values.iter().find(|v| !v.is_finite()).map(|v| format!("value {v} is not finite"))
+}
+
 /// Halves packed two per word in memory order, `HALF_PAD` after an odd count.
 pub(crate) fn pack_halves(x: &[u16]) -> Vec<f32> {
     x.chunks(2)
@@ -507,5 +530,31 @@ mod tests {
         let longest = super::super::page::element_size(1 + 2 * MAX_NNZ);
         assert!(super::super::page::fits(super::super::page::page_capacity(), &[longest + 64]));
         assert!(Metric::HalfCosine.is_cosine() && !Metric::BitJaccard.is_cosine());
+    }
+
+    #[test]
+    fn sparse_problems_are_named() {
+        let good =
+            pack_sparse(SparseRef { dim: 0, indices: &[0, 3, 9], values: &[1.0, -2.0, 0.5] });
+        assert_eq!(sparse_problem(&good, 10), None);
+        assert_eq!(
+            sparse_problem(&pack_sparse(SparseRef { dim: 0, indices: &[], values: &[] }), 5),
+            None
+        );
+        assert!(sparse_problem(&good, 9).unwrap().contains("outside 9 dimensions"));
+        assert!(sparse_problem(&good[..6], 10).unwrap().contains("6 words for 3"));
+        let mut padded = good.clone();
+        padded.push(0.0);
+        assert!(sparse_problem(&padded, 10).unwrap().contains("8 words"));
+        let unsorted = pack_sparse(SparseRef { dim: 0, indices: &[3, 3], values: &[1.0, 1.0] });
+        assert!(sparse_problem(&unsorted, 10).unwrap().contains("out of order"));
+        let negative = pack_sparse(SparseRef { dim: 0, indices: &[-1], values: &[1.0] });
+        assert!(sparse_problem(&negative, 10).is_some());
+        let nan = pack_sparse(SparseRef { dim: 0, indices: &[1], values: &[f32::NAN] });
+        assert!(sparse_problem(&nan, 10).unwrap().contains("not finite"));
+        let mut huge = vec![f32::from_bits(MAX_NNZ as u32 + 1)];
+        huge.extend(std::iter::repeat_n(0.0, 2 * (MAX_NNZ + 1)));
+        assert!(sparse_problem(&huge, 100_000).unwrap().contains("at most"));
+        assert!(sparse_problem(&[], 10).is_some());
     }
 }
