@@ -142,6 +142,72 @@ def test_nothing_in_window_gives_nothing(app, world, table):
         assert app.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
 
 
+def stats_of(conn):
+    """The hnsw scan statistics NOTICEs of `conn`, parsed, as a list that grows."""
+    import re
+    seen = []
+
+    def parse(d):
+        m = re.search(r"(\d+) distance computations, (\d+) key checks.*member scan (yes|no)", d.message_primary)
+        if m:
+            seen.append((int(m[1]), int(m[2]), m[3] == "yes"))
+    conn.add_notice_handler(parse)
+    conn.execute("SET vecguard.hnsw_scan_stats = on")
+    return seen
+
+
+@pytest.mark.parametrize("table", list(LAYOUTS))
+def test_a_group_with_nothing_in_window_is_walked_once(cluster, dbname, world, table):
+    """The first scan for tenant 3 walks its whole group and finds nothing; the backend
+    keeps the group's members and their keys, so the next scans test them in memory and
+    score nothing. A row that joins the group (an insert raises the directory's count) is
+    found at once, and leaves again with its DELETE."""
+    with cluster.connect(dbname) as c, cluster.connect(dbname) as su:
+        stats = stats_of(c)
+        c.execute("SET ROLE app")
+        c.execute("SELECT set_config('vecguard.jwt', %s, false)", [token(3)])
+        for q in QUERIES[:3]:
+            assert top(c, table, q) == []
+        assert not stats[0][2] and stats[0][1] >= (world["tenants"] == 3).sum(), stats
+        assert [s[2] for s in stats[1:]] == [True, True] and [s[0] for s in stats[1:]] == [0, 0], stats
+        su.autocommit = True
+        su.execute(f"INSERT INTO {table} VALUES (%s, 3, 0, NULL, now() + interval '1 day', %s)",
+                   [N + 1, lit(QUERIES[5])])
+        try:
+            assert top(c, table, QUERIES[0]) == [N + 1]
+            assert not stats[-1][2], "a new count: the members are not trusted"
+            assert top(c, table, QUERIES[1]) == [N + 1]
+            assert stats[-1][2] and stats[-1][0] == 1, stats[-1]
+        finally:
+            su.execute(f"DELETE FROM {table} WHERE id = %s", [N + 1])
+        assert top(c, table, QUERIES[0]) == []
+        # another tenant's token never reaches tenant 3's members
+        c.execute("SELECT set_config('vecguard.jwt', %s, false)", [token(9)])
+        assert top(c, table, QUERIES[0]) == []
+
+
+@pytest.mark.parametrize("table", list(LAYOUTS))
+def test_repeated_scans_of_a_sparse_group_score_its_visible_members(cluster, dbname, world, table):
+    """Tenant 2 with clearance 0 sees few of its group's rows. The first two scans walk the
+    group; the second, at the same directory count, leaves its members in the backend, and
+    from then on a scan scores only the members whose keys pass: exactly the top 10."""
+    allowed = visible(world, 2, 0)
+    assert 10 < len(allowed) < 600, len(allowed)
+    with cluster.connect(dbname) as c:
+        stats = stats_of(c)
+        c.execute("SET ROLE app")
+        c.execute("SET hnsw.ef_search = 40")
+        c.execute("SELECT set_config('vecguard.jwt', %s, false)", [token(2, 0)])
+        for i, q in enumerate(QUERIES):
+            rows = top(c, table, q)
+            assert set(rows) <= set(allowed.tolist())
+            if stats[-1][2]:
+                assert set(rows) == exact_top(world, allowed, q), "a member scan is exact"
+                assert stats[-1][0] == len(allowed), stats[-1]
+        assert [s[2] for s in stats[:2]] == [False, False], stats
+        assert all(s[2] for s in stats[2:]), stats
+
+
 def test_the_operators_are_the_or(conn):
     """`x <=* y` is `x IS NULL OR x <= y` and `x >* y` is `x IS NULL OR x > y`, NULLs included,
     on each of the three types."""

@@ -50,6 +50,29 @@ struct FixedCache {
     relfilenode: (u32, u32),
     nodes: IdHashMap<u64, Fixed>,
     bytes: usize,
+    /// Per tenant group hash, what this backend knows of the group at a directory count.
+    groups: IdHashMap<u64, GroupCache>,
+}
+
+/// Every element of a tenant group and its encoded keys, as a walk of the whole group
+/// found them when the directory counted `count` elements. The count is of elements ever
+/// added (VACUUM leaves it; deleted members stay, with their keys), every insert raises it
+/// in the WAL record that writes the element, and indexes with key columns never reuse a
+/// slot, so at an equal count the list is still the group's exact membership. REINDEX and
+/// TRUNCATE give the index a new relfilenode, which empties the cache.
+pub(crate) struct GroupMembers {
+    pub(crate) count: u32,
+    pub(crate) ids: Vec<u64>,
+    pub(crate) keys: Vec<smallvec::SmallVec<[u8; 24]>>,
+}
+
+enum GroupCache {
+    /// Scans walked the group (without visiting all of it) this many times at `count`.
+    Walked {
+        count: u32,
+        walks: u32,
+    },
+    Members(GroupMembers),
 }
 
 /// Upper bound of the per-backend cache; past it, new elements are simply not cached.
@@ -222,6 +245,51 @@ impl DiskGraph {
         match self.dir_find(hash)? {
             DirSlot::Found { entry, .. } => Some(entry),
             DirSlot::Missing { .. } => None,
+        }
+    }
+
+    /// The group's members, taken out of the backend's cache when they were recorded at
+    /// this directory count (give them back with `remember_group_members`).
+    pub(crate) fn take_group_members(&mut self, hash: u64, count: u32) -> Option<GroupMembers> {
+        match self.fixed.groups.get(&hash) {
+            Some(GroupCache::Members(m)) if m.count == count && count != u32::MAX => {}
+            _ => return None,
+        }
+        match self.fixed.groups.remove(&hash) {
+            Some(GroupCache::Members(m)) => {
+                self.fixed.bytes = self.fixed.bytes.saturating_sub(m.ids.len() * (8 + 32));
+                Some(m)
+            }
+            _ => None,
+        }
+    }
+
+    /// Keeps a group's members for later scans of this backend (within the cache's budget).
+    pub(crate) fn remember_group_members(&mut self, hash: u64, m: GroupMembers) {
+        let size = m.ids.len() * (8 + 32);
+        let old = match self.fixed.groups.get(&hash) {
+            Some(GroupCache::Members(o)) => o.ids.len() * (8 + 32),
+            _ => 0,
+        };
+        if self.fixed.bytes + size <= FIXED_CACHE_BYTES + old {
+            self.fixed.bytes = self.fixed.bytes + size - old;
+            self.fixed.groups.insert(hash, GroupCache::Members(m));
+        }
+    }
+
+    /// Counts a scan that walked part of a group at `count`; returns how many have at this
+    /// count, this one included.
+    pub(crate) fn note_group_walk(&mut self, hash: u64, count: u32) -> u32 {
+        let e = self.fixed.groups.entry(hash).or_insert(GroupCache::Walked { count, walks: 0 });
+        match e {
+            GroupCache::Walked { count: c, walks } if *c == count => {
+                *walks += 1;
+                *walks
+            }
+            _ => {
+                *e = GroupCache::Walked { count, walks: 1 };
+                1
+            }
         }
     }
 

@@ -40,7 +40,16 @@ struct ScanState {
     batches: u32,
     /// Tenant path: the groups' element counts summed (None: global graph).
     tenant_count: Option<u64>,
+    /// A walk of one tenant group whose members this backend does not know yet: the
+    /// group's hash, directory count and seeds, to record its members (see `members`).
+    one_group: Option<(u64, u32, Vec<u64>)>,
+    /// The scan answered from the group's known members instead of walking it.
+    member_scan: bool,
 }
+
+/// Most members that pass a scan's conditions for the scan to score them all instead of
+/// walking the group's graph.
+const EXACT_MEMBERS: usize = 2048;
 
 impl ScanState {
     /// Moves the next batch of results into `pending`; false when the search is exhausted.
@@ -107,6 +116,73 @@ impl ScanState {
 }
 
 impl ScanState {
+    /// Answers the scan from a tenant group's members whose cached keys pass (`ids`, in
+    /// element order): reads each one's element, leaves out deleted ones and any whose
+    /// keys on the page do not pass (the page has the last word), and queues every heap
+    /// row nearest first. Exact, like the sweep, but over the passing members only.
+    fn score_members(&mut self, ids: &[u64], query: &[f32]) {
+        self.member_scan = true;
+        self.swept = true;
+        self.done = true;
+        let rel = self.graph.rel;
+        let dist = self.graph.dist;
+        let mut found: Vec<(f32, Vec<Tid>)> = Vec::new();
+        let mut at = 0;
+        while at < ids.len() {
+            let blk = Tid::unpack(ids[at]).block;
+            let p = rel.read_shared(blk);
+            while at < ids.len() && Tid::unpack(ids[at]).block == blk {
+                let id = ids[at];
+                at += 1;
+                let Some(bytes) = p.item(Tid::unpack(id).offset) else { continue };
+                let Some((info, v)) = element_parts(bytes) else { continue };
+                let Some((_, _, _, _, n)) = page::element_header(bytes) else { continue };
+                if info.deleted
+                    || (self.graph.fixed_len && v.len() != query.len())
+                    || !self.graph.bytes_pass(bytes, v.len())
+                    || !self.returned.insert(id)
+                {
+                    continue;
+                }
+                self.graph.distance_computations += 1;
+                found.push((
+                    dist(v, query),
+                    (0..n).map(|i| page::element_heap_tid(bytes, i)).collect(),
+                ));
+            }
+            drop(p);
+            pgrx::check_for_interrupts!();
+        }
+        found.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (_, tids) in found {
+            self.pending.extend(tids);
+        }
+    }
+
+    /// Records the members of the one group this scan walked, when this backend should
+    /// know them: after a walk that visited the whole group, or after a second walk at
+    /// the same directory count that checked the keys of a quarter of it or more (then the
+    /// group is enumerated from its seeds). A later scan of the group at that count
+    /// scores its passing members directly when there are few enough.
+    fn record_members(&mut self, exhausted: bool) {
+        let Some((hash, count, seeds)) = self.one_group.take() else { return };
+        let members = if exhausted {
+            let Some(s) = self.searcher.as_ref() else { return };
+            super::tenant::members_of(&mut self.graph, count, s.visited_ids())
+        } else {
+            if self.graph.filter_checks < count as u64 / 4
+                || self.graph.note_group_walk(hash, count) < 2
+            {
+                return;
+            }
+            let ids = super::tenant::enumerate(&mut self.graph, &seeds);
+            super::tenant::members_of(&mut self.graph, count, ids.into_iter())
+        };
+        if let Some(m) = members {
+            self.graph.remember_group_members(hash, m);
+        }
+    }
+
     /// The next heap row to return, None when the scan is done: pending rows first, then
     /// the next batch of the search, then, when the search is over and the scan must be
     /// exact, the sweep.
@@ -119,6 +195,13 @@ impl ScanState {
                 // A tenant search that walked every element of its groups has seen all
                 // there is; otherwise (pruning left a member unlinked) sweep to be exact.
                 let visited = self.searcher.as_ref().map(|s| s.visited_count());
+                if self
+                    .one_group
+                    .as_ref()
+                    .is_some_and(|g| visited.is_some_and(|v| v as u64 >= g.1 as u64))
+                {
+                    self.record_members(true);
+                }
                 if needs_sweep(!self.conds.is_empty(), self.swept, self.tenant_count, visited) {
                     let q = std::mem::take(&mut self.query);
                     self.sweep(&q);
@@ -166,6 +249,8 @@ pub unsafe extern "C-unwind" fn ambeginscan(
             query: Vec::new(),
             batches: 0,
             tenant_count: None,
+            one_group: None,
+            member_scan: false,
         });
         (*scan).opaque = Box::into_raw(st) as *mut std::ffi::c_void;
         scan
@@ -189,6 +274,9 @@ pub unsafe extern "C-unwind" fn amrescan(
             std::ptr::copy(orderbys, (*scan).orderByData, norderbys as usize);
         }
         let st = state(scan);
+        if st.started {
+            st.record_members(false);
+        }
         st.graph.reset();
         // The first rescan follows ambeginscan, which has just read the metapage; later
         // rescans (a nested loop's inner side) read it again, as inserts may move it.
@@ -203,6 +291,8 @@ pub unsafe extern "C-unwind" fn amrescan(
         st.returned.clear();
         st.swept = false;
         st.tenant_count = None;
+        st.one_group = None;
+        st.member_scan = false;
         st.started = false;
         st.done = false;
         st.conds = if (*scan).numberOfKeys > 0 {
@@ -303,6 +393,25 @@ fn start(st: &mut ScanState, q: &[f32]) {
         st.graph.first_key_proven();
     }
     st.tenant_count = plan.tenant_count;
+    // One group, walked with conditions beyond the tenant: its members, when this backend
+    // knows them, answer without a walk if few pass.
+    if let Some(t) =
+        groups.as_ref().filter(|t| plan.tenant_walk && plan.opts.filtered && t.walked.len() == 1)
+    {
+        let (hash, count) = t.walked[0];
+        match st.graph.take_group_members(hash, count) {
+            Some(m) => {
+                st.graph.filter_checks += m.ids.len() as u64;
+                let ids = super::tenant::passing(&m, &st.cols.key_types(), &st.conds);
+                st.graph.remember_group_members(hash, m);
+                if ids.len() <= EXACT_MEMBERS {
+                    st.score_members(&ids, q);
+                    return;
+                }
+            }
+            None => st.one_group = Some((hash, count, t.seeds[0].clone())),
+        }
+    }
     st.graph.set_view(if plan.tenant_walk {
         // Seeded from the groups' entries and pivots, not from one entry.
         GraphView::Tenant { entry: None }
@@ -365,18 +474,22 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
     unsafe {
         let p = (*scan).opaque as *mut ScanState;
         if !p.is_null() {
-            let st = &*p;
+            let st = &mut *p;
             if SCAN_STATS.get() && st.started {
                 pgrx::notice!(
-                    "hnsw scan: {} distance computations, {} key checks, {} elements returned, {} batches, exact sweep {}, tenant graph {}, {} page pins",
+                    "hnsw scan: {} distance computations, {} key checks, {} elements returned, {} batches, exact sweep {}, tenant graph {}, {} page pins, member scan {}",
                     st.graph.distance_computations,
                     st.graph.filter_checks,
                     st.returned.len(),
                     st.batches,
                     if st.swept && !st.conds.iter().any(Cond::unsatisfiable) { "yes" } else { "no" },
                     if st.tenant_count.is_some() { "yes" } else { "no" },
-                    st.graph.pins_taken()
+                    st.graph.pins_taken(),
+                    if st.member_scan { "yes" } else { "no" }
                 );
+            }
+            if st.started {
+                st.record_members(false);
             }
             drop(Box::from_raw(p));
             (*scan).opaque = std::ptr::null_mut();

@@ -189,6 +189,11 @@ impl<Id: Copy + Eq + Hash + Ord + Debug> Searcher<Id, IdHashSet<Id>> {
     pub(crate) fn new<S: GraphStore<Id = Id>>(store: &mut S, query: &[f32], ef: usize) -> Self {
         Self::with_options(store, query, ef, SearchOptions::default(), IdHashSet::default())
     }
+
+    /// Every node the search has visited (scored, or looked through in filtered mode).
+    pub(crate) fn visited_ids(&self) -> impl Iterator<Item = Id> + '_ {
+        self.visited.iter().copied()
+    }
 }
 
 impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<Id, V> {

@@ -10,7 +10,8 @@
 mod plan;
 pub(crate) use plan::{directory_pages, group_members, group_purity, DirTuple};
 
-use super::diskgraph::{index_corrupted, DiskGraph, GraphView};
+use super::diskgraph::{index_corrupted, DiskGraph, GraphView, GroupMembers};
+use super::graph::GraphStore;
 use super::graph::{
     ensure_reachable, plan_insert, updates_with_in_link, InsertPlan, NodeUpdate, Params,
 };
@@ -26,6 +27,8 @@ use std::collections::{HashMap, VecDeque};
 pub(crate) struct TenantGroups {
     /// Each group's starting elements (entry, then pivots).
     pub(crate) seeds: Vec<Vec<u64>>,
+    /// (hash, directory count) of each group.
+    pub(crate) walked: Vec<(u64, u32)>,
     /// The groups' element counts summed.
     pub(crate) count: u64,
     /// Every group is pure and its one first key satisfies every condition on the first
@@ -52,7 +55,7 @@ pub(crate) fn scan_groups(
     hashes.dedup();
     let types = cols.key_types();
     let first: Vec<Cond> = conds.iter().filter(|c| c.col == 0).cloned().collect();
-    let mut out = TenantGroups { seeds: Vec::new(), count: 0, proven: true };
+    let mut out = TenantGroups { seeds: Vec::new(), walked: Vec::new(), count: 0, proven: true };
     for h in hashes {
         let Some((entry, starts)) = graph.dir_group(h) else { continue };
         if entry.pure {
@@ -64,9 +67,61 @@ pub(crate) fn scan_groups(
             out.proven = false;
         }
         out.seeds.push(starts);
+        out.walked.push((h, entry.count));
         out.count += entry.count as u64;
     }
     Some(out)
+}
+
+/// A group's members with their keys: `ids` when they are every element the directory
+/// counts (`count`), None otherwise (pruning left one unlinked, or one cannot be read).
+pub(crate) fn members_of(
+    graph: &mut DiskGraph,
+    count: u32,
+    ids: impl Iterator<Item = u64>,
+) -> Option<GroupMembers> {
+    let ids: Vec<u64> = ids.collect();
+    if ids.len() != count as usize {
+        return None;
+    }
+    let mut keys = Vec::with_capacity(ids.len());
+    for &id in &ids {
+        keys.push(graph.keys_of(id)?.into());
+    }
+    Some(GroupMembers { count, ids, keys })
+}
+
+/// Every element of a group, found by walking its tenant lists from `seeds` (the entry
+/// and pivots), deleted members included.
+pub(crate) fn enumerate(graph: &mut DiskGraph, seeds: &[u64]) -> Vec<u64> {
+    graph.set_view(GraphView::Tenant { entry: None });
+    let mut seen: std::collections::HashSet<u64> = seeds.iter().copied().collect();
+    let mut todo: Vec<u64> = seen.iter().copied().collect();
+    let mut list = Vec::new();
+    while let Some(id) = todo.pop() {
+        list.clear();
+        graph.neighbors(id, 0, &mut list);
+        for &n in &list {
+            if seen.insert(n) {
+                todo.push(n);
+            }
+        }
+    }
+    graph.set_view(GraphView::Global);
+    seen.into_iter().collect()
+}
+
+/// The members whose keys meet every condition, in element order (page by page).
+pub(crate) fn passing(m: &GroupMembers, types: &[keys::KeyType], conds: &[Cond]) -> Vec<u64> {
+    let mut out: Vec<u64> = m
+        .ids
+        .iter()
+        .zip(&m.keys)
+        .filter(|(_, k)| keys::matches(k, types, conds))
+        .map(|(&id, _)| id)
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// Plans the new node's place in its tenant group's flat graph (entered at `entry`): its
