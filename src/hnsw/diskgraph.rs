@@ -7,6 +7,7 @@ use super::graph::{Distance, FxHasher, GraphStore, GraphWrite};
 use super::keys::{self, Cond, KeyType};
 use super::page::{self, Meta, MetaError, Tid};
 use super::storage::{IndexRel, PagePrefetch, PinCache, SharedPage, WalWrite};
+pub(crate) use super::tenant::GroupMembers;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
@@ -52,18 +53,6 @@ struct FixedCache {
     bytes: usize,
     /// Per tenant group hash, what this backend knows of the group at a directory count.
     groups: IdHashMap<u64, GroupCache>,
-}
-
-/// Every element of a tenant group and its encoded keys, as a walk of the whole group
-/// found them when the directory counted `count` elements. The count is of elements ever
-/// added (VACUUM leaves it; deleted members stay, with their keys), every insert raises it
-/// in the WAL record that writes the element, and indexes with key columns never reuse a
-/// slot, so at an equal count the list is still the group's exact membership. REINDEX and
-/// TRUNCATE give the index a new relfilenode, which empties the cache.
-pub(crate) struct GroupMembers {
-    pub(crate) count: u32,
-    pub(crate) ids: Vec<u64>,
-    pub(crate) keys: Vec<smallvec::SmallVec<[u8; 24]>>,
 }
 
 enum GroupCache {
@@ -257,7 +246,7 @@ impl DiskGraph {
         }
         match self.fixed.groups.remove(&hash) {
             Some(GroupCache::Members(m)) => {
-                self.fixed.bytes = self.fixed.bytes.saturating_sub(m.ids.len() * (8 + 32));
+                self.fixed.bytes = self.fixed.bytes.saturating_sub(m.bytes());
                 Some(m)
             }
             _ => None,
@@ -266,15 +255,20 @@ impl DiskGraph {
 
     /// Keeps a group's members for later scans of this backend (within the cache's budget).
     pub(crate) fn remember_group_members(&mut self, hash: u64, m: GroupMembers) {
-        let size = m.ids.len() * (8 + 32);
+        let size = m.bytes();
         let old = match self.fixed.groups.get(&hash) {
-            Some(GroupCache::Members(o)) => o.ids.len() * (8 + 32),
+            Some(GroupCache::Members(o)) => o.bytes(),
             _ => 0,
         };
         if self.fixed.bytes + size <= FIXED_CACHE_BYTES + old {
             self.fixed.bytes = self.fixed.bytes + size - old;
             self.fixed.groups.insert(hash, GroupCache::Members(m));
         }
+    }
+
+    /// Whether the members of a group of `count` elements would fit the cache's budget.
+    pub(crate) fn members_fit(&self, count: u32) -> bool {
+        self.fixed.bytes + count as usize * 64 <= FIXED_CACHE_BYTES
     }
 
     /// Counts a scan that walked part of a group at `count`; returns how many have at this
@@ -313,7 +307,8 @@ impl DiskGraph {
         Some((e, std::iter::once(e.entry.pack()).chain(pivots).collect()))
     }
 
-    fn read(&mut self, blk: u32) -> SharedPage {
+    /// Block `blk`, share-locked, through the scan's pin cache.
+    pub(crate) fn read(&mut self, blk: u32) -> SharedPage {
         self.pins.read_shared(blk)
     }
 

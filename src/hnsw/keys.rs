@@ -170,20 +170,139 @@ fn compare(k: Key<'_>, v: &KeyValue) -> Option<std::cmp::Ordering> {
 
 /// Whether encoded `keys` satisfy every condition.
 pub(crate) fn matches(keys: &[u8], types: &[KeyType], conds: &[Cond]) -> bool {
+    conds.iter().all(|c| holds(key_at(keys, types, c.col), c))
+}
+
+/// Whether key `k` (None: unreadable) satisfies `c`.
+fn holds(k: Option<Key<'_>>, c: &Cond) -> bool {
     use std::cmp::Ordering::*;
-    conds.iter().all(|c| {
-        let Some(k) = key_at(keys, types, c.col) else { return false };
-        if k == Key::Null {
-            return c.op.null_passes();
+    let Some(k) = k else { return false };
+    if k == Key::Null {
+        return c.op.null_passes();
+    }
+    c.values.iter().any(|v| match (c.op, compare(k, v)) {
+        (_, None) => false,
+        (Op::Eq, Some(o)) => o == Equal,
+        (Op::Lt, Some(o)) => o == Less,
+        (Op::Le | Op::NullOrLe, Some(o)) => o != Greater,
+        (Op::Gt | Op::NullOrGt, Some(o)) => o == Greater,
+        (Op::Ge, Some(o)) => o != Less,
+    })
+}
+
+/// [`matches`] for many rows of one layout: each condition's column is located once, at
+/// a fixed byte offset when every column before it has a fixed width (integers, uuids),
+/// so a row's values are read in place instead of walking the row per condition.
+pub(crate) struct Matcher<'a> {
+    types: &'a [KeyType],
+    conds: &'a [Cond],
+    /// Per condition: where its column starts in every row, if that is fixed.
+    at: Vec<Option<usize>>,
+    /// Per condition: the one integer value of a condition on a fixed-offset integer
+    /// column, compared without going through `KeyValue`.
+    int: Vec<Option<i64>>,
+}
+
+impl<'a> Matcher<'a> {
+    pub(crate) fn new(types: &'a [KeyType], conds: &'a [Cond]) -> Matcher<'a> {
+        let at = conds
+            .iter()
+            .map(|c| {
+                let ty = types.get(c.col)?;
+                if *ty == KeyType::Text {
+                    return None;
+                }
+                types[..c.col].iter().try_fold(0usize, |off, t| match t {
+                    KeyType::Int => Some(off + 9),
+                    KeyType::Uuid => Some(off + 17),
+                    KeyType::Text => None,
+                })
+            })
+            .collect::<Vec<_>>();
+        let int = conds
+            .iter()
+            .zip(&at)
+            .map(|(c, at)| match (at, types.get(c.col), c.values.as_slice()) {
+                (Some(_), Some(KeyType::Int), [KeyValue::Int(v)]) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        Matcher { types, conds, at, int }
+    }
+
+    #[cfg(test)]
+    fn matches(&self, keys: &[u8]) -> bool {
+        (0..self.conds.len()).all(|i| self.holds(i, keys))
+    }
+
+    /// The rows (id, keys) that meet every condition, tested one condition at a time over
+    /// the rows still in the running.
+    pub(crate) fn filter<'k>(&self, rows: impl Iterator<Item = (u64, &'k [u8])>) -> Vec<u64> {
+        let mut rows: Vec<(u64, &[u8])> = rows.collect();
+        for i in 0..self.conds.len() {
+            match (self.at[i], self.int[i]) {
+                // The common case, with the condition's dispatch out of the loop.
+                (Some(off), Some(v)) => {
+                    let (op, null) = (self.conds[i].op, self.conds[i].op.null_passes());
+                    rows.retain(|(_, k)| match k.get(off..off + 9) {
+                        None => false,
+                        Some(b) if b[0] != 0 => null,
+                        Some(b) => int_holds(
+                            op,
+                            i64::from_ne_bytes(b[1..9].try_into().unwrap_or([0; 8])),
+                            v,
+                        ),
+                    });
+                }
+                _ => rows.retain(|(_, k)| self.holds(i, k)),
+            }
         }
-        c.values.iter().any(|v| match (c.op, compare(k, v)) {
-            (_, None) => false,
-            (Op::Eq, Some(o)) => o == Equal,
-            (Op::Lt, Some(o)) => o == Less,
-            (Op::Le | Op::NullOrLe, Some(o)) => o != Greater,
-            (Op::Gt | Op::NullOrGt, Some(o)) => o == Greater,
-            (Op::Ge, Some(o)) => o != Less,
-        })
+        rows.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Whether `keys` meet condition `i`.
+    fn holds(&self, i: usize, keys: &[u8]) -> bool {
+        let (c, at, int) = (&self.conds[i], &self.at[i], &self.int[i]);
+        {
+            if let (Some(off), Some(v)) = (at, int) {
+                let Some(b) = keys.get(*off..off + 9) else { return false };
+                if b[0] != 0 {
+                    return c.op.null_passes();
+                }
+                let k = i64::from_ne_bytes([b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8]]);
+                return int_holds(c.op, k, *v);
+            }
+            let k = match at {
+                Some(off) => fixed_key_at(keys, self.types[c.col], *off),
+                None => key_at(keys, self.types, c.col),
+            };
+            holds(k, c)
+        }
+    }
+}
+
+/// Whether a non-null integer key `k` meets `op v`.
+#[inline]
+fn int_holds(op: Op, k: i64, v: i64) -> bool {
+    match op {
+        Op::Lt => k < v,
+        Op::Le | Op::NullOrLe => k <= v,
+        Op::Eq => k == v,
+        Op::Ge => k >= v,
+        Op::Gt | Op::NullOrGt => k > v,
+    }
+}
+
+/// The key of a fixed-width column whose encoding starts at `off`.
+fn fixed_key_at(keys: &[u8], ty: KeyType, off: usize) -> Option<Key<'_>> {
+    let len = if ty == KeyType::Int { 8 } else { 16 };
+    let body = keys.get(off + 1..off + 1 + len)?;
+    if keys[off] != 0 {
+        return Some(Key::Null);
+    }
+    Some(match ty {
+        KeyType::Int => Key::Int(i64::from_ne_bytes(body.try_into().ok()?)),
+        _ => Key::Bytes(body),
     })
 }
 
@@ -410,5 +529,53 @@ mod tests {
         let mut b = Vec::new();
         encode(&mut b, KeyType::Text, Some(&KeyValue::Bytes(long.clone())));
         assert_eq!(b.len(), 1 + 2 + MAX_TEXT_KEY);
+    }
+
+    #[test]
+    fn the_matcher_agrees_with_matches() {
+        let layouts: [&[KeyType]; 3] = [
+            &[KeyType::Int, KeyType::Int, KeyType::Int, KeyType::Int],
+            &[KeyType::Int, KeyType::Text, KeyType::Uuid, KeyType::Int],
+            &[KeyType::Uuid, KeyType::Int, KeyType::Text],
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let ops = [Op::Lt, Op::Le, Op::Eq, Op::Ge, Op::Gt, Op::NullOrLe, Op::NullOrGt];
+        for types in layouts {
+            let value = |ty: KeyType, r: u64| match ty {
+                KeyType::Int => KeyValue::Int(r as i64 - 2),
+                KeyType::Uuid => KeyValue::Bytes(vec![r as u8; 16]),
+                KeyType::Text => KeyValue::Bytes(vec![b'a' + r as u8; r as usize]),
+            };
+            for _ in 0..2000 {
+                let mut row = Vec::new();
+                for &ty in types {
+                    let r = next(5);
+                    encode(&mut row, ty, (r != 4).then(|| value(ty, r)).as_ref());
+                }
+                let conds: Vec<Cond> = (0..1 + next(3))
+                    .map(|_| {
+                        let col = next(types.len() as u64 + 1) as usize;
+                        let ty = types.get(col).copied().unwrap_or(KeyType::Int);
+                        let values = (0..next(3)).map(|_| value(ty, next(4))).collect();
+                        Cond { col, op: ops[next(7) as usize], values }
+                    })
+                    .collect();
+                let m = Matcher::new(types, &conds);
+                for cut in [row.len(), row.len() / 2] {
+                    let r = &row[..cut];
+                    assert_eq!(
+                        m.matches(r),
+                        matches(r, types, &conds),
+                        "{types:?} {conds:?} {r:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -124,13 +124,14 @@ impl ScanState {
         self.member_scan = true;
         self.swept = true;
         self.done = true;
-        let rel = self.graph.rel;
         let dist = self.graph.dist;
-        let mut found: Vec<(f32, Vec<Tid>)> = Vec::new();
+        // (distance, first of its heap TIDs in `tids`, how many)
+        let mut found: Vec<(f32, u32, u32)> = Vec::with_capacity(ids.len());
+        let mut tids: Vec<Tid> = Vec::with_capacity(ids.len());
         let mut at = 0;
         while at < ids.len() {
             let blk = Tid::unpack(ids[at]).block;
-            let p = rel.read_shared(blk);
+            let p = self.graph.read(blk);
             while at < ids.len() && Tid::unpack(ids[at]).block == blk {
                 let id = ids[at];
                 at += 1;
@@ -145,17 +146,15 @@ impl ScanState {
                     continue;
                 }
                 self.graph.distance_computations += 1;
-                found.push((
-                    dist(v, query),
-                    (0..n).map(|i| page::element_heap_tid(bytes, i)).collect(),
-                ));
+                found.push((dist(v, query), tids.len() as u32, n as u32));
+                tids.extend((0..n).map(|i| page::element_heap_tid(bytes, i)));
             }
             drop(p);
             pgrx::check_for_interrupts!();
         }
-        found.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (_, tids) in found {
-            self.pending.extend(tids);
+        found.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (_, first, n) in found {
+            self.pending.extend(&tids[first as usize..(first + n) as usize]);
         }
     }
 
@@ -166,6 +165,9 @@ impl ScanState {
     /// scores its passing members directly when there are few enough.
     fn record_members(&mut self, exhausted: bool) {
         let Some((hash, count, seeds)) = self.one_group.take() else { return };
+        if !self.graph.members_fit(count) {
+            return;
+        }
         let members = if exhausted {
             let Some(s) = self.searcher.as_ref() else { return };
             super::tenant::members_of(&mut self.graph, count, s.visited_ids())
@@ -402,7 +404,13 @@ fn start(st: &mut ScanState, q: &[f32]) {
         match st.graph.take_group_members(hash, count) {
             Some(m) => {
                 st.graph.filter_checks += m.ids.len() as u64;
-                let ids = super::tenant::passing(&m, &st.cols.key_types(), &st.conds);
+                // Conditions on the first key hold for every member of a proven group.
+                let conds: Vec<Cond> = if plan.first_key_proven {
+                    st.conds.iter().filter(|c| c.col != 0).cloned().collect()
+                } else {
+                    st.conds.clone()
+                };
+                let ids = super::tenant::passing(&m, &st.cols.key_types(), &conds);
                 st.graph.remember_group_members(hash, m);
                 if ids.len() <= EXACT_MEMBERS {
                     st.score_members(&ids, q);

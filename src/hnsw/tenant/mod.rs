@@ -8,9 +8,9 @@
 //! Buffer reads and writes stay in `storage` and `diskgraph`.
 
 mod plan;
-pub(crate) use plan::{directory_pages, group_members, group_purity, DirTuple};
+pub(crate) use plan::{directory_pages, group_members, group_purity, DirTuple, GroupMembers};
 
-use super::diskgraph::{index_corrupted, DiskGraph, GraphView, GroupMembers};
+use super::diskgraph::{index_corrupted, DiskGraph, GraphView};
 use super::graph::GraphStore;
 use super::graph::{
     ensure_reachable, plan_insert, updates_with_in_link, InsertPlan, NodeUpdate, Params,
@@ -84,11 +84,11 @@ pub(crate) fn members_of(
     if ids.len() != count as usize {
         return None;
     }
-    let mut keys = Vec::with_capacity(ids.len());
-    for &id in &ids {
-        keys.push(graph.keys_of(id)?.into());
+    let mut m = GroupMembers::new(count);
+    for id in ids {
+        m.push(id, &graph.keys_of(id)?);
     }
-    Some(GroupMembers { count, ids, keys })
+    Some(m)
 }
 
 /// Every element of a group, found by walking its tenant lists from `seeds` (the entry
@@ -113,13 +113,7 @@ pub(crate) fn enumerate(graph: &mut DiskGraph, seeds: &[u64]) -> Vec<u64> {
 
 /// The members whose keys meet every condition, in element order (page by page).
 pub(crate) fn passing(m: &GroupMembers, types: &[keys::KeyType], conds: &[Cond]) -> Vec<u64> {
-    let mut out: Vec<u64> = m
-        .ids
-        .iter()
-        .zip(&m.keys)
-        .filter(|(_, k)| keys::matches(k, types, conds))
-        .map(|(&id, _)| id)
-        .collect();
+    let mut out = keys::Matcher::new(types, conds).filter(m.iter());
     out.sort_unstable();
     out
 }

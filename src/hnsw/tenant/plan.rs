@@ -68,6 +68,45 @@ pub(crate) fn directory_pages(
     heads
 }
 
+/// Every element of a tenant group and its encoded keys, as a walk of the whole group
+/// found them when the directory counted `count` elements. The count is of elements ever
+/// added (VACUUM leaves it; deleted members stay, with their keys), every insert raises it
+/// in the WAL record that writes the element, and indexes with key columns never reuse a
+/// slot, so at an equal count the list is still the group's exact membership. REINDEX and
+/// TRUNCATE give the index a new relfilenode, which empties the cache.
+pub(crate) struct GroupMembers {
+    pub(crate) count: u32,
+    pub(crate) ids: Vec<u64>,
+    /// The members' encoded keys, one after another; member i's end at `ends[i]`.
+    keys: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl GroupMembers {
+    pub(crate) fn new(count: u32) -> GroupMembers {
+        GroupMembers { count, ids: Vec::new(), keys: Vec::new(), ends: Vec::new() }
+    }
+
+    pub(crate) fn push(&mut self, id: u64, keys: &[u8]) {
+        self.ids.push(id);
+        self.keys.extend_from_slice(keys);
+        self.ends.push(self.keys.len() as u32);
+    }
+
+    /// Each member with its keys.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.ids
+            .iter()
+            .zip(starts.zip(self.ends.iter()))
+            .map(|(&id, (a, &b))| (id, &self.keys[a as usize..b as usize]))
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.ids.len() * 12 + self.keys.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +159,17 @@ mod tests {
         let empty = directory_pages(&[], 3, 7);
         assert_eq!(empty.len(), 3);
         assert!(empty.iter().all(|p| p.0 == page::INVALID_BLOCK && p.1.is_empty()));
+    }
+
+    #[test]
+    fn group_members_keep_each_members_keys() {
+        let mut m = GroupMembers::new(3);
+        m.push(7, &[1, 2, 3]);
+        m.push(9, &[]);
+        m.push(4, &[5]);
+        let got: Vec<(u64, Vec<u8>)> = m.iter().map(|(id, k)| (id, k.to_vec())).collect();
+        assert_eq!(got, vec![(7, vec![1, 2, 3]), (9, vec![]), (4, vec![5])]);
+        assert_eq!(m.count, 3);
+        assert_eq!(m.bytes(), 3 * 12 + 4);
     }
 }
