@@ -205,20 +205,7 @@ pub(crate) struct Matcher<'a> {
 
 impl<'a> Matcher<'a> {
     pub(crate) fn new(types: &'a [KeyType], conds: &'a [Cond]) -> Matcher<'a> {
-        let at = conds
-            .iter()
-            .map(|c| {
-                let ty = types.get(c.col)?;
-                if *ty == KeyType::Text {
-                    return None;
-                }
-                types[..c.col].iter().try_fold(0usize, |off, t| match t {
-                    KeyType::Int => Some(off + 9),
-                    KeyType::Uuid => Some(off + 17),
-                    KeyType::Text => None,
-                })
-            })
-            .collect::<Vec<_>>();
+        let at = conds.iter().map(|c| fixed_offset(types, c.col)).collect::<Vec<_>>();
         let int = conds
             .iter()
             .zip(&at)
@@ -230,38 +217,24 @@ impl<'a> Matcher<'a> {
         Matcher { types, conds, at, int }
     }
 
-    #[cfg(test)]
-    fn matches(&self, keys: &[u8]) -> bool {
+    pub(crate) fn matches(&self, keys: &[u8]) -> bool {
         (0..self.conds.len()).all(|i| self.holds(i, keys))
     }
 
-    /// The rows (id, keys) that meet every condition, tested one condition at a time over
-    /// the rows still in the running.
-    pub(crate) fn filter<'k>(&self, rows: impl Iterator<Item = (u64, &'k [u8])>) -> Vec<u64> {
-        let mut rows: Vec<(u64, &[u8])> = rows.collect();
-        for i in 0..self.conds.len() {
-            match (self.at[i], self.int[i]) {
-                // The common case, with the condition's dispatch out of the loop.
-                (Some(off), Some(v)) => {
-                    let (op, null) = (self.conds[i].op, self.conds[i].op.null_passes());
-                    rows.retain(|(_, k)| match k.get(off..off + 9) {
-                        None => false,
-                        Some(b) if b[0] != 0 => null,
-                        Some(b) => int_holds(
-                            op,
-                            i64::from_ne_bytes(b[1..9].try_into().unwrap_or([0; 8])),
-                            v,
-                        ),
-                    });
-                }
-                _ => rows.retain(|(_, k)| self.holds(i, k)),
-            }
-        }
-        rows.into_iter().map(|(id, _)| id).collect()
+    /// How many conditions there are.
+    pub(crate) fn len(&self) -> usize {
+        self.conds.len()
+    }
+
+    /// Condition `i` as (column, operator, value) when it compares a fixed-offset integer
+    /// column with one value, the case a column of decoded integers can answer.
+    pub(crate) fn int_cond(&self, i: usize) -> Option<(usize, Op, i64)> {
+        self.at[i]?;
+        Some((self.conds[i].col, self.conds[i].op, self.int[i]?))
     }
 
     /// Whether `keys` meet condition `i`.
-    fn holds(&self, i: usize, keys: &[u8]) -> bool {
+    pub(crate) fn holds(&self, i: usize, keys: &[u8]) -> bool {
         let (c, at, int) = (&self.conds[i], &self.at[i], &self.int[i]);
         {
             if let (Some(off), Some(v)) = (at, int) {
@@ -281,9 +254,22 @@ impl<'a> Matcher<'a> {
     }
 }
 
+/// Where column `col` starts in every encoded row, when the columns before it have fixed
+/// widths (integers, uuids) and it is not text; None otherwise.
+pub(crate) fn fixed_offset(types: &[KeyType], col: usize) -> Option<usize> {
+    if *types.get(col)? == KeyType::Text {
+        return None;
+    }
+    types[..col].iter().try_fold(0usize, |off, t| match t {
+        KeyType::Int => Some(off + 9),
+        KeyType::Uuid => Some(off + 17),
+        KeyType::Text => None,
+    })
+}
+
 /// Whether a non-null integer key `k` meets `op v`.
 #[inline]
-fn int_holds(op: Op, k: i64, v: i64) -> bool {
+pub(crate) fn int_holds(op: Op, k: i64, v: i64) -> bool {
     match op {
         Op::Lt => k < v,
         Op::Le | Op::NullOrLe => k <= v,

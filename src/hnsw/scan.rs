@@ -8,7 +8,7 @@
 
 use super::diskgraph::{element_parts, DiskGraph, GraphView};
 use super::graph::{visited_for, IdHashSet, Searcher};
-use super::keys::Cond;
+use super::keys::{self, Cond};
 use super::options::{
     IterativeScan, EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES, SCAN_STATS, TWO_HOP_LIMIT,
 };
@@ -45,6 +45,8 @@ struct ScanState {
     one_group: Option<(u64, u32, Vec<u64>)>,
     /// The scan answered from the group's known members instead of walking it.
     member_scan: bool,
+    /// Elements a member scan returned (it needs no `returned` set: no sweep follows).
+    member_rows: usize,
 }
 
 /// Most members that pass a scan's conditions for the scan to score them all instead of
@@ -125,6 +127,8 @@ impl ScanState {
         self.swept = true;
         self.done = true;
         let dist = self.graph.dist;
+        let types = self.cols.key_types();
+        let on_page = keys::Matcher::new(&types, &self.conds);
         // (distance, first of its heap TIDs in `tids`, how many)
         let mut found: Vec<(f32, u32, u32)> = Vec::with_capacity(ids.len());
         let mut tids: Vec<Tid> = Vec::with_capacity(ids.len());
@@ -140,12 +144,12 @@ impl ScanState {
                 let Some((_, _, _, _, n)) = page::element_header(bytes) else { continue };
                 if info.deleted
                     || (self.graph.fixed_len && v.len() != query.len())
-                    || !self.graph.bytes_pass(bytes, v.len())
-                    || !self.returned.insert(id)
+                    || !on_page.matches(page::element_keys(bytes, v.len()))
                 {
                     continue;
                 }
                 self.graph.distance_computations += 1;
+                self.member_rows += 1;
                 found.push((dist(v, query), tids.len() as u32, n as u32));
                 tids.extend((0..n).map(|i| page::element_heap_tid(bytes, i)));
             }
@@ -168,9 +172,10 @@ impl ScanState {
         if !self.graph.members_fit(count) {
             return;
         }
+        let types = self.cols.key_types();
         let members = if exhausted {
             let Some(s) = self.searcher.as_ref() else { return };
-            super::tenant::members_of(&mut self.graph, count, s.visited_ids())
+            super::tenant::members_of(&mut self.graph, &types, count, s.visited_ids())
         } else {
             if self.graph.filter_checks < count as u64 / 4
                 || self.graph.note_group_walk(hash, count) < 2
@@ -178,7 +183,7 @@ impl ScanState {
                 return;
             }
             let ids = super::tenant::enumerate(&mut self.graph, &seeds);
-            super::tenant::members_of(&mut self.graph, count, ids.into_iter())
+            super::tenant::members_of(&mut self.graph, &types, count, ids.into_iter())
         };
         if let Some(m) = members {
             self.graph.remember_group_members(hash, m);
@@ -253,6 +258,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(
             tenant_count: None,
             one_group: None,
             member_scan: false,
+            member_rows: 0,
         });
         (*scan).opaque = Box::into_raw(st) as *mut std::ffi::c_void;
         scan
@@ -295,6 +301,7 @@ pub unsafe extern "C-unwind" fn amrescan(
         st.tenant_count = None;
         st.one_group = None;
         st.member_scan = false;
+        st.member_rows = 0;
         st.started = false;
         st.done = false;
         st.conds = if (*scan).numberOfKeys > 0 {
@@ -488,7 +495,7 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
                     "hnsw scan: {} distance computations, {} key checks, {} elements returned, {} batches, exact sweep {}, tenant graph {}, {} page pins, member scan {}",
                     st.graph.distance_computations,
                     st.graph.filter_checks,
-                    st.returned.len(),
+                    st.returned.len() + st.member_rows,
                     st.batches,
                     if st.swept && !st.conds.iter().any(Cond::unsatisfiable) { "yes" } else { "no" },
                     if st.tenant_count.is_some() { "yes" } else { "no" },

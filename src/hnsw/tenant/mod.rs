@@ -77,17 +77,21 @@ pub(crate) fn scan_groups(
 /// counts (`count`), None otherwise (pruning left one unlinked, or one cannot be read).
 pub(crate) fn members_of(
     graph: &mut DiskGraph,
+    types: &[keys::KeyType],
     count: u32,
     ids: impl Iterator<Item = u64>,
 ) -> Option<GroupMembers> {
-    let ids: Vec<u64> = ids.collect();
+    let mut ids: Vec<u64> = ids.collect();
     if ids.len() != count as usize {
         return None;
     }
+    // In element order, so the members that pass are read page by page.
+    ids.sort_unstable();
     let mut m = GroupMembers::new(count);
     for id in ids {
         m.push(id, &graph.keys_of(id)?);
     }
+    m.decode_ints(types);
     Some(m)
 }
 
@@ -111,11 +115,10 @@ pub(crate) fn enumerate(graph: &mut DiskGraph, seeds: &[u64]) -> Vec<u64> {
     seen.into_iter().collect()
 }
 
-/// The members whose keys meet every condition, in element order (page by page).
+/// The members whose keys meet every condition, in the members' order (`members_of`
+/// keeps them in element order, so they are read page by page).
 pub(crate) fn passing(m: &GroupMembers, types: &[keys::KeyType], conds: &[Cond]) -> Vec<u64> {
-    let mut out = keys::Matcher::new(types, conds).filter(m.iter());
-    out.sort_unstable();
-    out
+    m.filter(&keys::Matcher::new(types, conds))
 }
 
 /// Plans the new node's place in its tenant group's flat graph (entered at `entry`): its

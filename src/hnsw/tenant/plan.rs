@@ -80,11 +80,70 @@ pub(crate) struct GroupMembers {
     /// The members' encoded keys, one after another; member i's end at `ends[i]`.
     keys: Vec<u8>,
     ends: Vec<u32>,
+    /// Per key column, decoded by `decode_ints` for integer columns at a fixed offset:
+    /// each member's value and whether it is NULL.
+    ints: Vec<Option<(Vec<i64>, Vec<bool>)>>,
 }
 
 impl GroupMembers {
     pub(crate) fn new(count: u32) -> GroupMembers {
-        GroupMembers { count, ids: Vec::new(), keys: Vec::new(), ends: Vec::new() }
+        GroupMembers {
+            count,
+            ids: Vec::new(),
+            keys: Vec::new(),
+            ends: Vec::new(),
+            ints: Vec::new(),
+        }
+    }
+
+    /// Member i's encoded keys.
+    fn key(&self, i: usize) -> &[u8] {
+        let a = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.keys[a..self.ends[i] as usize]
+    }
+
+    /// Decodes every integer column at a fixed offset into a column of its own, so a
+    /// condition on it reads one array (a column some member's keys are too short for
+    /// stays encoded only).
+    pub(crate) fn decode_ints(&mut self, types: &[KeyType]) {
+        self.ints = (0..types.len())
+            .map(|col| {
+                let off = keys::fixed_offset(types, col).filter(|_| types[col] == KeyType::Int)?;
+                let (mut vals, mut nulls) = (Vec::new(), Vec::new());
+                for i in 0..self.ids.len() {
+                    let b = self.key(i).get(off..off + 9)?;
+                    nulls.push(b[0] != 0);
+                    vals.push(i64::from_ne_bytes(b[1..9].try_into().ok()?));
+                }
+                Some((vals, nulls))
+            })
+            .collect();
+    }
+
+    /// The members whose keys meet every condition of `m`, in the members' order: tested
+    /// one condition at a time over the members still in the running, from the decoded
+    /// column where there is one.
+    pub(crate) fn filter(&self, m: &keys::Matcher) -> Vec<u64> {
+        let mut idx: Vec<u32> = (0..self.ids.len() as u32).collect();
+        for i in 0..m.len() {
+            let decoded =
+                m.int_cond(i).and_then(|(col, op, v)| Some((self.ints.get(col)?.as_ref()?, op, v)));
+            match decoded {
+                Some(((vals, nulls), op, v)) => {
+                    let null = op.null_passes();
+                    idx.retain(|&j| {
+                        let j = j as usize;
+                        if nulls[j] {
+                            null
+                        } else {
+                            keys::int_holds(op, vals[j], v)
+                        }
+                    });
+                }
+                None => idx.retain(|&j| m.holds(i, self.key(j as usize))),
+            }
+        }
+        idx.into_iter().map(|j| self.ids[j as usize]).collect()
     }
 
     pub(crate) fn push(&mut self, id: u64, keys: &[u8]) {
@@ -94,7 +153,8 @@ impl GroupMembers {
     }
 
     /// Each member with its keys.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+    #[cfg(test)]
+    fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         self.ids
             .iter()
@@ -103,7 +163,7 @@ impl GroupMembers {
     }
 
     pub(crate) fn bytes(&self) -> usize {
-        self.ids.len() * 12 + self.keys.len()
+        self.ids.len() * (12 + 9 * self.ints.iter().flatten().count()) + self.keys.len()
     }
 }
 
@@ -171,5 +231,64 @@ mod tests {
         assert_eq!(got, vec![(7, vec![1, 2, 3]), (9, vec![]), (4, vec![5])]);
         assert_eq!(m.count, 3);
         assert_eq!(m.bytes(), 3 * 12 + 4);
+    }
+
+    #[test]
+    fn group_members_filter_as_matches_does() {
+        use keys::{Cond, KeyValue, Op};
+        let layouts: [&[KeyType]; 3] = [
+            &[KeyType::Int, KeyType::Int, KeyType::Int, KeyType::Int],
+            &[KeyType::Int, KeyType::Text, KeyType::Uuid, KeyType::Int],
+            &[KeyType::Uuid, KeyType::Int, KeyType::Text],
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let ops = [Op::Lt, Op::Le, Op::Eq, Op::Ge, Op::Gt, Op::NullOrLe, Op::NullOrGt];
+        for types in layouts {
+            let value = |ty: KeyType, r: u64| match ty {
+                KeyType::Int => KeyValue::Int(r as i64 - 2),
+                KeyType::Uuid => KeyValue::Bytes(vec![r as u8; 16]),
+                KeyType::Text => KeyValue::Bytes(vec![b'a' + r as u8; r as usize]),
+            };
+            for round in 0..200 {
+                let mut m = GroupMembers::new(40);
+                let mut rows = Vec::new();
+                for id in 0..40u64 {
+                    let mut row = Vec::new();
+                    for &ty in types {
+                        let r = next(5);
+                        keys::encode(&mut row, ty, (r != 4).then(|| value(ty, r)).as_ref());
+                    }
+                    if round % 50 == 0 && id == 7 {
+                        row.truncate(row.len() / 2); // an unreadable row
+                    }
+                    m.push(id * 3, &row);
+                    rows.push(row);
+                }
+                m.decode_ints(types);
+                let conds: Vec<Cond> = (0..1 + next(3))
+                    .map(|_| {
+                        let col = next(types.len() as u64 + 1) as usize;
+                        let ty = types.get(col).copied().unwrap_or(KeyType::Int);
+                        let values = (0..next(3)).map(|_| value(ty, next(4))).collect();
+                        Cond { col, op: ops[next(7) as usize], values }
+                    })
+                    .collect();
+                let want: Vec<u64> = (0..40u64)
+                    .filter(|&i| keys::matches(&rows[i as usize], types, &conds))
+                    .map(|i| i * 3)
+                    .collect();
+                assert_eq!(
+                    m.filter(&keys::Matcher::new(types, &conds)),
+                    want,
+                    "{types:?} {conds:?}"
+                );
+            }
+        }
     }
 }
