@@ -350,6 +350,65 @@ pub(crate) fn value_group_hash(ty: KeyType, v: &KeyValue) -> u64 {
     fold(fnv1a(&b))
 }
 
+/// Random key rows and conditions over a few layouts, for tests that hold a faster path
+/// against [`matches`].
+#[cfg(test)]
+pub(crate) struct RandomKeys {
+    seed: u64,
+}
+
+#[cfg(test)]
+impl RandomKeys {
+    pub(crate) const LAYOUTS: [&'static [KeyType]; 3] = [
+        &[KeyType::Int, KeyType::Int, KeyType::Int, KeyType::Int],
+        &[KeyType::Int, KeyType::Text, KeyType::Uuid, KeyType::Int],
+        &[KeyType::Uuid, KeyType::Int, KeyType::Text],
+    ];
+
+    pub(crate) fn new(seed: u64) -> RandomKeys {
+        RandomKeys { seed }
+    }
+
+    /// Xorshift, below `n`.
+    fn next(&mut self, n: u64) -> u64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed % n
+    }
+
+    fn value(ty: KeyType, r: u64) -> KeyValue {
+        match ty {
+            KeyType::Int => KeyValue::Int(r as i64 - 2),
+            KeyType::Uuid => KeyValue::Bytes(vec![r as u8; 16]),
+            KeyType::Text => KeyValue::Bytes(vec![b'a' + r as u8; r as usize]),
+        }
+    }
+
+    /// An encoded row, each column NULL one time in five.
+    pub(crate) fn row(&mut self, types: &[KeyType]) -> Vec<u8> {
+        let mut row = Vec::new();
+        for &ty in types {
+            let r = self.next(5);
+            encode(&mut row, ty, (r != 4).then(|| Self::value(ty, r)).as_ref());
+        }
+        row
+    }
+
+    /// One to three conditions, now and then on a column the layout lacks.
+    pub(crate) fn conds(&mut self, types: &[KeyType]) -> Vec<Cond> {
+        let ops = [Op::Lt, Op::Le, Op::Eq, Op::Ge, Op::Gt, Op::NullOrLe, Op::NullOrGt];
+        (0..1 + self.next(3))
+            .map(|_| {
+                let col = self.next(types.len() as u64 + 1) as usize;
+                let ty = types.get(col).copied().unwrap_or(KeyType::Int);
+                let values = (0..self.next(3)).map(|_| Self::value(ty, self.next(4))).collect();
+                Cond { col, op: ops[self.next(7) as usize], values }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,39 +578,11 @@ mod tests {
 
     #[test]
     fn the_matcher_agrees_with_matches() {
-        let layouts: [&[KeyType]; 3] = [
-            &[KeyType::Int, KeyType::Int, KeyType::Int, KeyType::Int],
-            &[KeyType::Int, KeyType::Text, KeyType::Uuid, KeyType::Int],
-            &[KeyType::Uuid, KeyType::Int, KeyType::Text],
-        ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
-        let ops = [Op::Lt, Op::Le, Op::Eq, Op::Ge, Op::Gt, Op::NullOrLe, Op::NullOrGt];
-        for types in layouts {
-            let value = |ty: KeyType, r: u64| match ty {
-                KeyType::Int => KeyValue::Int(r as i64 - 2),
-                KeyType::Uuid => KeyValue::Bytes(vec![r as u8; 16]),
-                KeyType::Text => KeyValue::Bytes(vec![b'a' + r as u8; r as usize]),
-            };
+        let mut rnd = RandomKeys::new(0x9e37_79b9_7f4a_7c15);
+        for types in RandomKeys::LAYOUTS {
             for _ in 0..2000 {
-                let mut row = Vec::new();
-                for &ty in types {
-                    let r = next(5);
-                    encode(&mut row, ty, (r != 4).then(|| value(ty, r)).as_ref());
-                }
-                let conds: Vec<Cond> = (0..1 + next(3))
-                    .map(|_| {
-                        let col = next(types.len() as u64 + 1) as usize;
-                        let ty = types.get(col).copied().unwrap_or(KeyType::Int);
-                        let values = (0..next(3)).map(|_| value(ty, next(4))).collect();
-                        Cond { col, op: ops[next(7) as usize], values }
-                    })
-                    .collect();
+                let row = rnd.row(types);
+                let conds = rnd.conds(types);
                 let m = Matcher::new(types, &conds);
                 for cut in [row.len(), row.len() / 2] {
                     let r = &row[..cut];

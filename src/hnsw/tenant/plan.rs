@@ -235,35 +235,13 @@ mod tests {
 
     #[test]
     fn group_members_filter_as_matches_does() {
-        use keys::{Cond, KeyValue, Op};
-        let layouts: [&[KeyType]; 3] = [
-            &[KeyType::Int, KeyType::Int, KeyType::Int, KeyType::Int],
-            &[KeyType::Int, KeyType::Text, KeyType::Uuid, KeyType::Int],
-            &[KeyType::Uuid, KeyType::Int, KeyType::Text],
-        ];
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
-        let ops = [Op::Lt, Op::Le, Op::Eq, Op::Ge, Op::Gt, Op::NullOrLe, Op::NullOrGt];
-        for types in layouts {
-            let value = |ty: KeyType, r: u64| match ty {
-                KeyType::Int => KeyValue::Int(r as i64 - 2),
-                KeyType::Uuid => KeyValue::Bytes(vec![r as u8; 16]),
-                KeyType::Text => KeyValue::Bytes(vec![b'a' + r as u8; r as usize]),
-            };
+        let mut rnd = keys::RandomKeys::new(0x2545_f491_4f6c_dd1d);
+        for types in keys::RandomKeys::LAYOUTS {
             for round in 0..200 {
                 let mut m = GroupMembers::new(40);
                 let mut rows = Vec::new();
                 for id in 0..40u64 {
-                    let mut row = Vec::new();
-                    for &ty in types {
-                        let r = next(5);
-                        keys::encode(&mut row, ty, (r != 4).then(|| value(ty, r)).as_ref());
-                    }
+                    let mut row = rnd.row(types);
                     if round % 50 == 0 && id == 7 {
                         row.truncate(row.len() / 2); // an unreadable row
                     }
@@ -271,14 +249,7 @@ mod tests {
                     rows.push(row);
                 }
                 m.decode_ints(types);
-                let conds: Vec<Cond> = (0..1 + next(3))
-                    .map(|_| {
-                        let col = next(types.len() as u64 + 1) as usize;
-                        let ty = types.get(col).copied().unwrap_or(KeyType::Int);
-                        let values = (0..next(3)).map(|_| value(ty, next(4))).collect();
-                        Cond { col, op: ops[next(7) as usize], values }
-                    })
-                    .collect();
+                let conds = rnd.conds(types);
                 let want: Vec<u64> = (0..40u64)
                     .filter(|&i| keys::matches(&rows[i as usize], types, &conds))
                     .map(|i| i * 3)
