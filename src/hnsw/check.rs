@@ -9,8 +9,10 @@
 //! - the entry point is a live element of the highest live level;
 //! - indexes with key columns: every tenant list links only elements of the same tenant
 //!   group, each group has exactly one directory entry, naming an element of the group and
-//!   the group's element count (deleted elements included: they stay traversable), and
-//!   the metapage counts every element; directory pivots are members of their group;
+//!   the group's element count (deleted elements included, freed slots not), and the
+//!   metapage counts every element; directory pivots are members of their group;
+//! - a slot VACUUM freed (`page::element_freed`) has empty lists and nothing links to it
+//!   (it is not an element: a link to it reads as a link to a non-element);
 //!
 //! Returns a one-line summary with the counts of live elements, heap pointers and live
 //! elements not reachable from the entry point on level 0 (where every search ends).
@@ -42,6 +44,7 @@ pub(crate) fn check(rel: IndexRel) -> String {
     let mut directory: HashMap<u64, page::DirEntry> = HashMap::new();
     let mut pivots: Vec<(u64, Tid)> = Vec::new();
     let mut unused_pages = 0usize;
+    let mut freed: Vec<(Tid, u8, Tid)> = Vec::new();
     for blk in 1..nblocks {
         let p = rel.read_shared(blk);
         if p.is_new() {
@@ -78,6 +81,11 @@ pub(crate) fn check(rel: IndexRel) -> String {
                         if let Some(why) = values::sparse_problem(v, meta.dimensions as usize) {
                             index_corrupted(rel, format!("element {blk},{off}: {why}"));
                         }
+                    }
+                    if page::element_freed(bytes) {
+                        // A slot VACUUM freed: no longer an element; nothing may link to it.
+                        freed.push((tid, el.level, el.neighbor_tid));
+                        continue;
                     }
                     if !el.deleted && el.heap_tids.is_empty() {
                         index_corrupted(
@@ -119,9 +127,20 @@ pub(crate) fn check(rel: IndexRel) -> String {
             }
         }
     }
+    let mut list = Vec::new();
+    for &(id, level, nb) in &freed {
+        let p = rel.read_shared(nb.block);
+        let empty = p.item(nb.offset).is_some_and(|b| {
+            (0..=level)
+                .chain(tenant.then_some(page::TENANT_LIST))
+                .all(|l| page::read_neighbors(b, l, &mut list) && list.is_empty())
+        });
+        if !empty {
+            index_corrupted(rel, format!("freed element {id:?} still has neighbours"));
+        }
+    }
     // Adjacency of live elements, checked tuple by tuple.
     let mut adj: HashMap<u64, Vec<u64>> = HashMap::new();
-    let mut list = Vec::new();
     let mut edges = 0usize;
     for (&id, &(level, deleted, nb)) in &elements {
         if deleted {
@@ -210,10 +229,11 @@ pub(crate) fn check(rel: IndexRel) -> String {
         }
     };
     format!(
-        "ok: {} live elements, {} heap pointers, {} deleted, {} unreachable, {} edges, {} pages, {} unused pages, top level {}{}",
+        "ok: {} live elements, {} heap pointers, {} deleted, {} free slots, {} unreachable, {} edges, {} pages, {} unused pages, top level {}{}",
         live.len(),
         heap_pointers,
         elements.len() - live.len(),
+        freed.len(),
         live.len() - reached,
         edges,
         nblocks,

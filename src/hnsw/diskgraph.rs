@@ -33,13 +33,17 @@ pub(crate) fn element_parts(bytes: &[u8]) -> Option<(NodeInfo, &[f32])> {
 }
 
 /// Facts about an element, cached per backend: its level, the TID of its neighbour tuple
-/// and its encoded key columns. The TID and the keys never change at a TID: updates create
-/// new elements, REINDEX or TRUNCATE give the index a new relfilenode (which keys the
-/// cache), and an insert reuses a slot VACUUM freed only in indexes without key columns,
-/// keeping the old neighbour tuple's TID. So an authorized scan can test a node's keys and
-/// find its neighbours without touching its page. The level can change with such a reuse:
-/// it only bounds prefetches, and `neighbors` reads the level of the neighbour tuple itself.
-/// The deleted flag and heap TIDs, which VACUUM changes, are always read from the page.
+/// and its encoded key columns. The TID never changes at a TID: updates create new
+/// elements, REINDEX or TRUNCATE give the index a new relfilenode (which keys the cache),
+/// and an insert that reuses a slot VACUUM freed keeps the old neighbour tuple's TID. The
+/// keys change only when a slot changes hands, and in an index with key columns that raises
+/// the metapage's generation, which empties the cache at the next scan's start. So an
+/// authorized scan can test a node's keys and find its neighbours without touching its
+/// page. (A slot reused during a scan can leave that scan's cached keys stale: it then only
+/// walks differently, since every element it returns is tested against the whole filter on
+/// its page, `result_tids`.) The level can change with a reuse: it only bounds prefetches,
+/// and `neighbors` reads the level of the neighbour tuple itself. The deleted flag and heap
+/// TIDs, which VACUUM changes, are always read from the page.
 struct Fixed {
     level: u8,
     neighbor_tid: Tid,
@@ -49,6 +53,8 @@ struct Fixed {
 #[derive(Default)]
 struct FixedCache {
     relfilenode: (u32, u32),
+    /// The metapage generation the cache was filled at.
+    generation: u64,
     nodes: IdHashMap<u64, Fixed>,
     bytes: usize,
     /// Per tenant group hash, what this backend knows of the group at a directory count.
@@ -122,6 +128,16 @@ pub(crate) enum GraphView {
     Tenant { entry: Option<u64> },
 }
 
+/// A directory tuple where it lies (`DiskGraph::dir_tuples`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DirTupleAt {
+    pub(crate) at: Tid,
+    pub(crate) hash: u64,
+    pub(crate) element: Tid,
+    /// The group's entry tuple; None for a pivot.
+    pub(crate) entry: Option<page::DirEntry>,
+}
+
 /// Where a directory entry lives (to update its count) or where a new one can go.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum DirSlot {
@@ -157,8 +173,12 @@ impl DiskGraph {
             fixed: {
                 let node = relfilenode(rel);
                 let mut c = FIXED.with(|c| std::mem::take(&mut *c.borrow_mut()));
-                if c.relfilenode != node {
-                    c = FixedCache { relfilenode: node, ..FixedCache::default() };
+                if c.relfilenode != node || c.generation != meta.generation {
+                    c = FixedCache {
+                        relfilenode: node,
+                        generation: meta.generation,
+                        ..FixedCache::default()
+                    };
                 }
                 c
             },
@@ -170,6 +190,11 @@ impl DiskGraph {
     /// Switches the trait view between the global graph and a tenant group's.
     pub(crate) fn set_view(&mut self, view: GraphView) {
         self.view = view;
+    }
+
+    /// Whether the trait view is a tenant group's.
+    pub(crate) fn view_is_tenant(&self) -> bool {
+        matches!(self.view, GraphView::Tenant { .. })
     }
 
     /// Walks the directory chain of `hash`'s bucket, calling `visit(block, page)` on each
@@ -227,14 +252,6 @@ impl DiskGraph {
             true
         })?;
         Some(found.unwrap_or(DirSlot::Missing { room, last }))
-    }
-
-    /// The directory entry of a group, if the group exists.
-    pub(crate) fn dir_entry(&mut self, hash: u64) -> Option<page::DirEntry> {
-        match self.dir_find(hash)? {
-            DirSlot::Found { entry, .. } => Some(entry),
-            DirSlot::Missing { .. } => None,
-        }
     }
 
     /// The group's members, taken out of the backend's cache when they were recorded at
@@ -305,6 +322,28 @@ impl DiskGraph {
         })?;
         let e = entry?;
         Some((e, std::iter::once(e.entry.pack()).chain(pivots).collect()))
+    }
+
+    /// Every directory tuple, entries and pivots: (where it is, its group's hash, whether it
+    /// is the group's entry, the element it names, and for an entry the entry itself).
+    pub(crate) fn dir_tuples(&mut self) -> Vec<DirTupleAt> {
+        let mut out = Vec::new();
+        for bucket in 0..self.meta.dir_pages {
+            // dir_walk starts at the bucket of its hash: `bucket` itself is such a hash.
+            self.dir_walk(bucket as u64, |blk, p| {
+                for off in 2..=p.max_offset() {
+                    let Some(bytes) = p.item(off) else { continue };
+                    let at = Tid { block: blk, offset: off };
+                    if let Some(e) = page::decode_dir_entry(bytes) {
+                        out.push(DirTupleAt { at, hash: e.hash, element: e.entry, entry: Some(e) });
+                    } else if let Some((hash, element)) = page::decode_dir_pivot(bytes) {
+                        out.push(DirTupleAt { at, hash, element, entry: None });
+                    }
+                }
+                true
+            });
+        }
+        out
     }
 
     /// Block `blk`, share-locked, through the scan's pin cache.
@@ -404,6 +443,14 @@ impl DiskGraph {
     /// Re-reads the metapage (after a write changed it).
     pub(crate) fn reload_meta(&mut self) {
         if let Ok(m) = self.rel.meta() {
+            if m.generation != self.fixed.generation {
+                let node = self.fixed.relfilenode;
+                self.fixed = FixedCache {
+                    relfilenode: node,
+                    generation: m.generation,
+                    ..Default::default()
+                };
+            }
             self.meta = m;
         }
     }

@@ -71,14 +71,16 @@ struct Placement {
 
 /// A vacuumed element's slots the new node can take, or room on a page, looking from the
 /// insert page (which VACUUM moves back to the first page it freed space on) towards the
-/// end, as pgvector's inserts do. A slot is reusable when its element is deleted, its
-/// neighbour lists are empty (VACUUM's `free_deleted` empties them once no live node links
-/// to it) and it is not the entry point; the new element must have the old one's length and
-/// the new neighbour tuple must fit where the old one was. None when no page from the insert
-/// page on has either: `place` then takes fresh pages. The caller holds the update lock.
-/// The new node keeps the old neighbour tuple's TID. Only indexes without key columns come
-/// here: diskgraph's per-backend cache answers key checks without reading the page, so a
-/// reused slot must not change its keys.
+/// end, as pgvector's inserts do. A slot is reusable when VACUUM's `free_deleted` freed it:
+/// its element is marked freed (`page::element_freed`), its neighbour lists (the tenant
+/// list too) are empty and it is not the entry point. In an index without key columns a
+/// deleted element with empty lists also qualifies (slots freed before the mark existed);
+/// an index with key columns needs the mark, since a deleted group entry keeps empty lists
+/// without being free. The new element must have the old one's length and the new
+/// neighbour tuple must fit where the old one was. None when no page from the insert page
+/// on has either: `place` then takes fresh pages. The caller holds the update lock. The new
+/// node keeps the old neighbour tuple's TID; in an index with key columns the caller raises
+/// the metapage's generation, since the slot's keys change (see diskgraph's cache).
 fn find_reusable(
     rel: IndexRel,
     meta: &page::Meta,
@@ -105,7 +107,8 @@ fn find_reusable(
                 let Some(bytes) = p.item(off) else { continue };
                 let Some((_, deleted, nb, _, _)) = page::element_header(bytes) else { continue };
                 let el = Tid { block: blk, offset: off };
-                if deleted && bytes.len() == el_len && Some(el) != entry && nb.is_valid() {
+                let free = page::element_freed(bytes) || (deleted && !meta.tenant_links());
+                if free && bytes.len() == el_len && Some(el) != entry && nb.is_valid() {
                     cands.push((el, nb));
                 }
             }
@@ -116,8 +119,10 @@ fn find_reusable(
             let Some(old) = p.item(nb.offset) else { continue };
             let Some(level) = page::neighbors_level(old) else { continue };
             let mut list = Vec::new();
-            let empty =
-                (0..=level).all(|l| page::read_neighbors(old, l, &mut list) && list.is_empty());
+            let tenant = meta.tenant_links().then_some(page::TENANT_LIST);
+            let empty = (0..=level)
+                .chain(tenant)
+                .all(|l| page::read_neighbors(old, l, &mut list) && list.is_empty());
             if empty && page::maxalign(nb_len) <= page::maxalign(old.len()) + p.room() {
                 let fill = first_free.unwrap_or(blk);
                 return (
@@ -268,9 +273,7 @@ pub(crate) fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u
     let level = params.random_level(rand::random::<u64>()).min(page::max_level(m, tenant));
     let (el_len, nb_len) =
         (page::element_size(v.len()) + keys.len(), page::neighbor_size(m, level, tenant));
-    // Indexes with tenant lists never free deleted elements (see vacuum), so only others look.
-    let (found, first_free) =
-        if tenant { (None, None) } else { find_reusable(rel, &meta, el_len, nb_len) };
+    let (found, first_free) = find_reusable(rel, &meta, el_len, nb_len);
     let at = found.unwrap_or_else(|| {
         let mut at = place(rel, meta.insert_page, el_len, nb_len);
         // Nothing from the insert page on fits this node (a higher level's neighbour tuple
@@ -320,6 +323,12 @@ pub(crate) fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u
     let new_id = at.el.pack();
     let updates = updates_with_in_link(&mut g, &plan, params.max_neighbors(0));
     queue_updates(&mut g, &updates, |l| l, &mut by_block);
+    let entry_deleted = match group {
+        Some(GroupSlot::Existing { entry, .. }) => {
+            g.info(entry.entry.pack()).is_some_and(|i| i.deleted)
+        }
+        _ => false,
+    };
     let tenant_plan = match group {
         Some(GroupSlot::Existing { entry, .. }) => Some(super::tenant::plan_insert_into_group(
             &mut g,
@@ -357,6 +366,10 @@ pub(crate) fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u
         // Indexes with tenant groups count their elements exactly: a scan whose groups
         // hold every element has no other tenant to protect and may use the global graph.
         new_meta.elements += 1;
+        // A reused slot changes its keys: backends' caches of element keys must go.
+        if at.reuse {
+            new_meta.generation += 1;
+        }
     }
     if let Some((id, lvl)) = plan.new_entry {
         new_meta.entry = Some((Tid::unpack(id), lvl));
@@ -371,7 +384,12 @@ pub(crate) fn insert_prepared(rel: IndexRel, v: &[f32], heap_tid: Tid, keys: &[u
             let (block, done) = match slot {
                 GroupSlot::Existing { at: d, entry } => {
                     let mut dp = w.page(d.block);
-                    let e = DirEntry { count: entry.count.saturating_add(1), ..entry };
+                    let mut e = DirEntry { count: entry.count.saturating_add(1), ..entry };
+                    // A group whose entry was deleted (all its rows went) is entered at the
+                    // new element from now on; VACUUM can then free the old entry.
+                    if entry_deleted {
+                        e.entry = at.el;
+                    }
                     let ok = dp
                         .item_mut(d.offset)
                         .map(|b| b.copy_from_slice(&page::encode_dir_entry(&e)))

@@ -181,7 +181,7 @@ pub(crate) struct Meta {
     pub(crate) entry: Option<(Tid, u8)>,
     /// Block new tuples go to first (the last page with room).
     pub(crate) insert_page: u32,
-    /// Elements ever added (statistics).
+    /// Elements (statistics; exact in indexes with key columns: every element not freed).
     pub(crate) elements: u64,
     /// `FLAG_*` bits.
     pub(crate) flags: u8,
@@ -189,6 +189,10 @@ pub(crate) struct Meta {
     /// and how many buckets there are (consecutive blocks).
     pub(crate) dir_start: u32,
     pub(crate) dir_pages: u32,
+    /// Raised whenever an element slot of an index with key columns changes hands (VACUUM
+    /// frees slots, an insert reuses one): backends drop what they cached about elements
+    /// and groups when it moves. Metapages written before it existed (48 bytes) read 0.
+    pub(crate) generation: u64,
 }
 
 /// Why a metapage cannot be used.
@@ -200,10 +204,12 @@ pub(crate) enum MetaError {
     Corrupt(String),
 }
 
-pub(crate) const META_BYTES: usize = 48;
-// The metapage layout `Meta::encode` writes: the entry TID at 18..24, the last field
-// (dir_pages) ending the struct, and all of it inside the metapage's contents.
-const _: () = assert!(18 + TID_BYTES == 24 && 44 + 4 == META_BYTES);
+pub(crate) const META_BYTES: usize = 56;
+/// The metapage of indexes written before `generation` existed.
+pub(crate) const META_BYTES_OLD: usize = 48;
+// The metapage layout `Meta::encode` writes: the entry TID at 18..24, dir_pages ending the
+// old layout, the generation ending the struct, and all of it inside the metapage's contents.
+const _: () = assert!(18 + TID_BYTES == 24 && 44 + 4 == META_BYTES_OLD && 48 + 8 == META_BYTES);
 const _: () = assert!(PAGE_HEADER + META_BYTES <= BLCKSZ - OPAQUE_SIZE);
 
 impl Meta {
@@ -221,6 +227,7 @@ impl Meta {
             flags: 0,
             dir_start: INVALID_BLOCK,
             dir_pages: 0,
+            generation: 0,
         }
     }
 
@@ -252,12 +259,14 @@ impl Meta {
         b[32..40].copy_from_slice(&self.elements.to_ne_bytes());
         b[40..44].copy_from_slice(&self.dir_start.to_ne_bytes());
         b[44..48].copy_from_slice(&self.dir_pages.to_ne_bytes());
+        b[48..56].copy_from_slice(&self.generation.to_ne_bytes());
         b
     }
 
-    /// Decodes and validates a metapage; Err says what is wrong.
+    /// Decodes and validates a metapage (`META_BYTES`, or `META_BYTES_OLD` from before the
+    /// generation existed); Err says what is wrong.
     pub(crate) fn decode(b: &[u8]) -> Result<Meta, MetaError> {
-        if b.len() < META_BYTES {
+        if b.len() < META_BYTES_OLD {
             return Err(MetaError::Corrupt("metapage too short".into()));
         }
         let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
@@ -290,6 +299,9 @@ impl Meta {
             flags: b[28],
             dir_start: u32_at(40),
             dir_pages: u32_at(44),
+            generation: b
+                .get(48..56)
+                .map_or(0, |g| u64::from_ne_bytes(g.try_into().unwrap_or([0; 8]))),
         })
     }
 }
@@ -395,6 +407,22 @@ pub(crate) fn element_heap_tid(b: &[u8], i: usize) -> Tid {
 /// Byte range of the vector inside an element tuple.
 pub(crate) fn element_vector_range(dim: usize) -> std::ops::Range<usize> {
     EL_VECTOR..EL_VECTOR + 4 * dim
+}
+
+/// The deleted byte of an element whose slot VACUUM freed: deleted, linked from nowhere,
+/// its neighbour lists emptied; an insert may overwrite it (`element_freed`).
+const EL_FREED: u8 = 2;
+
+/// Whether VACUUM freed this element's slot (it is also `deleted`).
+pub(crate) fn element_freed(b: &[u8]) -> bool {
+    b.len() >= EL_VECTOR && b[0] == KIND_ELEMENT && b[2] == EL_FREED
+}
+
+/// Marks a deleted element's slot free (VACUUM, once nothing links to it).
+pub(crate) fn mark_element_freed(b: &mut [u8]) {
+    if b.len() >= EL_VECTOR && b[0] == KIND_ELEMENT && b[2] != 0 {
+        b[2] = EL_FREED;
+    }
 }
 
 /// Replaces an element's heap TIDs (vacuum) and sets its deleted flag when none remain.
@@ -666,7 +694,7 @@ pub(crate) const DIR_ENTRY_BYTES: usize = 20;
 pub(crate) const DIR_PURE: u8 = 1;
 
 /// A directory entry: the group's hash, the element its traversal starts from, and how
-/// many elements the group has ever had (deleted ones stay traversable, so they count),
+/// many elements the group holds (deleted ones until VACUUM frees them, see `vacuum`),
 /// and whether they all share the entry's first key (`pure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DirEntry {
@@ -770,8 +798,13 @@ mod tests {
         m.dir_pages = 3;
         m.insert_page = 9;
         m.elements = 123456789;
+        m.generation = 0x0102_0304_0506_0708;
         let b = m.encode();
         assert_eq!(Meta::decode(&b).unwrap(), m);
+        // A metapage from before the generation: 48 bytes, read as generation 0.
+        let before = Meta::decode(&b[..META_BYTES_OLD]).unwrap();
+        assert_eq!(before, Meta { generation: 0, ..m });
+        assert!(matches!(Meta::decode(&b[..META_BYTES_OLD - 1]), Err(MetaError::Corrupt(_))));
         let mut bad = b;
         bad[0] ^= 1;
         assert!(
@@ -804,8 +837,15 @@ mod tests {
         assert_eq!(back, v);
         assert!(add_element_heap_tid(&mut b, Tid { block: 9, offset: 9 }));
         assert_eq!(decode_element(&b).unwrap().heap_tids.len(), 3);
+        assert!(!element_freed(&b));
+        mark_element_freed(&mut b);
+        assert!(!element_freed(&b), "only a deleted element is freed");
         set_element_heap_tids(&mut b, &[]);
         assert!(decode_element(&b).unwrap().deleted);
+        assert!(!element_freed(&b));
+        mark_element_freed(&mut b);
+        assert!(element_freed(&b) && decode_element(&b).unwrap().deleted);
+        assert!(element_header(&b).unwrap().1, "a freed element reads as deleted");
         assert!(decode_element(&b[..10]).is_none());
         let mut with_keys = vec![0u8; element_size(3) + 4];
         encode_element(&mut with_keys, 0, &heap, nb, &v, &[9, 8, 7, 6]);

@@ -316,12 +316,15 @@ impl SharedPage {
 
     /// Decodes the metapage stored in this page's contents.
     pub(crate) fn meta(&self) -> Result<Meta, MetaError> {
-        // SAFETY: the metapage's contents hold META_BYTES bytes (pd_lower covers them).
+        // SAFETY: the contents start inside the locked page; pd_lower ends what `set_meta`
+        // wrote (an older metapage is shorter), and the read stays below it and within
+        // META_BYTES, which the page holds (asserted in `page`).
         let bytes = unsafe {
-            std::slice::from_raw_parts(
-                pg_sys::PageGetContents(self.page) as *const u8,
-                page::META_BYTES,
-            )
+            let start = pg_sys::PageGetContents(self.page) as *const u8;
+            let lower = (*(self.page as *const pg_sys::PageHeaderData)).pd_lower as usize;
+            let written = (self.page as *const u8).add(lower).offset_from(start);
+            let len = usize::try_from(written).unwrap_or(0).min(page::META_BYTES);
+            std::slice::from_raw_parts(start, len)
         };
         Meta::decode(bytes)
     }

@@ -10,7 +10,7 @@
 mod plan;
 pub(crate) use plan::{directory_pages, group_members, group_purity, DirTuple, GroupMembers};
 
-use super::diskgraph::{index_corrupted, DiskGraph, GraphView};
+use super::diskgraph::{index_corrupted, DirTupleAt, DiskGraph, GraphView};
 use super::graph::GraphStore;
 use super::graph::{
     ensure_reachable, plan_insert, updates_with_in_link, InsertPlan, NodeUpdate, Params,
@@ -19,8 +19,8 @@ use super::keys::{self, Cond};
 use super::page::{self, Tid};
 use super::scankeys::{key_types, Columns};
 use super::scanplan::tenant_condition;
-use super::storage::IndexRel;
-use std::collections::{HashMap, VecDeque};
+use super::storage::{IndexRel, WalWrite, PAGES_PER_RECORD};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// The caller's tenant groups, from an `=` / `= ANY` condition on the first key column of
 /// an index with tenant graphs.
@@ -139,35 +139,120 @@ pub(crate) fn plan_insert_into_group(
     (plan, updates)
 }
 
-/// Pass 3, tenant part: every live element reachable from its group's directory entry
-/// through tenant lists (deleted members included, as scans walk them).
-pub(crate) fn relink_groups(
+/// VACUUM's tenant part, for every group with live members (`live`, the index's live
+/// elements; the caller holds the update lock):
+/// - the directory's entry and pivots move off deleted members onto live ones (a deleted
+///   one is replaced by a live tenant-list neighbour of it not already a start, else by
+///   another live member, else, for a pivot, by the entry);
+/// - with `repair_lists` (pass 2, after the global graph's repair and before
+///   `free_deleted`), every live member whose tenant list names a deleted element is
+///   repaired as the global lists are (`vacuum::relink` in the group's view);
+/// - the group's live members are made reachable from its entry (`ensure_reachable`).
+///
+/// After pass 2 no live element and no directory tuple of such a group names a deleted
+/// element, so `free_deleted` can free them. A group without live members keeps its
+/// directory tuples and the deleted elements they name. Returns how many members were
+/// linked back.
+pub(crate) fn repair_groups(
     rel: IndexRel,
     g: &mut DiskGraph,
     live: &[(u64, u8)],
+    repair_lists: bool,
     params: Params,
 ) -> usize {
     if !g.meta.tenant_links() {
         return 0;
     }
     let types = key_types(rel);
+    let is_live: HashSet<u64> = live.iter().map(|l| l.0).collect();
     let mut groups: HashMap<u64, Vec<(u64, u8)>> = HashMap::new();
     for &(id, _) in live {
         if let Some(k) = g.keys_of(id) {
             groups.entry(keys::group_hash(&k, &types)).or_default().push((id, 0));
         }
     }
+    let mut tuples: HashMap<u64, Vec<DirTupleAt>> = HashMap::new();
+    for t in g.dir_tuples() {
+        tuples.entry(t.hash).or_default().push(t);
+    }
     g.reset();
-    let mut total = 0;
-    for (hash, members) in groups {
+    let mut edits: Vec<DirEdit> = Vec::new();
+    let mut list = Vec::new();
+    let mut linked = 0;
+    for (hash, members) in &groups {
         pgrx::check_for_interrupts!();
-        let Some(e) = g.dir_entry(hash) else { continue };
-        g.set_view(GraphView::Tenant { entry: Some(e.entry.pack()) });
-        total += ensure_reachable(g, &members, params);
+        let Some(dir) = tuples.get(hash) else { continue };
+        let Some(entry) = dir.iter().find_map(|t| t.entry.map(|e| (t.at, e))) else { continue };
+        let mut used: HashSet<u64> = dir.iter().map(|t| t.element.pack()).collect();
+        let mut spare = members.iter().map(|m| m.0);
+        let mut replace = |g: &mut DiskGraph, old: u64, used: &mut HashSet<u64>| {
+            g.set_view(GraphView::Tenant { entry: None });
+            list.clear();
+            g.neighbors(old, 0, &mut list);
+            g.set_view(GraphView::Global);
+            let near = list.iter().copied().find(|n| is_live.contains(n) && !used.contains(n));
+            let new = near.or_else(|| spare.by_ref().find(|id| !used.contains(id)))?;
+            used.insert(new);
+            Some(new)
+        };
+        let new_entry = if is_live.contains(&entry.1.entry.pack()) {
+            entry.1.entry.pack()
+        } else {
+            let Some(e) = replace(g, entry.1.entry.pack(), &mut used) else { continue };
+            let moved = page::DirEntry { entry: Tid::unpack(e), ..entry.1 };
+            edits.push((entry.0, page::encode_dir_entry(&moved)));
+            e
+        };
+        for t in dir.iter().filter(|t| t.entry.is_none() && !is_live.contains(&t.element.pack())) {
+            let p = replace(g, t.element.pack(), &mut used).unwrap_or(new_entry);
+            edits.push((t.at, page::encode_dir_pivot(*hash, Tid::unpack(p))));
+        }
+        g.set_view(GraphView::Tenant { entry: Some(new_entry) });
+        if repair_lists {
+            for &(id, _) in members {
+                list.clear();
+                g.neighbors(id, 0, &mut list);
+                if list.iter().any(|n| !is_live.contains(n)) {
+                    super::vacuum::relink(g, id, 0, params);
+                }
+            }
+            g.reset();
+        }
+        linked += ensure_reachable(g, members, params);
         g.set_view(GraphView::Global);
         g.reset();
     }
-    total
+    write_dir_tuples(rel, edits);
+    linked
+}
+
+/// A directory tuple's new bytes, where it lies.
+pub(crate) type DirEdit = (Tid, [u8; page::DIR_ENTRY_BYTES]);
+
+/// Rewrites directory tuples in place (same size), up to four pages per WAL record.
+pub(crate) fn write_dir_tuples(rel: IndexRel, mut edits: Vec<DirEdit>) {
+    edits.sort_by_key(|e| (e.0.block, e.0.offset));
+    type Tuple = (u16, [u8; page::DIR_ENTRY_BYTES]);
+    let mut by_block: Vec<(u32, Vec<Tuple>)> = Vec::new();
+    for (at, b) in edits {
+        match by_block.last_mut() {
+            Some((blk, v)) if *blk == at.block => v.push((at.offset, b)),
+            _ => by_block.push((at.block, vec![(at.offset, b)])),
+        }
+    }
+    for chunk in by_block.chunks(PAGES_PER_RECORD) {
+        let w = WalWrite::begin(rel);
+        for (blk, tuples) in chunk {
+            let mut p = w.page(*blk);
+            for (off, b) in tuples {
+                match p.item_mut(*off) {
+                    Some(dst) if dst.len() == b.len() => dst.copy_from_slice(b),
+                    _ => index_corrupted(rel, format!("directory tuple {blk},{off} moved")),
+                }
+            }
+        }
+        w.commit();
+    }
 }
 
 /// Tenant lists and directory: lists stay inside their group, the directory names each

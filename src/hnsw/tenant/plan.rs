@@ -69,11 +69,13 @@ pub(crate) fn directory_pages(
 }
 
 /// Every element of a tenant group and its encoded keys, as a walk of the whole group
-/// found them when the directory counted `count` elements. The count is of elements ever
-/// added (VACUUM leaves it; deleted members stay, with their keys), every insert raises it
-/// in the WAL record that writes the element, and indexes with key columns never reuse a
-/// slot, so at an equal count the list is still the group's exact membership. REINDEX and
-/// TRUNCATE give the index a new relfilenode, which empties the cache.
+/// found them when the directory counted `count` elements. The count is of the group's
+/// elements not freed (deleted members stay until VACUUM frees them, with their keys), and
+/// every insert raises it in the WAL record that writes the element; VACUUM lowers it only
+/// when it frees slots, and that raises the metapage's generation, which empties the
+/// backend's cache (so does an insert that reuses a slot). So at an equal count and
+/// generation the list is still the group's exact membership. REINDEX and TRUNCATE give the
+/// index a new relfilenode, which empties the cache too.
 pub(crate) struct GroupMembers {
     pub(crate) count: u32,
     pub(crate) ids: Vec<u64>,
