@@ -99,7 +99,8 @@ fn find_reusable(
     for blk in start..nblocks {
         let (cands, room) = {
             let p = rel.read_shared(blk);
-            if p.is_new() {
+            // All-zero pages are free space for `place`; directory pages hold no elements.
+            if p.is_new() || p.item(1).and_then(page::decode_dir_header).is_some() {
                 continue;
             }
             let mut cands = Vec::new();

@@ -750,8 +750,13 @@ impl WalWrite {
         }
     }
 
-    /// Exclusively locks an existing block and registers it for modification.
+    /// Exclusively locks an existing block and registers it for modification. A block this
+    /// record already holds is an ERROR (a second exclusive lock would wait for ourselves).
     pub(crate) fn page(&self, blk: BlockNumber) -> PageMut<'_> {
+        // SAFETY: every buffer in `bufs` is pinned by this record.
+        if self.bufs.borrow().iter().any(|&b| unsafe { pg_sys::BufferGetBlockNumber(b) } == blk) {
+            pgrx::error!("hnsw: block {blk} registered twice in one WAL record");
+        }
         let buf = self.lock_exclusive(blk);
         let page = self.register(buf, false);
         PageMut::new(page, blk)
