@@ -15,7 +15,11 @@ interleaved over rounds:
   (`valid_from <=* (SELECT now())`: the window is an Index Cond);
 - window filter: the token, with the validity policy rewritten to the OR form protect()
   wrote before (`valid_from IS NULL OR valid_from <= now()`: a Filter above the index);
-- nothing visible, index cond / filter: tenant 2's token under each policy form.
+- nothing visible, index cond / filter: tenant 2's token under each policy form;
+- window index cond, 10 per statement: as "window index cond", in statements of 10 queries;
+- the same, inserts: another session inserts a row into tenant 1's group (visible to the
+  token) before each statement: every statement's first scan meets a group that grew since
+  this backend last saw it. Compare it with the line above (same statements, no inserts).
 The policy is switched with ALTER POLICY between paths, so both forms search one graph.
 Rows per query and recall@10 (against the exact answer over the visible rows) are measured
 for each token path first.
@@ -66,6 +70,12 @@ def build(su, data, rng):
                   valid_from => 'valid_from', valid_until => 'valid_until')""")
     visible = (tenants == 1) & (clearance <= 1) & np.isin(kind, ["open", "inside"])
     return np.nonzero(visible)[0]
+
+
+def cpu_of(pid):
+    """The server process's CPU time so far, as `backend_cpu_seconds` (no query per call)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
 
 
 def set_policy(su, form):
@@ -138,8 +148,13 @@ def run(su, app, data, queries, allowed, args):
     assert "Filter" not in plan["index cond"] and "Filter" in plan["filter"], plan
 
     sql = "SELECT count(*) FROM queries q, LATERAL (SELECT id FROM wdocs ORDER BY embedding <=> q.v LIMIT 10) s"
+    chunk = sql + " WHERE q.qid >= %s AND q.qid < %s"
+    ingest = iter(glove(None)[350000:])
+    next_id = len(data)
     paths = [("unfiltered", su, None, None), ("window index cond", app, 1, NEW), ("window filter", app, 1, OLD),
-             ("nothing visible, index cond", app, 2, NEW), ("nothing visible, filter", app, 2, OLD)]
+             ("nothing visible, index cond", app, 2, NEW), ("nothing visible, filter", app, 2, OLD),
+             ("window index cond, 10 per statement", app, 1, NEW),
+             ("the same, inserts", app, 1, NEW)]
     us = {p[0]: [] for p in paths}
     for _ in range(args.rounds):
         for name, conn, tenant, form in paths:
@@ -147,6 +162,19 @@ def run(su, app, data, queries, allowed, args):
                 set_policy(su, form)
                 use(tenant)
             conn.execute(sql).fetchone()  # warm, and plan
+            if "statement" in name or "inserts" in name:
+                spent = 0.0
+                pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+                for a in range(0, len(queries), 10):
+                    if "inserts" in name:
+                        su.execute("INSERT INTO wdocs VALUES (%s, 1, 0, NULL, NULL, %s)",
+                                   [next_id, vec_literal(next(ingest))])
+                        next_id += 1
+                    before = cpu_of(pid)
+                    conn.execute(chunk, [a, a + 10]).fetchone()
+                    spent += cpu_of(pid) - before
+                us[name].append(spent / len(queries) * 1e6)
+                continue
             before = backend_cpu_seconds(conn)
             conn.execute(sql).fetchone()
             us[name].append((backend_cpu_seconds(conn) - before) / len(queries) * 1e6)

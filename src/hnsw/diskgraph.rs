@@ -254,12 +254,13 @@ impl DiskGraph {
         Some(found.unwrap_or(DirSlot::Missing { room, last }))
     }
 
-    /// The group's members, taken out of the backend's cache when they were recorded at
-    /// this directory count (give them back with `remember_group_members`).
-    pub(crate) fn take_group_members(&mut self, hash: u64, count: u32) -> Option<GroupMembers> {
-        match self.fixed.groups.get(&hash) {
-            Some(GroupCache::Members(m)) if m.count == count && count != u32::MAX => {}
-            _ => return None,
+    /// The group's members as this backend recorded them in the current generation (at
+    /// `m.count`, which may be older than the directory's count: see
+    /// `tenant::extend_members`), taken out of the cache (give them back with
+    /// `remember_group_members`).
+    pub(crate) fn take_group_members(&mut self, hash: u64) -> Option<GroupMembers> {
+        if !matches!(self.fixed.groups.get(&hash), Some(GroupCache::Members(_))) {
+            return None;
         }
         match self.fixed.groups.remove(&hash) {
             Some(GroupCache::Members(m)) => {
@@ -281,6 +282,11 @@ impl DiskGraph {
             self.fixed.bytes = self.fixed.bytes + size - old;
             self.fixed.groups.insert(hash, GroupCache::Members(m));
         }
+    }
+
+    /// The metapage generation the backend's caches hold.
+    pub(crate) fn cache_generation(&self) -> u64 {
+        self.fixed.generation
     }
 
     /// Whether the members of a group of `count` elements would fit the cache's budget.

@@ -408,7 +408,15 @@ fn start(st: &mut ScanState, q: &[f32]) {
         groups.as_ref().filter(|t| plan.tenant_walk && plan.opts.filtered && t.walked.len() == 1)
     {
         let (hash, count) = t.walked[0];
-        match st.graph.take_group_members(hash, count) {
+        // Members recorded at an older count learn the elements that joined since.
+        let known = st.graph.take_group_members(hash).and_then(|mut m| {
+            let types = st.cols.key_types();
+            let now = count != u32::MAX
+                && (m.count == count
+                    || super::tenant::extend_members(&mut st.graph, &types, hash, count, &mut m));
+            now.then_some(m)
+        });
+        match known {
             Some(m) => {
                 st.graph.filter_checks += m.ids.len() as u64;
                 // Conditions on the first key hold for every member of a proven group.

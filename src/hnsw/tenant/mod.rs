@@ -87,12 +87,81 @@ pub(crate) fn members_of(
     }
     // In element order, so the members that pass are read page by page.
     ids.sort_unstable();
-    let mut m = GroupMembers::new(count);
+    let mut m = GroupMembers::new(count, graph.meta.insert_page);
     for id in ids {
         m.push(id, &graph.keys_of(id)?);
     }
     m.decode_ints(types);
     Some(m)
+}
+
+/// Most index pages `extend_members` reads for a group of `count` elements: past this a
+/// walk of the group is the cheaper way to learn its members again.
+pub(crate) fn tail_pages_limit(count: u32) -> u32 {
+    8 + count / 8
+}
+
+/// Brings members recorded at a smaller directory count (`m.count`) up to `count` without
+/// walking the group: within a metapage generation no slot changes hands and inserts place
+/// their elements from the insert page on (`m.tail`, read before the members' count), so
+/// the elements that joined since lie on the pages from there to the end. Reads those
+/// pages, adds the group's elements not yet known, and succeeds only when the members then
+/// number exactly `count`, the directory still counts `count` and the generation has not
+/// moved (an element placed elsewhere, on an all-zero page left by a crash, makes the
+/// count differ: the caller then walks). Every member a scan returns is still tested
+/// against the whole filter on its page.
+pub(crate) fn extend_members(
+    graph: &mut DiskGraph,
+    types: &[keys::KeyType],
+    hash: u64,
+    count: u32,
+    m: &mut GroupMembers,
+) -> bool {
+    if m.count >= count || m.tail == page::INVALID_BLOCK {
+        return false;
+    }
+    let rel = graph.rel;
+    let Ok(meta) = rel.meta() else { return false };
+    if meta.generation != graph.cache_generation() {
+        return false;
+    }
+    let nblocks = rel.nblocks();
+    if m.tail >= nblocks || nblocks - m.tail > tail_pages_limit(count) {
+        return false;
+    }
+    let known: HashSet<u64> = m.ids.iter().copied().collect();
+    for blk in m.tail..nblocks {
+        let p = rel.read_shared(blk);
+        if p.is_new() || p.item(1).and_then(page::decode_dir_header).is_some() {
+            continue;
+        }
+        for off in 1..=p.max_offset() {
+            let Some(bytes) = p.item(off) else { continue };
+            let Some((_, _, _, dim, _)) = page::element_header(bytes) else { continue };
+            let id = Tid { block: blk, offset: off }.pack();
+            let k = page::element_keys(bytes, dim);
+            if !page::element_freed(bytes)
+                && keys::group_hash(k, types) == hash
+                && !known.contains(&id)
+            {
+                if m.ids.len() >= count as usize {
+                    return false;
+                }
+                m.push(id, k);
+            }
+        }
+    }
+    let now = graph.dir_group(hash).map(|(e, _)| e.count);
+    if m.ids.len() != count as usize
+        || now != Some(count)
+        || rel.meta().map(|x| x.generation).ok() != Some(meta.generation)
+    {
+        return false;
+    }
+    m.count = count;
+    m.tail = meta.insert_page;
+    m.decode_ints(types);
+    true
 }
 
 /// Every element of a group, found by walking its tenant lists from `seeds` (the entry

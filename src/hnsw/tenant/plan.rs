@@ -74,10 +74,14 @@ pub(crate) fn directory_pages(
 /// every insert raises it in the WAL record that writes the element; VACUUM lowers it only
 /// when it frees slots, and that raises the metapage's generation, which empties the
 /// backend's cache (so does an insert that reuses a slot). So at an equal count and
-/// generation the list is still the group's exact membership. REINDEX and TRUNCATE give the
-/// index a new relfilenode, which empties the cache too.
+/// generation the list is still the group's exact membership; at a higher count,
+/// `tenant::extend_members` finds the elements that joined from `tail` on. REINDEX and
+/// TRUNCATE give the index a new relfilenode, which empties the cache too.
 pub(crate) struct GroupMembers {
     pub(crate) count: u32,
+    /// The insert page when `count` was read: the elements that join the group later lie
+    /// from there on (see `extend_members`); `page::INVALID_BLOCK` when unknown.
+    pub(crate) tail: u32,
     pub(crate) ids: Vec<u64>,
     /// The members' encoded keys, one after another; member i's end at `ends[i]`.
     keys: Vec<u8>,
@@ -88,9 +92,10 @@ pub(crate) struct GroupMembers {
 }
 
 impl GroupMembers {
-    pub(crate) fn new(count: u32) -> GroupMembers {
+    pub(crate) fn new(count: u32, tail: u32) -> GroupMembers {
         GroupMembers {
             count,
+            tail,
             ids: Vec::new(),
             keys: Vec::new(),
             ends: Vec::new(),
@@ -225,7 +230,7 @@ mod tests {
 
     #[test]
     fn group_members_keep_each_members_keys() {
-        let mut m = GroupMembers::new(3);
+        let mut m = GroupMembers::new(3, u32::MAX);
         m.push(7, &[1, 2, 3]);
         m.push(9, &[]);
         m.push(4, &[5]);
@@ -240,7 +245,7 @@ mod tests {
         let mut rnd = keys::RandomKeys::new(0x2545_f491_4f6c_dd1d);
         for types in keys::RandomKeys::LAYOUTS {
             for round in 0..200 {
-                let mut m = GroupMembers::new(40);
+                let mut m = GroupMembers::new(40, u32::MAX);
                 let mut rows = Vec::new();
                 for id in 0..40u64 {
                     let mut row = rnd.row(types);
