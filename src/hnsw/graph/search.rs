@@ -169,6 +169,9 @@ pub(crate) struct Searcher<Id, V = IdHashSet<Id>> {
     /// Layer-0 starting points found by the descent, planted on first use.
     seeds: Vec<Candidate<Id>>,
     planted: bool,
+    /// Whether the entry point was planted on layer 0 after the walk from the seeds ran
+    /// out (`plant_entry`).
+    entry_planted: bool,
     /// The entry point when its distance could not be computed: traversed,
     /// never returned.
     unscored: Option<Id>,
@@ -215,6 +218,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             w: BinaryHeap::new(),
             seeds: Vec::new(),
             planted: true,
+            entry_planted: false,
             unscored: None,
             stopped: false,
             nbrs: Vec::new(),
@@ -311,6 +315,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         self.clear_state();
         self.seeds.clear();
         self.planted = false;
+        self.entry_planted = false;
         self.unscored = None;
         self.dist_count = 0;
         self.filter_checks = 0;
@@ -476,9 +481,36 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
             self.seeds = seeds;
         }
         self.run(store);
+        if self.w.is_empty() && self.plant_entry(store) {
+            self.run(store);
+        }
         out.extend(self.w.drain().map(|it| Candidate { id: it.id, distance: it.d }));
         out.sort_unstable_by(cand_cmp);
         self.returned += out.len() as u64;
+    }
+
+    /// A resumable search whose layer-0 walk from the descent's end ran out continues from
+    /// the entry point, once: level 0 is a directed graph, and what build, insert and
+    /// VACUUM keep (and `hnsw_check` verifies) is that every node is reachable from the
+    /// entry point, not from wherever the descent ended. Without this an exhaustive
+    /// iterative scan could miss a node whose only in-links come from the part of the
+    /// graph the seeds do not reach. True when the entry was planted.
+    fn plant_entry<S: GraphStore<Id = Id>>(&mut self, store: &mut S) -> bool {
+        if self.entry_planted || self.opts.one_batch || self.stopped {
+            return false;
+        }
+        self.entry_planted = true;
+        let Some((ep, _)) = store.entry_point() else { return false };
+        if self.visited.contains(ep) {
+            return false;
+        }
+        let d = store.distance(ep, &self.query).map(clean);
+        self.dist_count += 1;
+        if d.is_none() {
+            self.unscored = Some(ep);
+        }
+        self.plant(store, Candidate { id: ep, distance: d.unwrap_or(f32::INFINITY) });
+        true
     }
 
     /// Moves the nodes set aside by the last batch into their heaps (one

@@ -234,3 +234,56 @@ fn edge_cases_do_not_panic() {
     assert!(select_neighbors_heuristic(&c, 0, true, |_, _| 0.0).is_empty());
     assert_eq!(select_neighbors_heuristic(&c, 5, true, |_, _| f32::NAN).len(), 2);
 }
+
+// Level 0 is directed: the entry point (node 0, level 1) reaches node 3 on level 0, but the
+// node the descent ends on (node 1, nearest the query) reaches only node 2. An exhaustive
+// resumable search returns all four, as every node is reachable from the entry; an
+// unfiltered one-batch search stays where the descent led it (a filtered one starts from
+// the ef nearest nodes of level 1, the entry among them).
+#[test]
+fn exhaustive_search_reaches_what_the_entry_reaches() {
+    struct Split;
+    impl GraphStore for Split {
+        type Id = u32;
+        fn entry_point(&mut self) -> Option<(u32, u8)> {
+            Some((0, 1))
+        }
+        fn distance(&mut self, id: u32, q: &[f32]) -> Option<f32> {
+            let v = [10.0f32, 0.0, 1.0, 9.0].get(id as usize)?;
+            Some((v - q[0]).abs())
+        }
+        fn neighbors(&mut self, id: u32, level: u8, out: &mut Vec<u32>) {
+            let l: &[u32] = match (level, id) {
+                (1, 0) => &[1],
+                (1, 1) => &[0],
+                (0, 0) => &[3],
+                (0, 1) => &[2],
+                (0, 2) => &[1],
+                (0, 3) => &[0],
+                _ => &[],
+            };
+            out.extend_from_slice(l);
+        }
+    }
+    for filtered in [false, true] {
+        for ef in [1usize, 2, 10] {
+            let opts = SearchOptions { filtered, ..Default::default() };
+            let mut s = Searcher::with_options(&mut Split, &[0.0], ef, opts, IdHashSet::default());
+            let mut got = Vec::new();
+            loop {
+                let b = s.next_batch(&mut Split);
+                if b.is_empty() {
+                    break;
+                }
+                got.extend(b.iter().map(|c| c.id));
+            }
+            got.sort_unstable();
+            assert_eq!(got, vec![0, 1, 2, 3], "filtered {filtered}, ef {ef}");
+        }
+    }
+    let opts = SearchOptions { one_batch: true, ..Default::default() };
+    let mut s = Searcher::with_options(&mut Split, &[0.0], 10, opts, IdHashSet::default());
+    let mut one: Vec<u32> = s.next_batch(&mut Split).iter().map(|c| c.id).collect();
+    one.sort_unstable();
+    assert_eq!(one, vec![1, 2]);
+}
