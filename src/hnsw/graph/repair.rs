@@ -242,9 +242,9 @@ pub(crate) fn ensure_reachable<S: GraphWrite>(
             if chosen.is_none() {
                 vector.clear();
                 if store.vector_of(x, &mut vector) {
-                    let ef = params.ef_construction.max(1);
+                    let ef = params.ef_construction.max(HOST_CANDIDATES);
                     let seen = hosts.len();
-                    for c in knn(store, &vector, ef.min(64), ef) {
+                    for c in knn(store, &vector, HOST_CANDIDATES, ef) {
                         if c.id != x && reached.contains(&c.id) && !hosts.contains(&c.id) {
                             hosts.push(c.id);
                         }
@@ -262,10 +262,21 @@ pub(crate) fn ensure_reachable<S: GraphWrite>(
                     Host { id: h, list: buf.clone(), drop: buf.len().checked_sub(1) }
                 }
             };
+            // The neighbour a host gives up is linked from x instead (x's furthest
+            // neighbour makes room when x's list is full, which cuts nobody off: x was not
+            // reached). Another in-link of that neighbour may come only from nodes it
+            // reaches itself, so without this two cut-off nodes could take turns. So
+            // everything reached before stays reached, through x, and every relink
+            // reaches x: the rounds end.
             if let Some(i) = drop {
                 let gone = list.remove(i);
-                if let Some(d) = indeg.get_mut(&gone) {
-                    *d = d.saturating_sub(1);
+                if gone != x && max > 0 {
+                    buf.clear();
+                    store.neighbors(x, 0, &mut buf);
+                    let mut own: Vec<S::Id> = buf.iter().copied().filter(|&z| z != gone).collect();
+                    own.truncate(max - 1);
+                    own.push(gone);
+                    store.set_neighbors(x, 0, &own);
                 }
             }
             list.push(x);
@@ -281,6 +292,10 @@ pub(crate) fn ensure_reachable<S: GraphWrite>(
     }
     total
 }
+
+/// Nearest reachable nodes `ensure_reachable` considers as hosts for a cut-off node when
+/// none of its own neighbours can take the link.
+const HOST_CANDIDATES: usize = 64;
 
 /// A node that takes an in-link for a cut-off node: its level-0 list and the index of the
 /// neighbour it gives up for it (None: it has room).

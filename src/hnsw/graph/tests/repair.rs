@@ -219,3 +219,48 @@ fn ensure_reachable_cuts_nobody_else_off() {
     assert_eq!(reachable(&mut g).len(), 12);
     assert!(MemGraph::neighbors(&g, h, 0).contains(&z), "z keeps its only in-link");
 }
+
+// At m = 4 a two-thread build leaves dozens of 3,000 nodes cut off, some in pairs that only
+// link each other. One ensure_reachable links them all (a host that gives up a neighbour
+// for a cut-off node used to cut that neighbour off in turn: two nodes took turns, round
+// after round, and stayed unreachable), and an exhaustive search then returns every node.
+#[test]
+fn ensure_reachable_at_low_m_reaches_everything() {
+    use crate::hnsw::graph::search::{SearchOptions, Searcher};
+    use crate::hnsw::graph::visited::IdHashSet;
+    let (n, dim) = (3000usize, 32usize);
+    let params = Params::new(4, 8);
+    for seed in 0..4u64 {
+        let mut g = MemGraph::build(dim, normal_data(n, dim, seed), params, l2, 5, 2, &noprog);
+        let nodes: Vec<(u32, u8)> = (0..n as u32).map(|i| (i, g.level(i))).collect();
+        ensure_reachable(&mut g, &nodes, params);
+        let ep = g.entry().unwrap().0;
+        let mut seen = HashSet::from([ep]);
+        let mut q = VecDeque::from([ep]);
+        while let Some(a) = q.pop_front() {
+            for &b in MemGraph::neighbors(&g, a, 0) {
+                if seen.insert(b) {
+                    q.push_back(b);
+                }
+            }
+        }
+        assert_eq!(seen.len(), n, "seed {seed}: reachable from the entry");
+        assert_eq!(ensure_reachable(&mut g, &nodes, params), 0, "seed {seed}: nothing left");
+        let queries = normal_data(3, dim, 100 + seed);
+        let mut store = &g;
+        for qi in 0..3 {
+            let query = &queries[qi * dim..(qi + 1) * dim];
+            let opts = SearchOptions::default();
+            let mut s = Searcher::with_options(&mut store, query, 40, opts, IdHashSet::default());
+            let mut got = HashSet::new();
+            loop {
+                let b = s.next_batch(&mut store);
+                if b.is_empty() {
+                    break;
+                }
+                got.extend(b.iter().map(|c| c.id));
+            }
+            assert_eq!(got.len(), n, "seed {seed} query {qi}: an exhaustive search");
+        }
+    }
+}
