@@ -25,6 +25,16 @@ def lit(v):
     return "[" + ",".join(repr(float(x)) for x in v) + "]"
 
 
+def rewrite_round(db, table, dim, n, r, also=""):
+    """Round r of an update-heavy workload: the r-th fifth of rows 0..n (cycling) gets new
+    random vectors (and the SET items in `also`, e.g. ", tenant_id = ..."), then VACUUM."""
+    lo = (r % 5) * (n // 5)
+    db.execute(f"UPDATE {table} SET embedding = (SELECT array_agg(random())::real[]::vector({dim}) "
+               f"FROM generate_series(1, {dim}) WHERE id >= 0){also} WHERE id >= %s AND id < %s",
+               [lo, lo + n // 5])
+    db.execute(f"VACUUM {table}")
+
+
 def exact(data, q, k, metric):
     d, q = data.astype(np.float64), q.astype(np.float64)
     if metric == "l2":

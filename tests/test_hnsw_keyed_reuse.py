@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from test_hnsw import lit
+from test_hnsw import lit, rewrite_round
 
 DIM = 16
 TENANTS = 8
@@ -76,13 +76,8 @@ def test_update_rounds_keep_a_bounded_size_and_exact_tenant_answers(db):
     first = index_bytes(db, "ku_idx")
     sizes = []
     for r in range(10):
-        lo = (r % 5) * (n // 5)
-        db.execute(
-            f"UPDATE ku SET embedding = (SELECT array_agg(random())::real[]::vector({DIM}) "
-            "FROM generate_series(1, %s) WHERE id >= 0), "
-            "tenant_id = CASE WHEN id %% 2 = 0 THEN (tenant_id + 1) %% %s ELSE tenant_id END "
-            "WHERE id >= %s AND id < %s", [DIM, TENANTS, lo, lo + n // 5])
-        db.execute("VACUUM ku")
+        rewrite_round(db, "ku", DIM, n, r,
+                      f", tenant_id = CASE WHEN id %% 2 = 0 THEN (tenant_id + 1) %% {TENANTS} ELSE tenant_id END")
         sizes.append(index_bytes(db, "ku_idx"))
     print(f"index bytes: build {first}, after each round {sizes}")
     assert max(sizes) <= first * 1.3, (first, sizes)

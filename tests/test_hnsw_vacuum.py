@@ -6,7 +6,7 @@ recall close to a fresh build on the surviving rows, even at small m and ef_cons
 import numpy as np
 import pytest
 
-from test_hnsw import check, exact, lit
+from test_hnsw import check, exact, lit, rewrite_round
 
 
 def index_bytes(conn, index):
@@ -99,11 +99,7 @@ def test_update_heavy_workload_keeps_a_bounded_size(db):
     first = index_bytes(db, "up_idx")
     sizes = []
     for r in range(10):
-        lo = (r % 5) * (n // 5)
-        db.execute(
-            "UPDATE up SET embedding = (SELECT array_agg(random())::real[]::vector(8) FROM generate_series(1, 8) WHERE id >= 0) "
-            "WHERE id >= %s AND id < %s", [lo, lo + n // 5])
-        db.execute("VACUUM up")
+        rewrite_round(db, "up", 8, n, r)
         sizes.append(index_bytes(db, "up_idx"))
     print(f"index bytes: build {first}, after each round {sizes}")
     assert max(sizes) <= first * 1.3, (first, sizes)

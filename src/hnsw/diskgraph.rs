@@ -172,15 +172,12 @@ impl DiskGraph {
             filter_checks: 0,
             fixed: {
                 let node = relfilenode(rel);
-                let mut c = FIXED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                let c = FIXED.with(|c| std::mem::take(&mut *c.borrow_mut()));
                 if c.relfilenode != node || c.generation != meta.generation {
-                    c = FixedCache {
-                        relfilenode: node,
-                        generation: meta.generation,
-                        ..FixedCache::default()
-                    };
+                    FixedCache::fresh(node, meta.generation)
+                } else {
+                    c
                 }
-                c
             },
             distance_computations: 0,
             view: GraphView::Global,
@@ -450,12 +447,7 @@ impl DiskGraph {
     pub(crate) fn reload_meta(&mut self) {
         if let Ok(m) = self.rel.meta() {
             if m.generation != self.fixed.generation {
-                let node = self.fixed.relfilenode;
-                self.fixed = FixedCache {
-                    relfilenode: node,
-                    generation: m.generation,
-                    ..Default::default()
-                };
+                self.fixed = FixedCache::fresh(self.fixed.relfilenode, m.generation);
             }
             self.meta = m;
         }
@@ -463,6 +455,11 @@ impl DiskGraph {
 }
 
 impl FixedCache {
+    /// An empty cache for the index file `relfilenode` at metapage `generation`.
+    fn fresh(relfilenode: (u32, u32), generation: u64) -> FixedCache {
+        FixedCache { relfilenode, generation, ..FixedCache::default() }
+    }
+
     /// Records an element's immutable facts (bounded by FIXED_CACHE_BYTES).
     fn remember(&mut self, id: u64, info: NodeInfo, keys: &[u8]) {
         if self.bytes > FIXED_CACHE_BYTES || self.nodes.contains_key(&id) {

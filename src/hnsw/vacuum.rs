@@ -190,9 +190,9 @@ fn free_deleted(rel: IndexRel, g: &mut DiskGraph) {
     let types = if tenant { super::scankeys::key_types(rel) } else { Vec::new() };
     let entry = g.meta.entry.map(|(t, _)| t.pack());
     let mut linked: HashSet<u64> = HashSet::new();
-    if tenant {
-        linked.extend(g.dir_tuples().iter().map(|t| t.element.pack()));
-    }
+    // The directory's tuples: under the update lock nothing moves them while we work.
+    let dir = if tenant { g.dir_tuples() } else { Vec::new() };
+    linked.extend(dir.iter().map(|t| t.element.pack()));
     // Deleted elements not yet freed (id, level), the ones freed before, and per group hash
     // the elements not freed (indexes with key columns).
     let (mut dead, mut freed_before): (Vec<(u64, u8)>, HashSet<u64>) = (Vec::new(), HashSet::new());
@@ -273,7 +273,7 @@ fn free_deleted(rel: IndexRel, g: &mut DiskGraph) {
             *counts.entry(*h).or_default() += 1;
         }
         let mut edits = Vec::new();
-        for t in g.dir_tuples() {
+        for t in &dir {
             let Some(e) = t.entry else { continue };
             let n = counts.get(&t.hash).copied().unwrap_or(0);
             if n != e.count {
