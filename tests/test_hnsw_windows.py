@@ -354,3 +354,91 @@ def test_members_follow_inserts_without_a_walk(cluster, dbname, world, layout):
                 if stats[-1][2]:
                     assert set(rows) == exact(q)
             assert stats[-1][2], ("members again after two walks", stats[-4:])
+
+
+def test_member_scans_stay_exact_under_concurrent_inserts(cluster, dbname, world):
+    """Two sessions insert rows of the token's group (visible or above its clearance) and of
+    another tenant while a third asks, each time in a REPEATABLE READ transaction, through
+    the index and then through a seq scan of the same snapshot: whenever the index scan
+    answered from the member list (extended with the rows inserted since), both answers
+    are the same rows; every answer holds only rows the token may see."""
+    import threading
+    rng = np.random.default_rng(78)
+    n = 3000
+    data = np.asarray(GLOVE[340000:340000 + n], dtype=np.float32)
+    tenants = rng.choice([0, 1], size=n, p=[0.75, 0.25])
+    clearance = rng.integers(0, 4, size=n)
+    table = "wc"
+    with cluster.connect(dbname) as su:
+        su.autocommit = True
+        su.execute(f"""CREATE TABLE {table} (id int PRIMARY KEY, tenant_id int NOT NULL, clearance int NOT NULL,
+                       valid_from timestamptz, valid_until timestamptz, embedding vector(50))""")
+        with su.cursor().copy(f"COPY {table} FROM STDIN") as cp:
+            for i in range(n):
+                cp.write_row((i, int(tenants[i]), int(clearance[i]), None, None, lit(data[i])))
+        su.execute(f"CREATE INDEX ON {table} USING hnsw ({LAYOUTS['wdocs']})")
+        su.execute(f"ANALYZE {table}")
+        su.execute(f"GRANT SELECT ON {table} TO app")
+        su.execute(f"""SELECT vecguard.protect('{table}', tenant => 'tenant_id', clearance => 'clearance',
+                                               valid_from => 'valid_from', valid_until => 'valid_until')""")
+    stop = threading.Event()
+    errors = []
+
+    def writer(base, seed):
+        r = np.random.default_rng(seed)
+        try:
+            with cluster.connect(dbname) as w:
+                w.autocommit = True
+                i = base
+                while not stop.is_set():
+                    w.execute(f"INSERT INTO {table} VALUES (%s, %s, %s, NULL, NULL, %s)",
+                              [i, int(r.integers(0, 2)), int(r.integers(0, 4)), lit(GLOVE[350000 + 30000 * seed + i - base])])
+                    i += 1
+                    time.sleep(0.005)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(100000 * (k + 1), k)) for k in range(2)]
+    for t in threads:
+        t.start()
+    member_scans = compared = 0
+    try:
+        with cluster.connect(dbname) as c:
+            stats = stats_of(c)
+            c.execute("SET ROLE app")
+            c.execute("SET hnsw.ef_search = 40")
+            c.execute("SELECT set_config('vecguard.jwt', %s, false)", [token(1, 0)])
+            sql = f"SELECT id, tenant_id, clearance FROM {table} ORDER BY embedding <=> %s::vector LIMIT 10"
+            deadline = time.time() + 10
+            k = 0
+            while time.time() < deadline:
+                q = lit(QUERIES[k % len(QUERIES)])
+                k += 1
+                c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                c.execute("SET LOCAL enable_seqscan = off")
+                if k == 1:
+                    plan = "\n".join(r[0] for r in c.execute("EXPLAIN (COSTS OFF) " + sql, [q]))
+                    assert "Index Scan using wc_tenant_id" in plan, plan
+                seen = len(stats)
+                by_index = c.execute(sql, [q]).fetchall()
+                # the scan ends (and reports) when the next statement replaces its portal
+                c.execute("SET LOCAL enable_seqscan = on")
+                assert len(stats) == seen + 1, (seen, stats[-3:])
+                member = stats[-1][2]
+                c.execute("SET LOCAL enable_indexscan = off")
+                by_seq = c.execute(sql, [q]).fetchall()
+                c.execute("COMMIT")
+                assert all(t == 1 and cl == 0 for _, t, cl in by_index), by_index
+                assert len(by_index) == len(by_seq) == 10
+                if member:
+                    member_scans += 1
+                    a, b = {r[0] for r in by_index}, {r[0] for r in by_seq}
+                    assert a == b, (k, "index only", a - b, "seq scan only", b - a)
+                compared += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    print(f"{compared} queries, {member_scans} member scans")
+    assert member_scans >= compared // 2, (member_scans, compared)
