@@ -19,7 +19,9 @@ interleaved over rounds:
 - window index cond, 10 per statement: as "window index cond", in statements of 10 queries;
 - the same, inserts: another session inserts a row into tenant 1's group (visible to the
   token) before each statement: every statement's first scan meets a group that grew since
-  this backend last saw it. Compare it with the line above (same statements, no inserts).
+  this backend last saw it. Compare it with the line above (same statements, no inserts)
+  and the next (the same inserts into another tenant's group: what any write costs the
+  next reads, without the member list's update).
 The policy is switched with ALTER POLICY between paths, so both forms search one graph.
 Rows per query and recall@10 (against the exact answer over the visible rows) are measured
 for each token path first.
@@ -154,7 +156,8 @@ def run(su, app, data, queries, allowed, args):
     paths = [("unfiltered", su, None, None), ("window index cond", app, 1, NEW), ("window filter", app, 1, OLD),
              ("nothing visible, index cond", app, 2, NEW), ("nothing visible, filter", app, 2, OLD),
              ("window index cond, 10 per statement", app, 1, NEW),
-             ("the same, inserts", app, 1, NEW)]
+             ("the same, inserts", app, 1, NEW),
+             ("the same, other tenant's inserts", app, 1, NEW)]
     us = {p[0]: [] for p in paths}
     for _ in range(args.rounds):
         for name, conn, tenant, form in paths:
@@ -167,8 +170,9 @@ def run(su, app, data, queries, allowed, args):
                 pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
                 for a in range(0, len(queries), 10):
                     if "inserts" in name:
-                        su.execute("INSERT INTO wdocs VALUES (%s, 1, 0, NULL, NULL, %s)",
-                                   [next_id, vec_literal(next(ingest))])
+                        into = 0 if "other tenant" in name else 1
+                        su.execute("INSERT INTO wdocs VALUES (%s, %s, 0, NULL, NULL, %s)",
+                                   [next_id, into, vec_literal(next(ingest))])
                         next_id += 1
                     before = cpu_of(pid)
                     conn.execute(chunk, [a, a + 10]).fetchone()

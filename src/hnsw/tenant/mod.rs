@@ -129,7 +129,11 @@ pub(crate) fn extend_members(
     if m.tail >= nblocks || nblocks - m.tail > tail_pages_limit(count) {
         return false;
     }
-    let known: HashSet<u64> = m.ids.iter().copied().collect();
+    // Members recorded on the tail pages (inserted between the metapage's and the count's
+    // reads at recording) are found there again.
+    let known: HashSet<u64> =
+        m.ids.iter().copied().filter(|&id| Tid::unpack(id).block >= m.tail).collect();
+    let before = m.ids.len();
     for blk in m.tail..nblocks {
         let p = rel.read_shared(blk);
         if p.is_new() || p.item(1).and_then(page::decode_dir_header).is_some() {
@@ -160,7 +164,7 @@ pub(crate) fn extend_members(
     }
     m.count = count;
     m.tail = meta.insert_page;
-    m.decode_ints(types);
+    m.decode_ints_from(types, before);
     true
 }
 
