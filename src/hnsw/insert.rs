@@ -100,7 +100,7 @@ fn find_reusable(
         let (cands, room) = {
             let p = rel.read_shared(blk);
             // All-zero pages are free space for `place`; directory pages hold no elements.
-            if p.is_new() || p.item(1).and_then(page::decode_dir_header).is_some() {
+            if !p.holds_elements() {
                 continue;
             }
             let mut cands = Vec::new();

@@ -408,9 +408,9 @@ fn start(st: &mut ScanState, q: &[f32]) {
         groups.as_ref().filter(|t| plan.tenant_walk && plan.opts.filtered && t.walked.len() == 1)
     {
         let (hash, count) = t.walked[0];
+        let types = st.cols.key_types();
         // Members recorded at an older count learn the elements that joined since.
         let known = st.graph.take_group_members(hash).and_then(|mut m| {
-            let types = st.cols.key_types();
             let now = count != u32::MAX
                 && (m.count == count
                     || super::tenant::extend_members(&mut st.graph, &types, hash, count, &mut m));
@@ -425,7 +425,7 @@ fn start(st: &mut ScanState, q: &[f32]) {
                 } else {
                     st.conds.clone()
                 };
-                let ids = super::tenant::passing(&m, &st.cols.key_types(), &conds);
+                let ids = super::tenant::passing(&m, &types, &conds);
                 st.graph.remember_group_members(hash, m);
                 if ids.len() <= EXACT_MEMBERS {
                     st.score_members(&ids, q);

@@ -302,6 +302,12 @@ impl SharedPage {
         unsafe { pg_sys::PageIsNew(self.page) }
     }
 
+    /// Whether the page may hold elements: not all-zero free space and not a tenant
+    /// directory page (its first item is the directory header).
+    pub(crate) fn holds_elements(&self) -> bool {
+        !self.is_new() && self.item(1).and_then(page::decode_dir_header).is_none()
+    }
+
     /// Free bytes for one more tuple (line pointer accounted for).
     pub(crate) fn free_space(&self) -> usize {
         // SAFETY: locked page.

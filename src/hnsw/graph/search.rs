@@ -393,12 +393,7 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
     /// Descends the upper layers from the entry point to layer-0 seeds.
     fn descend<S: GraphStore<Id = Id>>(&mut self, store: &mut S) {
         if let Some((ep, top)) = store.entry_point() {
-            let d = store.distance(ep, &self.query).map(clean);
-            self.dist_count += 1;
-            if d.is_none() {
-                self.unscored = Some(ep);
-            }
-            let mut c = Candidate { id: ep, distance: d.unwrap_or(f32::INFINITY) };
+            let mut c = self.score_entry(store, ep);
             // Upper layers are descended without the filter: they only
             // navigate, nothing found there is returned.
             if self.opts.filtered && top >= 1 {
@@ -504,13 +499,20 @@ impl<Id: Copy + Eq + Hash + Ord + Debug, V: VisitedSet<Id> + Default> Searcher<I
         if self.visited.contains(ep) {
             return false;
         }
+        let c = self.score_entry(store, ep);
+        self.plant(store, c);
+        true
+    }
+
+    /// The entry point as a candidate: its distance, or infinity (and remembered as
+    /// `unscored`: traversed, never returned) when it cannot be computed.
+    fn score_entry<S: GraphStore<Id = Id>>(&mut self, store: &mut S, ep: Id) -> Candidate<Id> {
         let d = store.distance(ep, &self.query).map(clean);
         self.dist_count += 1;
         if d.is_none() {
             self.unscored = Some(ep);
         }
-        self.plant(store, Candidate { id: ep, distance: d.unwrap_or(f32::INFINITY) });
-        true
+        Candidate { id: ep, distance: d.unwrap_or(f32::INFINITY) }
     }
 
     /// Moves the nodes set aside by the last batch into their heaps (one

@@ -97,7 +97,7 @@ pub(crate) fn members_of(
 
 /// Most index pages `extend_members` reads for a group of `count` elements: past this a
 /// walk of the group is the cheaper way to learn its members again.
-pub(crate) fn tail_pages_limit(count: u32) -> u32 {
+fn tail_pages_limit(count: u32) -> u32 {
     8 + count / 8
 }
 
@@ -136,7 +136,7 @@ pub(crate) fn extend_members(
     let before = m.ids.len();
     for blk in m.tail..nblocks {
         let p = rel.read_shared(blk);
-        if p.is_new() || p.item(1).and_then(page::decode_dir_header).is_some() {
+        if !p.holds_elements() {
             continue;
         }
         for off in 1..=p.max_offset() {
