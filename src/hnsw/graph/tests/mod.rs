@@ -5,6 +5,9 @@ use std::collections::HashSet;
 
 use rand_chacha::ChaCha8Rng;
 
+use crate::hnsw::graph::search::Searcher;
+use crate::hnsw::graph::store::GraphStore;
+use crate::hnsw::graph::visited::VisitedSet;
 use crate::hnsw::graph::{random_level, Candidate, Params, MAX_LEVEL};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
@@ -147,4 +150,20 @@ fn params_and_levels() {
     assert!((above - 1.0 / 16.0).abs() < 0.005, "P(level>=1) = {above}");
     assert_eq!(Params::new(0, 0).sanitized(), Params::new(2, 1));
     assert_eq!(Params::new(10_000, 1 << 40).sanitized().m, 256);
+}
+
+// Every id a resumable search returns, batch after batch until an empty one.
+fn exhaust<S, V>(s: &mut Searcher<S::Id, V>, store: &mut S) -> Vec<S::Id>
+where
+    S: GraphStore,
+    V: VisitedSet<S::Id> + Default,
+{
+    let mut got = Vec::new();
+    loop {
+        let b = s.next_batch(store);
+        if b.is_empty() {
+            return got;
+        }
+        got.extend(b.iter().map(|c| c.id));
+    }
 }

@@ -1,4 +1,4 @@
-use super::{clustered, hits, l2, noprog, normal_data, truth, Gen};
+use super::{clustered, exhaust, hits, l2, noprog, normal_data, truth, Gen};
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
@@ -200,23 +200,11 @@ fn ensure_reachable_cuts_nobody_else_off() {
     g.set_neighbors(h, 0, &[core[1], core[2], core[3], z]);
     g.set_neighbors(z, 0, &core[5..9]);
     g.set_neighbors(x, 0, &[h, core[1], core[2], core[3]]);
-    let reachable = |g: &mut MemGraph| {
-        let mut seen = HashSet::from([ep]);
-        let mut q = VecDeque::from([ep]);
-        while let Some(a) = q.pop_front() {
-            for &b in MemGraph::neighbors(g, a, 0) {
-                if seen.insert(b) {
-                    q.push_back(b);
-                }
-            }
-        }
-        seen
-    };
-    let before = reachable(&mut g);
+    let before = reachable(&g);
     assert!(!before.contains(&x) && before.contains(&z) && before.len() == 11);
     let nodes: Vec<(u32, u8)> = (0..12u32).map(|i| (i, g.level(i))).collect();
     assert_eq!(ensure_reachable(&mut g, &nodes, params), 1, "one relink, no cascade");
-    assert_eq!(reachable(&mut g).len(), 12);
+    assert_eq!(reachable(&g).len(), 12);
     assert!(MemGraph::neighbors(&g, h, 0).contains(&z), "z keeps its only in-link");
 }
 
@@ -234,17 +222,7 @@ fn ensure_reachable_at_low_m_reaches_everything() {
         let mut g = MemGraph::build(dim, normal_data(n, dim, seed), params, l2, 5, 2, &noprog);
         let nodes: Vec<(u32, u8)> = (0..n as u32).map(|i| (i, g.level(i))).collect();
         ensure_reachable(&mut g, &nodes, params);
-        let ep = g.entry().unwrap().0;
-        let mut seen = HashSet::from([ep]);
-        let mut q = VecDeque::from([ep]);
-        while let Some(a) = q.pop_front() {
-            for &b in MemGraph::neighbors(&g, a, 0) {
-                if seen.insert(b) {
-                    q.push_back(b);
-                }
-            }
-        }
-        assert_eq!(seen.len(), n, "seed {seed}: reachable from the entry");
+        assert_eq!(reachable(&g).len(), n, "seed {seed}: reachable from the entry");
         assert_eq!(ensure_reachable(&mut g, &nodes, params), 0, "seed {seed}: nothing left");
         let queries = normal_data(3, dim, 100 + seed);
         let mut store = &g;
@@ -252,15 +230,23 @@ fn ensure_reachable_at_low_m_reaches_everything() {
             let query = &queries[qi * dim..(qi + 1) * dim];
             let opts = SearchOptions::default();
             let mut s = Searcher::with_options(&mut store, query, 40, opts, IdHashSet::default());
-            let mut got = HashSet::new();
-            loop {
-                let b = s.next_batch(&mut store);
-                if b.is_empty() {
-                    break;
-                }
-                got.extend(b.iter().map(|c| c.id));
-            }
+            let got: HashSet<u32> = exhaust(&mut s, &mut store).into_iter().collect();
             assert_eq!(got.len(), n, "seed {seed} query {qi}: an exhaustive search");
         }
     }
+}
+
+// Every node reachable on level 0 from the entry point.
+fn reachable(g: &MemGraph) -> HashSet<u32> {
+    let Some((ep, _)) = g.entry() else { return HashSet::new() };
+    let mut seen = HashSet::from([ep]);
+    let mut q = VecDeque::from([ep]);
+    while let Some(a) = q.pop_front() {
+        for &b in MemGraph::neighbors(g, a, 0) {
+            if seen.insert(b) {
+                q.push_back(b);
+            }
+        }
+    }
+    seen
 }

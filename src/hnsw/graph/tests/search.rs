@@ -1,4 +1,4 @@
-use super::{clustered, clustered_q, cosine, hits, l2, noprog, normal_data, truth, Gen};
+use super::{clustered, clustered_q, cosine, exhaust, hits, l2, noprog, normal_data, truth, Gen};
 use crate::hnsw::graph::build::MemGraph;
 use crate::hnsw::graph::search::{collect_k, knn, knn_filtered, knn_with, SearchOptions, Searcher};
 use crate::hnsw::graph::select::select_neighbors_heuristic;
@@ -269,14 +269,7 @@ fn exhaustive_search_reaches_what_the_entry_reaches() {
         for ef in [1usize, 2, 10] {
             let opts = SearchOptions { filtered, ..Default::default() };
             let mut s = Searcher::with_options(&mut Split, &[0.0], ef, opts, IdHashSet::default());
-            let mut got = Vec::new();
-            loop {
-                let b = s.next_batch(&mut Split);
-                if b.is_empty() {
-                    break;
-                }
-                got.extend(b.iter().map(|c| c.id));
-            }
+            let mut got = exhaust(&mut s, &mut Split);
             got.sort_unstable();
             assert_eq!(got, vec![0, 1, 2, 3], "filtered {filtered}, ef {ef}");
         }
